@@ -1,0 +1,58 @@
+"""rangedispatch: range-based autotuning and multi-kernel dispatch for PyTorch ops.
+
+Example:
+    >>> import torch, rangedispatch as rd
+    >>> @rd.range_dispatch(dispatch_on=("x", 1), split_points=[512])
+    ... def scale(x, w):
+    ...     return x * w
+    >>> @scale.register_impl
+    ... def scale_einsum(x, w):
+    ...     return torch.einsum("bsh,h->bsh", x, w)
+"""
+
+from __future__ import annotations
+
+from .candidates import Candidate
+from .compare import Mismatch, compare, default_tolerance
+from .config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
+from .environment import Environment
+from .errors import ConfigError, ConfigTypeError, RangeDispatchError, TableError, TuningError
+from .op import RangeDispatchOp
+from .ranges import Partition, Range
+from .registration import dispatcher_of, range_dispatch, register_custom_op_autotuning
+from .table import RangeResult, TuningTable
+from .timing import Benchmarker, CpuBenchmarker, CudaBenchmarker, Job, default_benchmarker
+from .tuner import TunerSettings, sample_sizes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Benchmarker",
+    "Candidate",
+    "ConfigError",
+    "ConfigTypeError",
+    "CpuBenchmarker",
+    "CudaBenchmarker",
+    "CustomOpConfig",
+    "CustomOpRangeConfig",
+    "DispatchSpec",
+    "Environment",
+    "Job",
+    "Mismatch",
+    "Partition",
+    "Range",
+    "RangeDispatchError",
+    "RangeDispatchOp",
+    "RangeResult",
+    "TableError",
+    "TunerSettings",
+    "TuningError",
+    "TuningTable",
+    "compare",
+    "default_benchmarker",
+    "default_tolerance",
+    "dispatcher_of",
+    "range_dispatch",
+    "register_custom_op_autotuning",
+    "sample_sizes",
+]

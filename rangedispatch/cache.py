@@ -1,0 +1,96 @@
+"""The persistent tuning cache: one JSON table per (op, candidates, shapes, environment).
+
+The directory defaults to ``$XDG_CACHE_HOME/rangedispatch`` (``~/.cache/rangedispatch``);
+``RANGEDISPATCH_CACHE_DIR`` moves it and ``RANGEDISPATCH_CACHE=0`` turns it off. A file
+that is truncated, of another format version, or from another device or library version
+is ignored with a warning and never trusted; it is overwritten by the next tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from .environment import Environment
+from .errors import TableError
+from .table import VERSION, TuningTable
+
+ENV_DIR = "RANGEDISPATCH_CACHE_DIR"
+ENV_SWITCH = "RANGEDISPATCH_CACHE"
+
+
+def cache_dir() -> Path | None:
+    """The cache directory in force, or ``None`` when caching is off."""
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "off", "no"}:
+        return None
+    explicit = os.environ.get(ENV_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rangedispatch"
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """A stable hash over everything a table depends on."""
+    blob = json.dumps({**parts, "format_version": VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cache_path(op_name: str, key: str, directory: Path | None = None) -> Path | None:
+    directory = directory if directory is not None else cache_dir()
+    if directory is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", op_name)[:80]
+    return directory / f"{safe}-{key}.json"
+
+
+def load_cached(
+    path: Path | None,
+    *,
+    environment: Environment,
+    candidates: Mapping[str, str],
+    signature: str,
+) -> TuningTable | None:
+    """The table at ``path`` if it exists and matches, else ``None`` (with a warning if it
+    exists but cannot be trusted)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        table = TuningTable.load(path)
+    except TableError as exc:
+        warnings.warn(f"Ignoring tuning cache {str(path)!r}: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+    problems = mismatch(table, environment=environment, candidates=candidates, signature=signature)
+    if problems:
+        warnings.warn(
+            f"Ignoring tuning cache {str(path)!r}: it was made for a different setup "
+            f"({'; '.join(problems)})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return table
+
+
+def mismatch(
+    table: TuningTable,
+    *,
+    environment: Environment | None,
+    candidates: Mapping[str, str],
+    signature: str | None,
+) -> list[str]:
+    """Why ``table`` does not fit: candidate fingerprints, shapes, environment."""
+    problems = []
+    if dict(table.candidates) != dict(candidates):
+        changed = sorted(set(table.candidates.items()) ^ set(candidates.items()))
+        problems.append("candidates changed: " + ", ".join(n for n, _ in changed[:4]))
+    if signature is not None and table.signature != signature:
+        problems.append(f"input signature {table.signature!r} != {signature!r}")
+    if environment is not None:
+        problems.extend(table.environment.differences(environment))
+    return problems

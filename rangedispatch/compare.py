@@ -1,0 +1,146 @@
+"""Dtype-aware comparison of a candidate's output with the reference's.
+
+``|actual - expected| <= atol * rms(expected) + rtol * |expected|`` elementwise: the
+absolute term is scaled by the reference's RMS so the same tolerance works for outputs of
+any magnitude (a split-K sum over 2**18 terms and a unit-scale norm alike). Shapes and
+dtypes must match exactly; NaN passes only where the reference is NaN too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# (rtol, atol relative to the reference's RMS), by dtype name
+_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-7, 1e-7),
+    "complex128": (1e-7, 1e-7),
+    "float32": (1e-4, 1e-4),
+    "complex64": (1e-4, 1e-4),
+    "float16": (1e-2, 2e-3),
+    "bfloat16": (3e-2, 1e-2),
+    "float8_e4m3fn": (0.125, 0.0625),
+    "float8_e5m2": (0.25, 0.125),
+}
+
+
+def default_tolerance(dtype: Any) -> tuple[float, float]:
+    """``(rtol, atol)`` for a dtype; ``(0, 0)`` (exact) for integer and bool dtypes."""
+    return _TOLERANCES.get(str(dtype).replace("torch.", ""), (0.0, 0.0))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Why a candidate's output differs from the reference's."""
+
+    where: str
+    reason: str
+    max_abs: float | None = None
+    max_rel: float | None = None
+    index: tuple[int, ...] | None = None
+    actual: Any = None
+    expected: Any = None
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.reason}"
+        if self.max_abs is not None:
+            text += f" (max abs err {self.max_abs:.3g}, max rel err {self.max_rel:.3g}"
+            if self.index is not None:
+                text += f", first mismatch at index {self.index}: {self.actual!r} vs {self.expected!r}"
+            text += ")"
+        return text
+
+
+def compare(
+    actual: Any,
+    expected: Any,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    where: str = "output",
+) -> Mismatch | None:
+    """Return ``None`` when ``actual`` matches ``expected``, else the first :class:`Mismatch`."""
+    import torch
+
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(actual, torch.Tensor):
+            return Mismatch(where, f"expected a Tensor, got {type(actual).__name__}")
+        return _compare_tensors(actual, expected, rtol, atol, where)
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
+            return Mismatch(
+                where,
+                f"expected a sequence of {len(expected)}, got {type(actual).__name__}"
+                + (f" of {len(actual)}" if isinstance(actual, (tuple, list)) else ""),
+            )
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            found = compare(a, e, rtol=rtol, atol=atol, where=f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(expected, float) and isinstance(actual, (int, float)):
+        r, a = (rtol, atol) if rtol is not None and atol is not None else (1e-6, 1e-9)
+        if abs(actual - expected) <= a + r * abs(expected) or actual == expected:
+            return None
+        return Mismatch(where, f"expected {expected!r}, got {actual!r}")
+    if actual != expected:
+        return Mismatch(where, f"expected {expected!r}, got {actual!r}")
+    return None
+
+
+def _compare_tensors(actual: Any, expected: Any, rtol: float | None, atol: float | None, where: str) -> Mismatch | None:
+    import torch
+
+    if actual.shape != expected.shape:
+        return Mismatch(where, f"shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
+    if actual.dtype != expected.dtype:
+        return Mismatch(where, f"dtype {actual.dtype} != reference {expected.dtype}")
+    if actual.device != expected.device:
+        return Mismatch(where, f"device {actual.device} != reference {expected.device}")
+    if expected.numel() == 0:
+        return None
+    d_rtol, d_atol = default_tolerance(expected.dtype)
+    rtol = d_rtol if rtol is None else rtol
+    atol = d_atol if atol is None else atol
+    if not (expected.is_floating_point() or expected.is_complex()):
+        bad = actual != expected
+        if not bool(bad.any()):
+            return None
+        return _describe(actual, expected, bad, where, "values differ")
+    a = actual.detach().to(torch.complex128 if expected.is_complex() else torch.float64)
+    e = expected.detach().to(a.dtype)
+    nan_a, nan_e = torch.isnan(a), torch.isnan(e)
+    if bool((nan_a & ~nan_e).any()):
+        return _describe(actual, expected, nan_a & ~nan_e, where, "NaN where the reference is finite")
+    finite = torch.isfinite(e)
+    scale = float(e[finite].abs().pow(2).mean().sqrt()) if bool(finite.any()) else 1.0
+    scale = scale if scale > 0 else 1.0
+    diff = (a - e).abs()
+    diff = torch.where(nan_e & nan_a, torch.zeros_like(diff), diff)
+    inf_ok = ~finite & (a == e)
+    bad = (diff > atol * scale + rtol * e.abs()) & ~inf_ok
+    bad = bad | (nan_e & ~nan_a)
+    if not bool(bad.any()):
+        return None
+    return _describe(actual, expected, bad, where, f"values differ beyond rtol={rtol:g}, atol={atol:g}*rms")
+
+
+def _describe(actual: Any, expected: Any, bad: Any, where: str, reason: str) -> Mismatch:
+    import torch
+
+    a = actual.detach().to(torch.float64) if not actual.is_complex() else actual.detach()
+    e = expected.detach().to(a.dtype)
+    diff = (a - e).abs()
+    diff = torch.nan_to_num(diff, nan=float("inf"))
+    rel = diff / e.abs().clamp_min(1e-30)
+    first = tuple(int(i) for i in bad.nonzero()[0].tolist()) if bad.dim() else ()
+    count = int(bad.sum())
+    return Mismatch(
+        where,
+        f"{reason}; {count} of {bad.numel()} elements",
+        max_abs=float(diff.max()),
+        max_rel=float(rel.max()),
+        index=first,
+        actual=actual[first].item() if bad.dim() else actual.item(),
+        expected=expected[first].item() if bad.dim() else expected.item(),
+    )

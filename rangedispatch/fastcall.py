@@ -1,0 +1,108 @@
+"""Generated call functions: the eager hot path with the reference's exact signature.
+
+``*args, **kwargs`` forwarding, attribute reads and a ``try`` cost more than the dispatch
+itself on small tensors, so each tuned op gets a ``__call__`` generated for its signature
+with the boundaries and targets bound as closure constants:
+
+    def __call__(self, x, weight):
+        if _is_compiling():
+            return _traced(self, (x, weight), {})
+        return _fns[_bisect(_bounds, x.shape[1])](x, weight)
+"""
+
+from __future__ import annotations
+
+import inspect
+from bisect import bisect_right
+from typing import Any, Callable, Sequence
+
+from torch.compiler import is_compiling
+
+
+def generate_call(
+    reference: Callable[..., Any],
+    *,
+    tensor: str | None,
+    dim: int,
+    bounds: Sequence[int],
+    fns: Sequence[Callable[..., Any]],
+    traced: Callable[..., Any] | None,
+) -> Callable[..., Any] | None:
+    """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
+    cannot be reproduced (builtins, odd defaults); the generic path is used then.
+
+    With ``traced=None`` the result is a plain function without ``self`` and without the
+    compile check: a custom op's kernel, which only ever sees real tensors."""
+    try:
+        sig = inspect.signature(reference)
+    except (TypeError, ValueError):
+        return None
+    names = list(sig.parameters)
+    if "self" in names or any(n.startswith("_rd_") for n in names):
+        return None
+    env: dict[str, Any] = {
+        "_is_compiling": is_compiling,
+        "_traced": traced,
+        "_bisect": bisect_right,
+        "_bounds": tuple(bounds),
+        "_fns": tuple(fns),
+        "_fn0": fns[0],
+    }
+    params, call, pos, kw = [], [], [], []
+    seen_kwonly_marker = False
+    for i, p in enumerate(sig.parameters.values()):
+        default = ""
+        if p.default is not p.empty:
+            env[f"_rd_d{i}"] = p.default
+            default = f"=_rd_d{i}"
+        if p.kind is p.POSITIONAL_ONLY:
+            params.append(f"{p.name}{default}")
+            call.append(p.name)
+            pos.append(p.name)
+        elif p.kind is p.POSITIONAL_OR_KEYWORD:
+            params.append(f"{p.name}{default}")
+            call.append(p.name)
+            pos.append(p.name)
+        elif p.kind is p.VAR_POSITIONAL:
+            params.append(f"*{p.name}")
+            call.append(f"*{p.name}")
+            pos.append(f"*{p.name}")
+            seen_kwonly_marker = True
+        elif p.kind is p.KEYWORD_ONLY:
+            if not seen_kwonly_marker:
+                params.append("*")
+                seen_kwonly_marker = True
+            params.append(f"{p.name}{default}")
+            call.append(f"{p.name}={p.name}")
+            kw.append(f"{p.name!r}: {p.name}")
+        else:  # VAR_KEYWORD
+            params.append(f"**{p.name}")
+            call.append(f"**{p.name}")
+            kw.append(f"**{p.name}")
+    positional_only = [p.name for p in sig.parameters.values() if p.kind is p.POSITIONAL_ONLY]
+    if positional_only:
+        last = max(i for i, p in enumerate(sig.parameters.values()) if p.kind is p.POSITIONAL_ONLY)
+        params.insert(last + 1, "/")
+    args_src = ", ".join(call)
+    pos_src = "(" + "".join(f"{a}, " if not a.startswith("*") else f"{a}, " for a in pos) + ")"
+    if traced is None:
+        lines = [f"def __call__({', '.join(params)}):"]
+    else:
+        lines = [
+            f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
+            "    if _is_compiling():",
+            f"        return _traced(self, {pos_src}, {{{', '.join(kw)}}})",
+        ]
+    if len(fns) == 1 or tensor is None:
+        lines.append(f"    return _fn0({args_src})")
+    else:
+        if tensor not in names or sig.parameters[tensor].kind in (inspect.Parameter.VAR_POSITIONAL,
+                                                                 inspect.Parameter.VAR_KEYWORD):
+            return None
+        lines.append(f"    return _fns[_bisect(_bounds, {tensor}.shape[{int(dim)}])]({args_src})")
+    source = "\n".join(lines)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env, namespace)
+    fn = namespace["__call__"]
+    fn.__rd_source__ = source
+    return fn

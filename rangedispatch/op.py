@@ -1,0 +1,550 @@
+"""The range-dispatched op: candidates, tuning on first use, and the eager hot path.
+
+:class:`RangeDispatchOp` is what ``@range_dispatch`` returns and what
+``register_custom_op_autotuning`` installs as a custom op's kernel. Its eager path is one
+``shape[dim]`` read, one ``bisect`` over a tuple of boundaries and one call; when every
+range picks the same candidate there is no size read at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import threading
+import warnings
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from torch.compiler import is_compiling
+
+from . import cache as cache_mod
+from .candidates import Candidate, short_name
+from .config import CustomOpConfig, DispatchSpec, Plan, build_plan, check_input_gen_fns, op_parameters
+from .environment import Environment
+from .errors import ConfigError, TableError
+from .inputs import CallTemplate, InputFactory
+from .ranges import Range
+from .table import TuningTable
+from .timing import Benchmarker, default_benchmarker
+from .tuner import TunerSettings, tune_plan
+
+log = logging.getLogger("rangedispatch")
+
+_KEYWORD_ONLY = sys.maxsize
+
+
+class RangeDispatchOp:
+    """An op with a reference implementation and candidates, dispatched per size range.
+
+    Build it with :func:`rangedispatch.range_dispatch` or
+    :func:`rangedispatch.register_custom_op_autotuning`; call it like the reference.
+
+    Example:
+        >>> import torch, rangedispatch as rd
+        >>> @rd.range_dispatch(dispatch_on=("x", 0), split_points=[64])
+        ... def double(x):
+        ...     return x * 2
+        >>> @double.register_impl
+        ... def double_add(x):
+        ...     return x + x
+        >>> double(torch.ones(3)).tolist()
+        [2.0, 2.0, 2.0]
+    """
+
+    def __init__(
+        self,
+        reference: Callable[..., Any],
+        *,
+        name: str | None = None,
+        configs: Sequence[Any] = (),
+        dispatch_on: Any = None,
+        split_points: Any = None,
+        ranges: Any = None,
+        tie: Any = None,
+        input_gen_fns: Mapping[str, Callable[..., Any]] | None = None,
+        config_generator: Callable[[dict[str, Any]], Sequence[Any]] | None = None,
+        settings: TunerSettings | None = None,
+        benchmarker: Benchmarker | None = None,
+        cache: bool = True,
+        traced: bool = True,
+        opaque_call: Callable[..., Any] | None = None,
+    ) -> None:
+        if not callable(reference):
+            raise ConfigError(f"Expected a callable reference implementation but got {reference!r}")
+        self.reference_fn = reference
+        self.name = name or short_name(reference)
+        self._params = op_parameters(reference)
+        self._ref = Candidate(reference, (), short_name(reference), is_reference=True)
+        self._plan_args = dict(dispatch_on=dispatch_on, split_points=split_points, ranges=ranges, tie=tie)
+        self._configs: list[Any] = list(configs)
+        self._config_generator = config_generator
+        self.input_gen_fns = check_input_gen_fns(input_gen_fns, self._params)
+        self.settings = settings or TunerSettings()
+        self.benchmarker = benchmarker
+        self.use_cache = cache
+        self.traced = traced
+        self._opaque_call = opaque_call
+        self._lock = threading.RLock()
+        self._plan: Plan | None = None
+        self._table: TuningTable | None = None
+        self._template: CallTemplate | None = None
+        self._by_name: dict[str, Candidate] = {self._ref.name: self._ref}
+        self._warned_capture = False
+        self._compiled_plan: Any = None
+        self._custom_op: Any = None  # the CustomOpDef whose kernel this op is, if any
+        if self._configs and config_generator is None:
+            self._plan = self._build_plan(self._configs)
+        elif self._plan_args["dispatch_on"] is not None:
+            # validate the dispatch spec now, before any candidate is registered
+            self._build_plan([CustomOpConfig()])
+        self._set_untuned()
+
+    # --- registration ----------------------------------------------------------------
+    def register_impl(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        ranges: Sequence[Any] | None = None,
+        **params: Any,
+    ) -> Any:
+        """Add a candidate (usable as ``@op.register_impl`` or ``@op.register_impl(k=4)``).
+
+        Args:
+            fn: the implementation, with the reference's signature.
+            name: name in tables and logs (default: the function's name plus params).
+            ranges: restrict the candidate to these ranges (default: every range).
+            **params: keyword arguments bound to every call of ``fn``.
+        """
+
+        def add(impl: Callable[..., Any]) -> Callable[..., Any]:
+            if ranges is not None:
+                for rng in ranges:
+                    self._configs.append(_RangedImpl(impl, rng, params, name))
+            else:
+                self._configs.append(_RangedImpl(impl, None, params, name))
+            with self._lock:
+                self._plan = self._build_plan(self._configs)
+                if self._table is not None:
+                    warnings.warn(
+                        f"{self.name}: candidate {getattr(impl, '__name__', impl)!r} registered after "
+                        "tuning; the table is discarded and the op re-tunes on its next call",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                self._set_untuned()
+            return impl
+
+        return add if fn is None else add(fn)
+
+    def _build_plan(self, configs: Sequence[Any]) -> Plan:
+        converted = []
+        restricted: dict[Any, list[Range]] = {}
+        for cfg in configs:
+            if isinstance(cfg, _RangedImpl):
+                converted.append(CustomOpConfig(cfg.fn, **cfg.params))
+                if cfg.range is not None:
+                    restricted.setdefault(id(converted[-1]), []).append(cfg.range)
+            else:
+                converted.append(cfg)
+        plan = build_plan(converted, reference=self.reference_fn, ref_name=self._ref.name, **self._plan_args)
+        plan = _apply_names_and_restrictions(plan, configs, self._ref)
+        self._by_name = {self._ref.name: self._ref, **{c.name: c for c in plan.all_candidates}}
+        return plan
+
+    # --- state -----------------------------------------------------------------------
+    @property
+    def plan(self) -> Plan | None:
+        return self._plan
+
+    @property
+    def table(self) -> TuningTable | None:
+        """The tuning table in force (``None`` before the first call or ``tune``)."""
+        return self._table
+
+    @property
+    def dispatch(self) -> DispatchSpec | None:
+        return self._plan.dispatch if self._plan is not None else None
+
+    @property
+    def candidates(self) -> dict[str, Candidate]:
+        """Every candidate by name, the reference included."""
+        return dict(self._by_name)
+
+    def _set_untuned(self) -> None:
+        self._table = None
+        self._compiled_plan = None
+        self._route: tuple[tuple[int, ...], tuple[Callable[..., Any], ...]] = ((), (self._first_call,))
+        spec = self.dispatch
+        self._tensor = spec.tensor if spec else ""
+        self._dim = spec.dim if spec else 0
+        self._pos = self._params.index(spec.tensor) if spec and spec.tensor in self._positional() else _KEYWORD_ONLY
+        if type(self).__name__.startswith("_Tuned"):
+            self.__class__ = type(self).__mro__[1]
+        if getattr(self, "_custom_op", None) is not None:
+            for device in list(self._custom_op._backend_fns) or [None]:
+                self._custom_op.register_kernel(device, self.eager)
+
+    def _positional(self) -> list[str]:
+        import inspect
+
+        try:
+            sig = inspect.signature(self.reference_fn)
+        except (TypeError, ValueError):
+            return []
+        return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def reset(self) -> None:
+        """Forget the table; the next call tunes again (or loads from the cache)."""
+        with self._lock:
+            self._set_untuned()
+            self._template = None
+
+    # --- the hot path ----------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # the generic path; a tuned op gets a generated __call__ with its exact signature
+        if is_compiling():
+            from .traced import traced_call
+
+            return traced_call(self, args, kwargs)
+        bounds, fns = self._route
+        if bounds:
+            try:
+                t = args[self._pos]
+            except IndexError:
+                t = kwargs[self._tensor]
+            return fns[bisect_right(bounds, t.shape[self._dim])](*args, **kwargs)
+        return fns[0](*args, **kwargs)
+
+    def eager(self, *args: Any, **kwargs: Any) -> Any:
+        """The eager dispatch without the compile check (a custom op's kernel)."""
+        bounds, fns = self._route
+        if bounds:
+            try:
+                t = args[self._pos]
+            except IndexError:
+                t = kwargs[self._tensor]
+            return fns[bisect_right(bounds, t.shape[self._dim])](*args, **kwargs)
+        return fns[0](*args, **kwargs)
+
+    def _first_call(self, *args: Any, **kwargs: Any) -> Any:
+        if _capturing_cuda_graph():
+            if not self._warned_capture:
+                self._warned_capture = True
+                warnings.warn(
+                    f"{self.name}: first called inside CUDA-graph capture, where timing is "
+                    "impossible; running the reference. Call the op (or .tune) once before capture",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return self.reference_fn(*args, **kwargs)
+        with self._lock:
+            if self._table is None:
+                self._setup(args, kwargs, force=False)
+        return self.eager(*args, **kwargs)
+
+    # --- tuning ----------------------------------------------------------------------
+    def tune(self, *args: Any, force: bool = False, **kwargs: Any) -> TuningTable:
+        """Tune on example inputs (other dims, dtypes and devices are taken from them).
+
+        Args:
+            *args, **kwargs: an example call of the op.
+            force: re-benchmark even if a valid cached table exists.
+        """
+        with self._lock:
+            return self._setup(args, kwargs, force=force)
+
+    def _setup(self, args: Sequence[Any], kwargs: Mapping[str, Any], *, force: bool) -> TuningTable:
+        import torch
+
+        template = CallTemplate.from_call(self.reference_fn, args, kwargs)
+        if self._config_generator is not None:
+            self._plan = self._generate_plan(args, kwargs)
+        if self._plan is None:
+            raise ConfigError(
+                f"{self.name}: Expected at least one candidate before the first call but none is "
+                "registered; add one with @op.register_impl or pass configs=[...]"
+            )
+        template.check(self._plan.dispatch)
+        self._template = template
+        device = _device_of(template, self._plan.dispatch)
+        environment = Environment.current(device)
+        factory = InputFactory(template, self._plan.dispatch, self.input_gen_fns, op_name=self.name)
+        fingerprints = {self._ref.name: self._ref.fingerprint,
+                        **{c.name: c.fingerprint for c in self._plan.all_candidates}}
+        signature = template.signature(self._plan.dispatch)
+        path = self._cache_path(environment, fingerprints, signature)
+        if not force:
+            cached = cache_mod.load_cached(path, environment=environment, candidates=fingerprints,
+                                           signature=signature)
+            if cached is not None and self._fits(cached):
+                log.info("%s: loaded tuning table from %s (no benchmarking)", self.name, path)
+                self._install(cached)
+                return cached
+        benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)))
+        with _real_mode(), torch.no_grad():
+            table = tune_plan(
+                op_name=self.name,
+                plan=self._plan,
+                reference=self._ref,
+                factory=factory,
+                benchmarker=benchmarker,
+                settings=self.settings,
+                environment=environment,
+                device_type=getattr(device, "type", str(device)),
+            )
+        self._install(table)
+        if path is not None:
+            try:
+                table.save(path)
+            except OSError as exc:
+                warnings.warn(f"{self.name}: could not write tuning cache {str(path)!r}: {exc}",
+                              RuntimeWarning, stacklevel=3)
+        return table
+
+    def _generate_plan(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Plan:
+        import inspect
+
+        bound = inspect.signature(self.reference_fn).bind(*args, **kwargs).arguments
+        import torch
+
+        tensors = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
+        assert self._config_generator is not None
+        configs = list(self._config_generator(tensors))
+        return self._build_plan(configs)
+
+    def _cache_path(self, environment: Environment, fingerprints: Mapping[str, str], signature: str) -> Path | None:
+        if not self.use_cache:
+            return None
+        assert self._plan is not None
+        key = cache_mod.cache_key({
+            "op": self.name,
+            "reference": self._ref.fingerprint,
+            "candidates": fingerprints,
+            "ranges": {str(r): sorted(c.name for c in cs) for r, cs in self._plan.candidates.items()},
+            "dispatch": repr(self._plan.dispatch),
+            "signature": signature,
+            "environment": environment.to_json(),
+            "settings": self.settings.to_json(),
+            "input_gen_fns": {k: _fn_id(v) for k, v in sorted(self.input_gen_fns.items())},
+        })
+        return cache_mod.cache_path(self.name, key)
+
+    def _fits(self, table: TuningTable) -> bool:
+        assert self._plan is not None
+        ranges_ok = [r.range for r in table.results] == list(self._plan.ranges)
+        names_ok = all(r.winner in self._by_name for r in table.results)
+        return ranges_ok and names_ok
+
+    def _install(self, table: TuningTable) -> None:
+        fns = []
+        for seg in table.partition.segments:
+            if seg.owner is None:
+                fns.append(self._gap_fn(seg.range))
+            else:
+                fns.append(self._by_name[seg.owner].call)
+        bounds = table.partition.bounds if len(fns) > 1 else ()
+        self._table = table
+        self._compiled_plan = None
+        self._route = (bounds, tuple(fns))
+        self._specialise(bounds, fns)
+
+    def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
+        """Give this op a generated ``__call__`` for its signature and table (see fastcall)."""
+        from .fastcall import generate_call
+        from .traced import traced_call
+
+        call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
+                             bounds=bounds, fns=fns, traced=traced_call)
+        if self._custom_op is not None:
+            kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
+                                   bounds=bounds, fns=fns, traced=None)
+            for device in list(self._custom_op._backend_fns) or [None]:
+                self._custom_op.register_kernel(device, kernel or self.eager)
+        base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
+        if call is None:
+            self.__class__ = base
+            return
+        self.__class__ = type(f"_Tuned{base.__name__}", (base,), {"__call__": call, "__doc__": base.__doc__})
+
+    def _gap_fn(self, rng: Range) -> Callable[..., Any]:
+        ref = self.reference_fn
+        state = {"warned": False}
+        tuned = ", ".join(str(r) for r in (self._plan.ranges if self._plan else ()))
+
+        @functools.wraps(ref)
+        def gap(*args: Any, **kwargs: Any) -> Any:
+            if not state["warned"]:
+                state["warned"] = True
+                warnings.warn(
+                    f"{self.name}: {self.dispatch} size in {rng} is outside every tuned range "
+                    f"({tuned}); running the reference {self._ref.name!r}. Add a range covering it",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return ref(*args, **kwargs)
+
+        return gap
+
+    # --- tables ----------------------------------------------------------------------
+    def save_table(self, path: str | Path) -> Path:
+        """Write the table in force to ``path`` (atomically)."""
+        if self._table is None:
+            raise TableError(f"{self.name}: Expected a tuned op but it has no table yet; call it or .tune() first")
+        return self._table.save(path)
+
+    def load_table(self, path: str | Path, *, allow_other_environment: bool = False) -> TuningTable:
+        """Use a saved table instead of tuning; it must match the op's candidates and ranges.
+
+        Args:
+            path: a file written by :meth:`save_table` or ``rangedispatch tune``.
+            allow_other_environment: accept a table timed on another device or library
+                version (a warning is still issued).
+        """
+        table = TuningTable.load(path)
+        if self._plan is None:
+            raise TableError(f"{self.name}: Expected candidates before loading a table; register them first")
+        fingerprints = {self._ref.name: self._ref.fingerprint,
+                        **{c.name: c.fingerprint for c in self._plan.all_candidates}}
+        problems = cache_mod.mismatch(table, environment=None, candidates=fingerprints, signature=None)
+        if problems or not self._fits(table):
+            raise TableError(
+                f"{self.name}: table {str(path)!r} does not match this op "
+                f"({'; '.join(problems) or 'different ranges'}); re-tune with op.tune(...)"
+            )
+        if self._template is not None:
+            device = _device_of(self._template, self._plan.dispatch)
+            diffs = table.environment.differences(Environment.current(device))
+            if diffs:
+                if not allow_other_environment:
+                    raise TableError(
+                        f"{self.name}: table {str(path)!r} was tuned elsewhere ({'; '.join(diffs)}); "
+                        "pass allow_other_environment=True to use it anyway"
+                    )
+                warnings.warn(f"{self.name}: using a table tuned elsewhere ({'; '.join(diffs)})",
+                              RuntimeWarning, stacklevel=2)
+        with self._lock:
+            self._install(table)
+        return table
+
+    def explain(self, size: int) -> str:
+        """Which candidate a dispatch size goes to, and why.
+
+        Example:
+            >>> op.explain(1000)  # doctest: +SKIP
+            "x[1]=1000 is in [512, 2048): 'medium_impl', 1.31x faster than the reference ..."
+        """
+        if self._table is None:
+            return f"{self.name}: not tuned yet; {self.dispatch}={size} would run after tuning on the first call"
+        seg = self._table.partition.lookup(size)
+        head = f"{self.dispatch}={size} is in {seg.range}"
+        if seg.owner is None:
+            return f"{head}: outside every tuned range, runs the reference {self._ref.name!r}"
+        result = self._table.result_for(size)
+        if result is None:
+            return f"{head}: {seg.owner!r}"
+        ref = self._table.reference
+        ratio = result.ratio(seg.owner, ref)
+        lines = [f"{head} (tuned range {result.range}): {seg.owner!r}"]
+        if seg.owner != ref and ratio > 0:
+            lines.append(f"  {1 / ratio:.2f}x faster than the reference {ref!r} at sizes {list(result.samples)}")
+        for name, r in result.ranking(ref):
+            status = f"disqualified: {result.disqualified[name]}" if name in result.disqualified else f"{r:.3f}x reference time"
+            lines.append(f"  {name}: {status}")
+        lines.append(f"  noise margin {max(result.noise, self.settings.noise_floor) * 100:.1f}%")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        state = "untuned" if self._table is None else f"{len(self._table.partition.segments)} segment(s)"
+        cands = ", ".join(self._by_name)
+        return f"RangeDispatchOp({self.name!r}, dispatch_on={self.dispatch}, candidates=[{cands}], {state})"
+
+
+class _RangedImpl:
+    """A candidate registered through ``register_impl``, possibly restricted to one range."""
+
+    def __init__(self, fn: Callable[..., Any], rng: Any, params: Mapping[str, Any], name: str | None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"Expected a callable implementation but got {fn!r}")
+        from .ranges import parse_range
+
+        self.fn, self.params, self.name = fn, dict(params), name
+        self.range = parse_range(rng, name="ranges") if rng is not None else None
+
+
+def _apply_names_and_restrictions(plan: Plan, configs: Sequence[Any], ref: Candidate) -> Plan:
+    """Apply ``register_impl``'s explicit names and per-range restrictions to a plan."""
+    named = {(id(c.fn), tuple(sorted(c.params.items(), key=lambda p: p[0]))): c.name
+             for c in configs if isinstance(c, _RangedImpl) and c.name}
+    allowed: dict[int, set[Range]] = {}
+    for c in configs:
+        if isinstance(c, _RangedImpl):
+            s = allowed.setdefault(id(c.fn), set())
+            if c.range is None:
+                s.add(None)  # type: ignore[arg-type]
+            else:
+                s.add(c.range)
+    if not named and not any(None not in s for s in allowed.values()):
+        return plan
+    renames: dict[str, Candidate] = {}
+    for cand in plan.all_candidates:
+        key = (id(cand.fn), tuple(sorted(cand.params, key=lambda p: p[0])))
+        if key in named:
+            renames[cand.name] = Candidate(cand.fn, cand.params, named[key], cand.is_reference)
+    per_range = {}
+    for rng, cands in plan.candidates.items():
+        kept = []
+        for cand in cands:
+            ok = allowed.get(id(cand.fn))
+            if ok is not None and None not in ok and not any(_within(rng, r) for r in ok):
+                continue
+            kept.append(renames.get(cand.name, cand))
+        per_range[rng] = tuple(kept)
+    return Plan(plan.dispatch, plan.ranges, per_range)
+
+
+def _within(inner: Range, outer: Range) -> bool:
+    return outer.lo <= inner.lo and (outer.hi is None or (inner.hi is not None and inner.hi <= outer.hi))
+
+
+def _device_of(template: CallTemplate, spec: DispatchSpec | None) -> Any:
+    from .inputs import TensorSpec
+
+    if spec is not None:
+        value = template.get(spec.tensor)
+        if isinstance(value, TensorSpec):
+            return value.device
+    for value in list(template.args) + list(template.kwargs.values()):
+        if isinstance(value, TensorSpec):
+            return value.device
+    import torch
+
+    return torch.device("cpu")
+
+
+def _fn_id(fn: Callable[..., Any]) -> str:
+    from .candidates import source_hash
+
+    return f"{getattr(fn, '__qualname__', type(fn).__name__)}:{source_hash(fn)}"
+
+
+def _capturing_cuda_graph() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+class _real_mode:
+    """Run real tensor code even while a fake or proxy mode is active (tuning during tracing)."""
+
+    def __enter__(self) -> None:
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        self._ctx = _disable_current_modes()
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)

@@ -1,0 +1,255 @@
+"""Public entry points: ``register_custom_op_autotuning`` and the ``@range_dispatch`` decorator."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from torch.compiler import is_compiling
+
+from .errors import ConfigError, ConfigTypeError, describe
+from .op import RangeDispatchOp
+from .timing import Benchmarker
+from .traced import traced_call
+from .tuner import TunerSettings
+
+
+def register_custom_op_autotuning(
+    custom_op: Any,
+    configs: Sequence[Any] | None = None,
+    *,
+    config_generator: Callable[[dict[str, Any]], Sequence[Any]] | None = None,
+    name: str | None = None,
+    input_gen_fns: Mapping[str, Callable[..., Any]] | None = None,
+    dispatch_on: Any = None,
+    split_points: Sequence[int] | None = None,
+    ranges: Sequence[Any] | None = None,
+    tie: Any = None,
+    min_speedup: float | None = None,
+    min_speedup_threshold: float | None = None,
+    benchmark_with_cudagraphs: bool = False,
+    samples_per_range: int = 3,
+    range_upper_bound: int | None = None,
+    check: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    benchmarker: Benchmarker | None = None,
+    cache: bool = True,
+    traced: bool = True,
+) -> RangeDispatchOp:
+    """Make a ``torch.library.custom_op`` dispatch per range of one input dimension.
+
+    After this, calling the op (eagerly, inside ``torch.compile``, or through
+    ``torch.export``) runs the fastest candidate for the size range of the call. The op's
+    own function stays the reference (the correctness oracle and the fallback).
+
+    Args:
+        custom_op: a ``CustomOpDef`` from ``@torch.library.custom_op`` (a plain function
+            is accepted too and gets a dispatching wrapper, which is returned).
+        configs: ``CustomOpConfig`` entries (with or without ``dim_range``), a
+            ``CustomOpRangeConfig``, or plain callables.
+        config_generator: builds configs from the first call's tensors instead.
+        name: the name used in logs and tables (default ``"<op>_autotuned"``).
+        input_gen_fns: parameter name -> ``fn(like_tensor) -> tensor`` for tuning inputs.
+        dispatch_on: ``{"tensor_name": "x", "dim": 1}`` or ``("x", 1)`` with
+            ``split_points`` (upstream's form) or ``ranges``.
+        split_points: upstream's split points: ``[512, 2048]`` -> ``[1, 512], [513, 2048],
+            [2049, inf)``.
+        tie: other tensors sharing the dispatch size, ``{"k": 2, "v": 2}``.
+        min_speedup: a candidate must beat the reference by this factor (also
+            ``min_speedup_threshold``, upstream's name).
+        samples_per_range, range_upper_bound: sizes benchmarked per range.
+        check, rtol, atol: the output check against the reference during tuning.
+        benchmarker: the timing strategy (default: CUDA events or ``perf_counter``).
+        cache: read and write the persistent table cache.
+        traced: under ``torch.compile``, trace the dispatch into the graph (``False``
+            keeps the op opaque; it still dispatches inside its kernel).
+
+    Returns:
+        The :class:`RangeDispatchOp` behind the op (``.table``, ``.explain``, ``.tune``).
+
+    Example:
+        >>> register_custom_op_autotuning(  # doctest: +SKIP
+        ...     my_op, configs=[CustomOpConfig(impl_a), CustomOpConfig(impl_b)],
+        ...     dispatch_on={"tensor_name": "x", "dim": 1}, split_points=[512, 2048])
+    """
+    del benchmark_with_cudagraphs  # eager timing needs no graph capture
+    if min_speedup is not None and min_speedup_threshold is not None and min_speedup != min_speedup_threshold:
+        raise ConfigError("Expected min_speedup or min_speedup_threshold, not two different values")
+    speedup = min_speedup if min_speedup is not None else (min_speedup_threshold or 1.0)
+    settings = make_settings(speedup, samples_per_range, range_upper_bound, check, rtol, atol)
+    if configs is not None and config_generator is not None:
+        raise ConfigError("Expected configs or config_generator, not both; config_generator builds the configs")
+    if configs is None and config_generator is None:
+        raise ConfigError(
+            "Expected configs=[...] or config_generator=...; give at least one candidate implementation"
+        )
+    common = dict(
+        configs=configs or (),
+        dispatch_on=dispatch_on,
+        split_points=split_points,
+        ranges=ranges,
+        tie=tie,
+        input_gen_fns=input_gen_fns,
+        config_generator=config_generator,
+        settings=settings,
+        benchmarker=benchmarker,
+        cache=cache,
+        traced=traced,
+    )
+    from torch._library.custom_ops import CustomOpDef
+    import torch
+
+    if isinstance(custom_op, CustomOpDef):
+        op = RangeDispatchOp(
+            custom_op._init_fn,
+            name=name or f"{custom_op._name}_autotuned",
+            opaque_call=custom_op._opoverload,
+            **common,  # type: ignore[arg-type]
+        )
+        _attach(custom_op, op)
+        return op
+    if isinstance(custom_op, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        raise ConfigTypeError(
+            f"Expected a CustomOpDef but got {describe('custom_op', custom_op)}; built-in operators "
+            "cannot be re-routed. Wrap the call in a @torch.library.custom_op function, or use "
+            "@rangedispatch.range_dispatch on a Python function"
+        )
+    if callable(custom_op):
+        return RangeDispatchOp(custom_op, name=name, **common)  # type: ignore[arg-type]
+    raise ConfigTypeError(
+        f"Expected a CustomOpDef (from @torch.library.custom_op) but got {describe('custom_op', custom_op)}"
+    )
+
+
+def make_settings(
+    min_speedup: float,
+    samples_per_range: int,
+    range_upper_bound: int | None,
+    check: bool,
+    rtol: float | None,
+    atol: float | None,
+) -> TunerSettings:
+    if not isinstance(min_speedup, (int, float)) or min_speedup < 1.0:
+        raise ConfigError(
+            f"Expected min_speedup >= 1.0 but got {describe('min_speedup', min_speedup)}; 1.1 means "
+            "a candidate must be 10% faster than the reference"
+        )
+    if isinstance(samples_per_range, bool) or not isinstance(samples_per_range, int) or samples_per_range < 1:
+        raise ConfigError(f"Expected samples_per_range >= 1 but got {describe('samples_per_range', samples_per_range)}")
+    if range_upper_bound is not None and (not isinstance(range_upper_bound, int) or range_upper_bound < 1):
+        raise ConfigError(
+            f"Expected a positive integer but got {describe('range_upper_bound', range_upper_bound)}"
+        )
+    for label, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and (not isinstance(tol, (int, float)) or tol < 0):
+            raise ConfigError(f"Expected a non-negative tolerance but got {describe(label, tol)}")
+    return TunerSettings(
+        samples_per_range=samples_per_range,
+        upper_bound=range_upper_bound,
+        min_speedup=float(min_speedup),
+        check=check,
+        rtol=rtol,
+        atol=atol,
+    )
+
+
+def range_dispatch(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    dispatch_on: Any = None,
+    split_points: Sequence[int] | None = None,
+    ranges: Sequence[Any] | None = None,
+    tie: Any = None,
+    name: str | None = None,
+    input_gen_fns: Mapping[str, Callable[..., Any]] | None = None,
+    min_speedup: float = 1.0,
+    samples_per_range: int = 3,
+    range_upper_bound: int | None = None,
+    check: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    benchmarker: Benchmarker | None = None,
+    cache: bool = True,
+) -> Any:
+    """Decorate a reference function; add candidates with ``@op.register_impl``.
+
+    The decorated function is the reference (oracle and fallback). Candidates are tuned per
+    range on the first call (or ``op.tune(*example)``); afterwards a call costs one size
+    read and one ``bisect`` more than calling the winner directly.
+
+    Example:
+        >>> import torch, rangedispatch as rd
+        >>> @rd.range_dispatch(dispatch_on=("x", 1), ranges=[(0, 512), (512, float("inf"))])
+        ... def scale(x, w):
+        ...     return x * w
+        >>> @scale.register_impl
+        ... def scale_einsum(x, w):
+        ...     return torch.einsum("bsh,h->bsh", x, w)
+        >>> scale(torch.ones(1, 4, 2), torch.ones(2)).shape
+        torch.Size([1, 4, 2])
+    """
+    settings = make_settings(min_speedup, samples_per_range, range_upper_bound, check, rtol, atol)
+
+    def wrap(reference: Callable[..., Any]) -> RangeDispatchOp:
+        return RangeDispatchOp(
+            reference,
+            name=name,
+            dispatch_on=dispatch_on,
+            split_points=split_points,
+            ranges=ranges,
+            tie=tie,
+            input_gen_fns=input_gen_fns,
+            settings=settings,
+            benchmarker=benchmarker,
+            cache=cache,
+        )
+
+    return wrap if fn is None else wrap(fn)
+
+
+def dispatcher_of(op: Any) -> RangeDispatchOp:
+    """The :class:`RangeDispatchOp` behind a registered custom op (or the op itself)."""
+    if isinstance(op, RangeDispatchOp):
+        return op
+    found = getattr(op, "_rangedispatch", None)
+    if found is None:
+        raise ConfigError(
+            f"Expected an op registered with register_custom_op_autotuning but got {describe('op', op)}"
+        )
+    return found
+
+
+def _attach(custom_op: Any, op: RangeDispatchOp) -> None:
+    """Route the custom op's kernel through ``op`` and, if traced, its compiled calls too."""
+    op._custom_op = custom_op
+    op.reset()  # registers op.eager as the kernel for every device the op has
+    custom_op._rangedispatch = op
+    if op.traced and not isinstance(custom_op, _TracedCustomOpDef):
+        custom_op.__class__ = _traced_class(type(custom_op))
+    elif not op.traced and isinstance(custom_op, _TracedCustomOpDef):
+        custom_op.__class__ = custom_op._rd_base
+
+
+class _TracedCustomOpDef:
+    """Mixin for a custom op whose calls under ``torch.compile`` trace the dispatch."""
+
+    _rd_base: type
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if is_compiling():
+            return traced_call(self._rangedispatch, args, kwargs)  # type: ignore[attr-defined]
+        return self._opoverload(*args, **kwargs)  # type: ignore[attr-defined]
+
+    @property
+    def rangedispatch(self) -> RangeDispatchOp:
+        return self._rangedispatch  # type: ignore[attr-defined]
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _traced_class(base: type) -> type:
+    if base not in _CLASSES:
+        _CLASSES[base] = type(f"RangeDispatched{base.__name__}", (_TracedCustomOpDef, base), {"_rd_base": base})
+    return _CLASSES[base]

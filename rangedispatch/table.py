@@ -1,0 +1,233 @@
+"""Tuning tables: per range the winner and every candidate's timings, plus the environment.
+
+Tables are plain frozen values with a JSON round trip. :meth:`TuningTable.save` writes
+atomically (temporary file, fsync, rename), so an interrupted run never leaves a partial
+file where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .environment import Environment
+from .errors import TableError
+from .ranges import Partition, Range
+
+FORMAT = "rangedispatch.table"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    """The outcome of tuning one range.
+
+    Args:
+        range: the range tuned.
+        winner: name of the chosen candidate (the reference's name when nothing beat it).
+        samples: dispatch sizes benchmarked.
+        timings: candidate name -> median milliseconds per sample size (``inf``: failed).
+        disqualified: candidate name -> why it lost the range (error, NaN, wrong values).
+        noise: relative run-to-run noise measured for this range.
+    """
+
+    range: Range
+    winner: str
+    samples: tuple[int, ...]
+    timings: Mapping[str, tuple[float, ...]]
+    disqualified: Mapping[str, str] = field(default_factory=dict)
+    noise: float = 0.0
+
+    def ratio(self, name: str, reference: str) -> float:
+        """Geometric mean over samples of ``time(name) / time(reference)``."""
+        ours, ref = self.timings.get(name), self.timings.get(reference)
+        if not ours or not ref:
+            return math.inf
+        logs = [math.log(a / b) for a, b in zip(ours, ref) if b > 0 and math.isfinite(a) and math.isfinite(b) and a > 0]
+        if len(logs) != len(ours):
+            return math.inf
+        return math.exp(sum(logs) / len(logs))
+
+    def ranking(self, reference: str) -> list[tuple[str, float]]:
+        """Candidates by ratio to the reference, fastest first (disqualified last)."""
+        return sorted(((n, self.ratio(n, reference)) for n in self.timings), key=lambda p: p[1])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "range": self.range.to_json(),
+            "winner": self.winner,
+            "samples": list(self.samples),
+            "timings_ms": {k: [_num(v) for v in vs] for k, vs in self.timings.items()},
+            "disqualified": dict(self.disqualified),
+            "noise": self.noise,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RangeResult:
+        return cls(
+            Range.from_json(data["range"]),
+            str(data["winner"]),
+            tuple(int(s) for s in data["samples"]),
+            {k: tuple(float(v) for v in vs) for k, vs in data["timings_ms"].items()},
+            dict(data.get("disqualified", {})),
+            float(data.get("noise", 0.0)),
+        )
+
+
+def _num(value: float) -> float | str:
+    return value if math.isfinite(value) else "inf"
+
+
+@dataclass(frozen=True)
+class TuningTable:
+    """Everything tuning decided for one op, and where it was measured."""
+
+    op: str
+    dispatch: str | None
+    reference: str
+    results: tuple[RangeResult, ...]
+    candidates: Mapping[str, str]  # name -> fingerprint
+    environment: Environment
+    signature: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    @property
+    def partition(self) -> Partition:
+        return Partition.build((r.range, r.winner) for r in self.results)
+
+    @property
+    def winners(self) -> dict[Range, str]:
+        return {r.range: r.winner for r in self.results}
+
+    def result_for(self, size: int) -> RangeResult | None:
+        for r in self.results:
+            if size in r.range:
+                return r
+        return None
+
+    # --- serialisation -------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "op": self.op,
+            "dispatch": self.dispatch,
+            "reference": self.reference,
+            "candidates": dict(self.candidates),
+            "environment": self.environment.to_json(),
+            "signature": self.signature,
+            "settings": dict(self.settings),
+            "created": self.created,
+            "ranges": [r.to_json() for r in self.results],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> TuningTable:
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise TableError(f"Expected a {FORMAT} document but got {type(data).__name__} without that format tag")
+        if data.get("version") != VERSION:
+            raise TableError(
+                f"Expected table format version {VERSION} but got version={data.get('version')!r}; "
+                "re-tune to write a current table"
+            )
+        try:
+            return cls(
+                op=str(data["op"]),
+                dispatch=data["dispatch"],
+                reference=str(data["reference"]),
+                results=tuple(RangeResult.from_json(r) for r in data["ranges"]),
+                candidates=dict(data["candidates"]),
+                environment=Environment.from_json(data["environment"]),
+                signature=str(data.get("signature", "")),
+                settings=dict(data.get("settings", {})),
+                created=float(data.get("created", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TableError(f"Malformed tuning table: {type(exc).__name__}: {exc}") from exc
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically: a reader sees the old file or the new one, never a torn one."""
+        target = Path(path)
+        atomic_write_text(target, json.dumps(self.to_json(), indent=1, sort_keys=True))
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TuningTable:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise TableError(f"Cannot read tuning table {str(path)!r}: {exc}") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TableError(f"Tuning table {str(path)!r} is not valid JSON (truncated?): {exc}") from exc
+        return cls.from_json(data)
+
+    # --- presentation --------------------------------------------------------------
+    def format(self) -> str:
+        """A plain-text table: one row per range with the winner and every timing."""
+        names = list(self.candidates)
+        header = ["range", "winner", "margin"] + names
+        rows = [header]
+        for r in self.results:
+            ranking = [(n, q) for n, q in r.ranking(self.reference) if math.isfinite(q)]
+            runner = [q for n, q in ranking if n != r.winner]
+            win = r.ratio(r.winner, self.reference)
+            margin = f"{(runner[0] / win - 1) * 100:.1f}%" if runner and math.isfinite(win) and win > 0 else "-"
+            cells = [str(r.range), r.winner, margin]
+            for n in names:
+                if n in r.disqualified:
+                    cells.append("disq.")
+                elif n in r.timings:
+                    cells.append(_ms(sum(r.timings[n]) / len(r.timings[n])))
+                else:
+                    cells.append("-")
+            rows.append(cells)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [
+            f"{self.op}: dispatch on {self.dispatch or '(no dispatch)'} | {self.environment.device} | "
+            f"torch {self.environment.torch}",
+            "mean time per candidate over the range's sample sizes; margin = runner-up / winner - 1",
+        ]
+        for i, row in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        merged = " | ".join(
+            f"{s.range}: {s.owner or self.reference + ' (untuned gap)'}" for s in self.partition.segments
+        )
+        lines.append(f"dispatch: {merged}")
+        return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    if not math.isfinite(value):
+        return "fail"
+    if value < 1:
+        return f"{value * 1e3:.1f}us"
+    return f"{value:.3f}ms"
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` via a temporary file in the same directory and a rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

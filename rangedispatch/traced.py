@@ -1,0 +1,232 @@
+"""The dispatch traced into ``torch.compile`` graphs and ``torch.export`` programs.
+
+Under tracing the op does not run its eager ``bisect``: it builds nested ``torch.cond`` on
+the (symbolic) size of the dispatch dimension from the tuned table. Branches whose outcome
+is known without a guard (static sizes, or symbolic sizes whose value range decides the
+predicate) are resolved at trace time, so static shapes trace only the winning candidate
+and a table with a single winner inlines it with no cond at all.
+
+Tuning during tracing uses real tensors: under Dynamo, an internal custom op
+(``rangedispatch::observe``) sees the fake inputs in its fake kernel and records their
+size hints; a function Dynamo runs for real at trace time (``assume_constant_result``)
+then tunes with generated real tensors and returns the plan as constants. A recompile
+reuses the table and never re-tunes.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from .op import RangeDispatchOp
+
+log = logging.getLogger("rangedispatch")
+
+_OPS: weakref.WeakValueDictionary[int, RangeDispatchOp] = weakref.WeakValueDictionary()
+_OBSERVED: dict[int, list[Any]] = {}
+
+OPAQUE = "opaque"
+_TENSOR = "__rangedispatch_tensor_slot__"
+
+
+def _key(op: RangeDispatchOp) -> int:
+    _OPS[id(op)] = op
+    return id(op)
+
+
+@torch.library.custom_op("rangedispatch::observe", mutates_args=())
+def _observe(key: int, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Eager no-op; exists so its fake kernel can see traced inputs."""
+    return torch.empty(0)
+
+
+@_observe.register_fake
+def _observe_fake(key: int, tensors: list[torch.Tensor]) -> torch.Tensor:
+    _OBSERVED[key] = list(tensors)
+    return torch.empty(0)
+
+
+@torch._dynamo.assume_constant_result
+def _plan(key: int) -> Any:
+    """The compiled plan of an op as constants, or ``None`` when it is not tuned yet."""
+    op = _OPS[key]
+    return None if op.table is None else compiled_plan(op)
+
+
+@torch._dynamo.assume_constant_result
+def _tune_observed(key: int, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    """Tune from the observed fake inputs (hints only) plus the constant arguments."""
+    op = _OPS[key]
+    tensors = iter(_OBSERVED.pop(key, []))
+    args = tuple(next(tensors) if a == _TENSOR else a for a in layout_args)
+    kwargs = {k: (next(tensors) if v == _TENSOR else v) for k, v in layout_kwargs}
+    _tune_from_fake(op, args, kwargs)
+    return compiled_plan(op)
+
+
+def _tune_from_fake(op: RangeDispatchOp, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    with op._lock:
+        if op.table is None:
+            op._setup(args, kwargs, force=False)
+
+
+def compiled_plan(op: RangeDispatchOp) -> Any:
+    """``(segments, his)``: the owner name per merged segment and the segment ends; or
+    ``OPAQUE`` when the traced dispatch could not be built."""
+    if op._compiled_plan is not None:
+        return op._compiled_plan
+    table = op.table
+    assert table is not None
+    segments = table.partition.segments
+    owners = tuple(s.owner or table.reference for s in segments)
+    his = tuple(s.range.hi for s in segments)
+    # merge again: a gap that runs the reference may now equal its neighbour
+    merged_owners: list[str] = []
+    merged_his: list[Any] = []
+    for owner, hi in zip(owners, his):
+        if merged_owners and merged_owners[-1] == owner:
+            merged_his[-1] = hi
+        else:
+            merged_owners.append(owner)
+            merged_his.append(hi)
+    plan: Any = (tuple(merged_owners), tuple(merged_his))
+    if len(merged_owners) == 1:
+        log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, merged_owners[0])
+    else:
+        log.info("=== Generating runtime dispatch with torch.cond ===")
+        log.info("Generating torch.cond dispatch for %s with %d ranges", table.dispatch, len(merged_owners))
+        problem = _preflight(op, plan)
+        if problem is None:
+            log.info("Successfully generated torch.cond dispatch tree with %d conditional branches",
+                     len(merged_owners) - 1)
+        else:
+            warnings.warn(
+                f"{op.name}: could not build the torch.cond dispatch ({problem}); "
+                "falling back to the opaque op, which dispatches at run time",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            plan = OPAQUE
+    op._compiled_plan = plan
+    return plan
+
+
+def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
+    """Trace the cond tree once with make_fx on small real inputs; report a failure."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from .inputs import InputFactory
+    from .op import _real_mode
+
+    if op._template is None or op.dispatch is None:
+        return None
+    factory = InputFactory(op._template, op.dispatch, op.input_gen_fns, op_name=op.name)
+    try:
+        with _real_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            size = max(2, op._template.dispatch_size(op.dispatch))
+            args, kwargs = factory.make(size)
+            flat, rebuild = _flatten(args, kwargs)
+
+            def fn(*tensors: torch.Tensor) -> Any:
+                a, k = rebuild(tensors)
+                return build_dispatch(op, plan, a, k)
+
+            make_fx(fn, tracing_mode="symbolic")(*flat)
+    except Exception as exc:  # any failure means: do not trace, stay opaque
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """What a call of ``op`` becomes while ``torch.compile`` or ``torch.export`` traces it."""
+    opaque = op._opaque_call
+    if not op.traced and opaque is not None:
+        return opaque(*args, **kwargs)
+    dynamo = torch.compiler.is_dynamo_compiling()
+    if dynamo:
+        key = _key(op)
+        plan = _plan(key)
+        if plan is None:
+            flat, _ = _flatten(args, kwargs)
+            torch.ops.rangedispatch.observe(key, flat)
+            layout_args = tuple(_TENSOR if isinstance(a, torch.Tensor) else a for a in args)
+            layout_kwargs = tuple((k, _TENSOR if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items())
+            plan = _tune_observed(key, layout_args, layout_kwargs)
+    else:
+        if op.table is None:
+            _tune_from_fake(op, args, kwargs)
+        plan = compiled_plan(op)
+    if plan == OPAQUE:
+        if opaque is not None:
+            return opaque(*args, **kwargs)
+        return op.reference_fn(*args, **kwargs)
+    return build_dispatch(op, plan, args, kwargs)
+
+
+def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """Nested ``torch.cond`` over the plan's segments on ``tensor.shape[dim]``."""
+    owners, his = plan
+    fns = [op._by_name[name].call for name in owners]
+    if len(fns) == 1:
+        return fns[0](*args, **kwargs)
+    spec = op.dispatch
+    assert spec is not None
+    tensor = args[op._pos] if op._pos < len(args) else kwargs[spec.tensor]
+    size = tensor.shape[spec.dim]
+    flat, rebuild = _flatten(args, kwargs)
+    return _cond_tree(fns, his, 0, size, flat, rebuild)
+
+
+def _cond_tree(
+    fns: Sequence[Callable[..., Any]],
+    his: Sequence[Any],
+    i: int,
+    size: Any,
+    flat: Sequence[torch.Tensor],
+    rebuild: Callable[[Sequence[torch.Tensor]], tuple[tuple[Any, ...], dict[str, Any]]],
+) -> Any:
+    from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
+
+    if i == len(fns) - 1:
+        a, k = rebuild(flat)
+        return fns[i](*a, **k)
+    pred = size < his[i]
+    if statically_known_true(pred):
+        a, k = rebuild(flat)
+        return fns[i](*a, **k)
+    if statically_known_false(pred):
+        return _cond_tree(fns, his, i + 1, size, flat, rebuild)
+    fn = fns[i]
+
+    def take(*ops: torch.Tensor) -> Any:
+        a, k = rebuild(ops)
+        return fn(*a, **k)
+
+    def rest(*ops: torch.Tensor) -> Any:
+        return _cond_tree(fns, his, i + 1, size, ops, rebuild)
+
+    return torch.cond(pred, take, rest, tuple(flat))
+
+
+def _flatten(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[torch.Tensor], Callable[..., Any]]:
+    """Tensors of a call, and a function putting replacement tensors back in their places."""
+    slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    flat = [args[i] for i in slots] + [kwargs[k] for k in keys]
+
+    def rebuild(tensors: Sequence[torch.Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        a = list(args)
+        for j, i in enumerate(slots):
+            a[i] = tensors[j]
+        k = dict(kwargs)
+        for j, key in enumerate(keys):
+            k[key] = tensors[len(slots) + j]
+        return tuple(a), k
+
+    return flat, rebuild

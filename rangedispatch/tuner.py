@@ -1,0 +1,261 @@
+"""Choosing a winner per range: inputs at several sizes, correctness checks, timing, decision.
+
+The tuner is pure logic over a :class:`~rangedispatch.timing.Benchmarker`; with a fake
+benchmarker its choices are exactly testable on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+from .candidates import Candidate
+from .compare import compare
+from .config import Plan
+from .environment import Environment
+from .inputs import InputFactory
+from .ranges import Range
+from .table import RangeResult, TuningTable
+from .timing import Benchmarker, Job, median, relative_spread
+
+log = logging.getLogger("rangedispatch")
+
+DEFAULT_UNBOUNDED_MIN = 256
+
+
+@dataclass(frozen=True)
+class TunerSettings:
+    """How ranges are tuned.
+
+    Args:
+        samples_per_range: sizes benchmarked per range: near ``lo``, geometric middles,
+            near ``hi - 1`` (or the upper bound for an unbounded range).
+        upper_bound: largest size benchmarked for an unbounded range (default
+            ``max(2 * lo, 256)``).
+        min_speedup: a candidate replaces the reference only if at least this much faster.
+        noise_floor: the smallest relative margin treated as a real difference; the
+            measured noise is used when larger.
+        check: compare every candidate's output with the reference's during tuning.
+        rtol, atol: override the dtype-aware tolerances of that check.
+    """
+
+    samples_per_range: int = 3
+    upper_bound: int | None = None
+    min_speedup: float = 1.0
+    noise_floor: float = 0.02
+    check: bool = True
+    rtol: float | None = None
+    atol: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None) -> tuple[int, ...]:
+    """Sizes to benchmark inside ``rng``: near lo, geometric middle(s), near the top.
+
+    Example:
+        >>> sample_sizes(Range(512, 2048))
+        (512, 1024, 2047)
+        >>> sample_sizes(Range(2048, None))
+        (2048, 2896, 4096)
+    """
+    lo = max(rng.lo, 1)
+    if rng.hi is None:
+        top = upper_bound if upper_bound is not None else max(2 * lo, DEFAULT_UNBOUNDED_MIN)
+        top = max(top, lo)
+    else:
+        top = rng.hi - 1
+    if top < lo:  # the range [0, 1)
+        return (rng.lo,)
+    if count <= 1:
+        return (round(math.sqrt(lo * top)),)
+    points = {round(lo * (top / lo) ** (i / (count - 1))) for i in range(count)}
+    return tuple(sorted(min(max(p, lo), top) for p in points))
+
+
+def _sync(device_type: str) -> None:
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def tune_plan(
+    *,
+    op_name: str,
+    plan: Plan,
+    reference: Candidate,
+    factory: InputFactory,
+    benchmarker: Benchmarker,
+    settings: TunerSettings,
+    environment: Environment,
+    device_type: str = "cpu",
+) -> TuningTable:
+    """Tune every range of ``plan`` and return the table (logging as it goes)."""
+    log.info("=== Range-based Autotuning for %s ===", op_name)
+    log.info("Dispatch dimension: %s", plan.dispatch if plan.dispatch else "(none: one global choice)")
+    upper = settings.upper_bound
+    if plan.dispatch is not None and plan.dispatch.upper_bound is not None:
+        upper = plan.dispatch.upper_bound
+    results = []
+    for rng in plan.ranges:
+        cands = [c for c in plan.candidates[rng] if c.name != reference.name]
+        sizes = (
+            sample_sizes(rng, count=settings.samples_per_range, upper_bound=upper)
+            if plan.dispatch is not None
+            else (None,)
+        )
+        result = _tune_range(
+            op_name, rng, reference, cands, sizes, factory, benchmarker, settings, device_type
+        )
+        n = len(plan.candidates[rng])
+        log.info(
+            "Range %s: Selected implementation '%s' after benchmarking %d candidate%s",
+            rng, result.winner, n, "" if n == 1 else "s",
+        )
+        results.append(result)
+    all_cands = {reference.name: reference}
+    for rng in plan.ranges:
+        for c in plan.candidates[rng]:
+            all_cands.setdefault(c.name, c)
+    table = TuningTable(
+        op=op_name,
+        dispatch=str(plan.dispatch) if plan.dispatch else None,
+        reference=reference.name,
+        results=tuple(results),
+        candidates={n: c.fingerprint for n, c in all_cands.items()},
+        environment=environment,
+        signature=factory.template.signature(plan.dispatch),
+        settings=settings.to_json(),
+    )
+    log_summary(table)
+    return table
+
+
+def log_summary(table: TuningTable) -> None:
+    log.info("=== Range-based Autotuning Summary for %s ===", table.op)
+    for r in table.results:
+        log.info("  Range %s: %s", r.range, r.winner)
+    segments = table.partition.segments
+    owners = {s.owner for s in segments if s.owner is not None}
+    if len(owners) <= 1 and all(s.owner is not None for s in segments):
+        log.info("=== All ranges selected the same implementation: '%s', called directly (no dispatch) ===",
+                 next(iter(owners), table.reference))
+    else:
+        log.info("=== Different ranges selected different implementations ===")
+        log.info("Generated runtime dispatch for %s with %d ranges", table.dispatch, len(segments))
+
+
+def _tune_range(
+    op_name: str,
+    rng: Range,
+    reference: Candidate,
+    cands: Sequence[Candidate],
+    sizes: Sequence[int | None],
+    factory: InputFactory,
+    benchmarker: Benchmarker,
+    settings: TunerSettings,
+    device_type: str,
+) -> RangeResult:
+    timings: dict[str, list[float]] = {c.name: [] for c in [reference, *cands]}
+    disqualified: dict[str, str] = {}
+    used_sizes: list[int] = []
+    noises: list[float] = []
+    for size in sizes:
+        where = f"size {size}" if size is not None else "the example inputs"
+        try:
+            args, kwargs = factory.make(size)
+            expected = reference.call(*args, **kwargs)
+            _sync(device_type)
+        except Exception as exc:
+            warnings.warn(
+                f"{op_name}: range {rng}: the reference {reference.name!r} failed at {where} "
+                f"({type(exc).__name__}: {exc}); that size is skipped",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            continue
+        jobs = [Job(reference.name, size or 0, _bind(reference.call, args, kwargs))]
+        for cand in cands:
+            if cand.name in disqualified:
+                continue
+            reason = _check(cand, args, kwargs, expected, settings, device_type)
+            if reason is not None:
+                disqualified[cand.name] = f"{reason} at {where}"
+                warnings.warn(
+                    f"{op_name}: candidate {cand.name!r} loses range {rng}: {reason} at {where}",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                continue
+            jobs.append(Job(cand.name, size or 0, _bind(cand.call, args, kwargs)))
+        measured = benchmarker.measure(jobs)
+        used_sizes.append(size or 0)
+        for job, samples in zip(jobs, measured):
+            timings[job.name].append(median(samples))
+            noises.append(relative_spread(samples))
+        del args, kwargs, expected, jobs
+    n = len(used_sizes)
+    final = {
+        name: tuple(ts) if name not in disqualified and len(ts) == n else tuple([math.inf] * n)
+        for name, ts in timings.items()
+    }
+    noise = statistics.median(noises) if noises else 0.0
+    winner = decide(reference.name, [c.name for c in cands], final, disqualified, noise, settings)
+    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise)
+
+
+def decide(
+    reference: str,
+    order: Sequence[str],
+    timings: dict[str, tuple[float, ...]],
+    disqualified: dict[str, str],
+    noise: float,
+    settings: TunerSettings,
+) -> str:
+    """The winner: the reference unless a candidate beats it by more than the noise margin
+    and ``min_speedup``; among candidates within the noise of the fastest, the first declared."""
+    probe = RangeResult(Range(0), reference, (), timings)
+    ratios = {n: probe.ratio(n, reference) for n in order if n not in disqualified}
+    ratios = {n: r for n, r in ratios.items() if math.isfinite(r)}
+    if not ratios:
+        return reference
+    margin = 1 + max(noise, settings.noise_floor)
+    threshold = max(settings.min_speedup, margin)
+    best = min(ratios.values())
+    if best * threshold > 1:
+        return reference
+    for name in order:
+        r = ratios.get(name)
+        if r is not None and r <= best * margin and r * threshold <= 1:
+            return name
+    raise AssertionError("the fastest candidate is always eligible")  # pragma: no cover
+
+
+def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: fn(*args, **kwargs)
+
+
+def _check(
+    cand: Candidate,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    expected: Any,
+    settings: TunerSettings,
+    device_type: str,
+) -> str | None:
+    """``None`` if the candidate runs and matches the reference, else why not."""
+    try:
+        out = cand.call(*args, **kwargs)
+        _sync(device_type)
+    except Exception as exc:
+        return f"raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if not settings.check:
+        return None
+    found = compare(out, expected, rtol=settings.rtol, atol=settings.atol)
+    return None if found is None else f"wrong output ({found})"
