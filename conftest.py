@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -27,4 +26,3 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-os.environ.setdefault("TRITON_INTERPRET", "1") if os.environ.get("CI") else None

@@ -79,6 +79,11 @@ def register_custom_op_autotuning(
     settings = make_settings(speedup, samples_per_range, range_upper_bound, check, rtol, atol)
     if configs is not None and config_generator is not None:
         raise ConfigError("Expected configs or config_generator, not both; config_generator builds the configs")
+    if configs is not None and (not isinstance(configs, (list, tuple)) or not configs):
+        raise ConfigError(
+            f"Expected at least one config but got {describe('configs', configs)}; pass "
+            "CustomOpConfig(impl) entries or a CustomOpRangeConfig"
+        )
     if configs is None and config_generator is None:
         raise ConfigError(
             "Expected configs=[...] or config_generator=...; give at least one candidate implementation"

@@ -1,0 +1,162 @@
+"""Tables: JSON round trip, atomic save, the persistent cache and its safety rules."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+
+def make(bench, name="cached"):
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[16], benchmarker=bench, name=name)
+    def f(x):
+        return x * 2
+
+    @f.register_impl
+    def g(x):
+        return x + x
+
+    return f
+
+
+def test_json_round_trip(tmp_path):
+    f = make(FakeBenchmarker({"f": 2.0, "g": 1.0}))
+    table = f.tune(torch.ones(4))
+    path = f.save_table(tmp_path / "t.json")
+    again = rd.TuningTable.load(path)
+    assert again == table
+    assert again.environment.torch == torch.__version__
+    assert set(again.candidates) == {"f", "g"}
+
+
+def test_second_op_instance_loads_cache_without_benchmarking():
+    first = FakeBenchmarker({"f": 2.0, "g": 1.0})
+    make(first)(torch.ones(4))
+    assert first.calls
+    second = FakeBenchmarker({"f": 2.0, "g": 1.0})
+    f2 = make(second)
+    torch.testing.assert_close(f2(torch.ones(4)), torch.full((4,), 2.0))
+    assert second.calls == []
+    assert f2.table.winners == {rd.Range(1, 17): "g", rd.Range(17, None): "g"}
+
+
+def test_second_process_does_zero_benchmarking(tmp_path):
+    script = textwrap.dedent("""
+        import torch, rangedispatch as rd
+        from rangedispatch.testing import FakeBenchmarker
+        bench = FakeBenchmarker({"f": 2.0, "g": 1.0})
+        @rd.range_dispatch(dispatch_on=("x", 0), split_points=[16], benchmarker=bench, name="proc")
+        def f(x):
+            return x * 2
+        @f.register_impl
+        def g(x):
+            return x + x
+        f(torch.ones(4))
+        print(len(bench.calls))
+    """)
+    path = tmp_path / "proc.py"
+    path.write_text(script)
+    env = {**os.environ, "RANGEDISPATCH_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": os.getcwd()}
+    runs = [subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    assert int(runs[0].stdout.split()[-1]) > 0
+    assert int(runs[1].stdout.split()[-1]) == 0
+
+
+def test_changed_candidate_source_invalidates_cache():
+    make(FakeBenchmarker({}))(torch.ones(4))
+    bench = FakeBenchmarker({})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[16], benchmarker=bench, name="cached")
+    def f(x):
+        return x * 2
+
+    @f.register_impl
+    def g(x):  # same name, different body
+        return 2 * x
+
+    f(torch.ones(4))
+    assert bench.calls
+
+
+@pytest.mark.parametrize("damage", ["truncate", "version", "device", "garbage"])
+def test_untrustworthy_cache_is_ignored_with_warning(damage):
+    make(FakeBenchmarker({}))(torch.ones(4))
+    cache = rd.cache.cache_dir()
+    (path,) = list(cache.glob("cached-*.json"))
+    data = json.loads(path.read_text())
+    if damage == "truncate":
+        path.write_text(path.read_text()[:50])
+    elif damage == "version":
+        data["version"] = 999
+        path.write_text(json.dumps(data))
+    elif damage == "device":
+        data["environment"]["device"] = "cuda:Imaginary GPU"
+        path.write_text(json.dumps(data))
+    else:
+        path.write_text("\x00\x01 not json")
+    bench = FakeBenchmarker({})
+    with pytest.warns(RuntimeWarning, match="Ignoring tuning cache"):
+        make(bench)(torch.ones(4))
+    assert bench.calls  # re-tuned, not trusted
+    assert rd.TuningTable.load(path).environment.device != "cuda:Imaginary GPU"  # and repaired
+
+
+def test_cache_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("RANGEDISPATCH_CACHE", "0")
+    make(FakeBenchmarker({}))(torch.ones(4))
+    bench = FakeBenchmarker({})
+    make(bench)(torch.ones(4))
+    assert bench.calls
+
+
+def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
+    f = make(FakeBenchmarker({}))
+    table = f.tune(torch.ones(4))
+    path = table.save(tmp_path / "tables" / "t.json")
+    before = path.read_text()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rd.table.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        table.save(path)
+    assert path.read_text() == before
+    assert [p.name for p in path.parent.iterdir()] == ["t.json"]  # no temp file left
+
+
+def test_load_table_checks_it_matches(tmp_path):
+    f = make(FakeBenchmarker({"f": 2.0, "g": 1.0}))
+    f.tune(torch.ones(4))
+    path = f.save_table(tmp_path / "t.json")
+    bench = FakeBenchmarker({})
+    f2 = make(bench, name="other")
+    f2.load_table(path)
+    f2(torch.ones(30))
+    assert bench.calls == [] and f2.table.winners[rd.Range(17, None)] == "g"
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[16], benchmarker=bench)
+    def h(x):
+        return x * 2
+
+    h.register_impl(lambda x: x + x)
+    with pytest.raises(rd.TableError, match="does not match"):
+        h.load_table(path)
+
+
+def test_cli_show_and_demo(tmp_path):
+    f = make(FakeBenchmarker({"f": 2.0, "g": 1.0}))
+    f.tune(torch.ones(4))
+    path = f.save_table(tmp_path / "t.json")
+    from rangedispatch.cli import main
+
+    assert main(["show", str(path)]) == 0
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["show", str(tmp_path / "bad.json")]) == 2

@@ -1,0 +1,184 @@
+"""The tuner's decisions, pinned with a fake benchmarker (no real timing)."""
+
+import math
+
+import pytest
+import torch
+
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+from rangedispatch.tuner import TunerSettings, decide
+
+
+def ref(x, w):
+    return x * w
+
+
+def a(x, w):
+    return x * w
+
+
+def b(x, w):
+    return torch.mul(x, w)
+
+
+def c(x, w):
+    return w * x
+
+
+def build(times, *, jitter=0.0, **options):
+    bench = FakeBenchmarker(times, jitter=jitter)
+
+    @rd.range_dispatch(dispatch_on=("x", 1), ranges=[(0, 512), (512, 2048), (2048, None)],
+                       benchmarker=bench, cache=False, **options)
+    def op(x, w):
+        return x * w
+
+    for f in (a, b, c):
+        op.register_impl(f)
+    return op, bench
+
+
+def call(op, size):
+    return op(torch.randn(2, size, 4), torch.randn(4))
+
+
+def test_each_range_gets_its_fastest_candidate_and_boundaries_dispatch_right():
+    times = {"op": 10.0, "a": lambda s: 1 if s < 512 else 9, "b": lambda s: 1 if 512 <= s < 2048 else 9,
+             "c": lambda s: 1 if s >= 2048 else 9}
+    op, _ = build(times)
+    call(op, 100)
+    assert op.table.winners == {rd.Range(0, 512): "a", rd.Range(512, 2048): "b", rd.Range(2048, None): "c"}
+    calls = []
+    for name, fn in op.candidates.items():
+        original = fn.call
+        object.__setattr__(fn, "call", lambda *args, _n=name, _f=original: calls.append(_n) or _f(*args))
+    op._install(op.table)
+    for size, expected in [(1, "a"), (511, "a"), (512, "b"), (513, "b"), (2047, "b"), (2048, "c"), (2049, "c")]:
+        calls.clear()
+        x, w = torch.randn(2, size, 4), torch.randn(4)
+        torch.testing.assert_close(op(x, w), x * w)
+        assert calls == [expected], size
+
+
+def test_sample_sizes_cover_each_range_near_lo_middle_and_hi():
+    op, bench = build({})
+    call(op, 100)
+    assert bench.sizes == [1, 23, 511, 512, 1024, 2047, 2048, 2896, 4096]
+    # candidates are interleaved per size: reference first, then every candidate
+    assert bench.calls[:4] == [("op", 1), ("a", 1), ("b", 1), ("c", 1)]
+
+
+def test_upper_bound_sets_unbounded_samples():
+    op, bench = build({}, range_upper_bound=10000)
+    call(op, 100)
+    assert bench.sizes[-1] == 10000
+
+
+def test_equal_neighbours_merge_and_single_winner_is_called_directly():
+    op, _ = build({"op": 10.0, "a": 1.0, "b": 5.0, "c": 5.0})
+    call(op, 100)
+    part = op.table.partition
+    assert [(str(s.range), s.owner) for s in part.segments] == [("[0, inf)", "a")]
+    assert op._route[0] == ()  # no bounds: no size read, no bisect
+    assert "_fn0(x, w)" in type(op).__call__.__rd_source__
+
+
+def test_noise_margin_keeps_the_reference():
+    # 'a' is 3% faster but the measured noise is 10%: not a real win
+    op, _ = build({"op": 1.0, "a": 0.97, "b": 2.0, "c": 2.0}, jitter=0.2)
+    call(op, 100)
+    assert set(op.table.winners.values()) == {"op"}
+    assert all(r.noise >= 0.09 for r in op.table.results)
+
+
+def test_clear_win_beats_noise():
+    op, _ = build({"op": 1.0, "a": 0.5, "b": 2.0, "c": 2.0}, jitter=0.2)
+    call(op, 100)
+    assert set(op.table.winners.values()) == {"a"}
+
+
+def test_min_speedup_threshold():
+    op, _ = build({"op": 1.0, "a": 0.85, "b": 2.0, "c": 2.0}, min_speedup=1.25)
+    call(op, 100)
+    assert set(op.table.winners.values()) == {"op"}
+    op2, _ = build({"op": 1.0, "a": 0.75, "b": 2.0, "c": 2.0}, min_speedup=1.25)
+    call(op2, 100)
+    assert set(op2.table.winners.values()) == {"a"}
+
+
+def test_ties_break_by_declaration_order():
+    s = TunerSettings()
+    timings = {"ref": (1.0,), "x": (0.5,), "y": (0.495,)}
+    assert decide("ref", ["x", "y"], timings, {}, 0.0, s) == "x"
+    assert decide("ref", ["y", "x"], timings, {}, 0.0, s) == "y"
+    assert decide("ref", ["x", "y"], {"ref": (1.0,), "x": (0.6,), "y": (0.4,)}, {}, 0.0, s) == "y"
+
+
+def test_geometric_mean_over_samples():
+    s = TunerSettings()
+    # x wins 2x at one size and loses 1.5x at another: geomean 0.866 < 1/1.02
+    assert decide("ref", ["x"], {"ref": (1.0, 1.0), "x": (0.5, 1.5)}, {}, 0.0, s) == "x"
+    assert decide("ref", ["x"], {"ref": (1.0, 1.0), "x": (0.5, 2.1)}, {}, 0.0, s) == "ref"
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (lambda x, w: (_ for _ in ()).throw(RuntimeError("boom")), "raised RuntimeError: boom"),
+        (lambda x, w: x * w * float("nan"), "NaN"),
+        (lambda x, w: (x * w)[:, :1], "shape"),
+        (lambda x, w: (x * w).double(), "dtype"),
+        (lambda x, w: x * w + 1, "values differ"),
+        (lambda x, w: (x * w) + (x.shape[1] == 2047), "values differ"),  # wrong only at hi-1
+    ],
+)
+def test_failing_candidate_loses_its_range_with_a_warning(bad, reason):
+    bad.__name__ = "bad"
+    bench = FakeBenchmarker({"bad": 0.001, "op": 1.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 1), ranges=[(0, 512), (512, 2048)], benchmarker=bench, cache=False)
+    def op(x, w):
+        return x * w
+
+    op.register_impl(bad)
+    with pytest.warns(RuntimeWarning, match="candidate 'bad' loses range"):
+        x, w = torch.randn(2, 600, 4), torch.randn(4)
+        torch.testing.assert_close(op(x, w), x * w)
+    assert any(reason in msg for r in op.table.results for msg in r.disqualified.values())
+    for r in op.table.results:
+        if "bad" in r.disqualified:
+            assert r.winner != "bad"
+            assert all(math.isinf(t) for t in r.timings["bad"])
+    # the range holding 2047 always catches the boundary-only bug
+    assert op.table.winners[rd.Range(512, 2048)] == "op"
+
+
+def test_reference_failing_at_a_size_skips_that_size():
+    bench = FakeBenchmarker({"op": 1.0, "a": 0.5})
+
+    @rd.range_dispatch(dispatch_on=("x", 1), ranges=[(0, 512)], benchmarker=bench, cache=False)
+    def op(x, w):
+        if x.shape[1] == 511:
+            raise MemoryError("pretend OOM")
+        return x * w
+
+    op.register_impl(a)
+    with pytest.warns(RuntimeWarning, match="reference 'op' failed at size 511"):
+        call(op, 3)
+    assert op.table.results[0].samples == (1, 23)
+    assert op.table.winners[rd.Range(0, 512)] == "a"
+
+
+def test_registering_after_tuning_retunes():
+    op, bench = build({"op": 1.0, "a": 0.5})
+    call(op, 100)
+    n = len(bench.calls)
+
+    with pytest.warns(RuntimeWarning, match="registered after tuning"):
+        @op.register_impl
+        def d(x, w):
+            return x * w
+
+    call(op, 100)
+    assert len(bench.calls) > n and ("d", 1) in bench.calls
