@@ -94,6 +94,9 @@ class RangeDispatchOp:
         self._warned_capture = False
         self._compiled_plan: Any = None
         self._custom_op: Any = None  # the CustomOpDef whose kernel this op is, if any
+        from .traced import register_op
+
+        self._rd_key = register_op(self)
         if self._configs and config_generator is None:
             self._plan = self._build_plan(self._configs)
         elif self._plan_args["dispatch_on"] is not None:

@@ -27,39 +27,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rangedispatch")
 
-_OPS: weakref.WeakValueDictionary[int, RangeDispatchOp] = weakref.WeakValueDictionary()
-_OBSERVED: dict[int, list[Any]] = {}
+_OPS: weakref.WeakValueDictionary[str, RangeDispatchOp] = weakref.WeakValueDictionary()
+_OBSERVED: dict[str, list[Any]] = {}
 
 OPAQUE = "opaque"
 _TENSOR = "__rangedispatch_tensor_slot__"
 
 
-def _key(op: RangeDispatchOp) -> int:
-    _OPS[id(op)] = op
-    return id(op)
+def register_op(op: RangeDispatchOp) -> str:
+    """Make ``op`` findable from trace-time functions by a constant string key."""
+    key = f"rd{id(op)}"
+    _OPS[key] = op
+    return key
 
 
 @torch.library.custom_op("rangedispatch::observe", mutates_args=())
-def _observe(key: int, tensors: list[torch.Tensor]) -> torch.Tensor:
+def _observe(key: str, tensors: list[torch.Tensor]) -> torch.Tensor:
     """Eager no-op; exists so its fake kernel can see traced inputs."""
     return torch.empty(0)
 
 
 @_observe.register_fake
-def _observe_fake(key: int, tensors: list[torch.Tensor]) -> torch.Tensor:
+def _observe_fake(key: str, tensors: list[torch.Tensor]) -> torch.Tensor:
     _OBSERVED[key] = list(tensors)
     return torch.empty(0)
 
 
 @torch._dynamo.assume_constant_result
-def _plan(key: int) -> Any:
+def _plan(key: str) -> Any:
     """The compiled plan of an op as constants, or ``None`` when it is not tuned yet."""
     op = _OPS[key]
     return None if op.table is None else compiled_plan(op)
 
 
 @torch._dynamo.assume_constant_result
-def _tune_observed(key: int, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str, Any], ...]) -> Any:
+def _tune_observed(key: str, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str, Any], ...]) -> Any:
     """Tune from the observed fake inputs (hints only) plus the constant arguments."""
     op = _OPS[key]
     tensors = iter(_OBSERVED.pop(key, []))
@@ -150,7 +152,7 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
         return opaque(*args, **kwargs)
     dynamo = torch.compiler.is_dynamo_compiling()
     if dynamo:
-        key = _key(op)
+        key = op._rd_key
         plan = _plan(key)
         if plan is None:
             flat, _ = _flatten(args, kwargs)

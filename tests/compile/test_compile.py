@@ -1,0 +1,164 @@
+"""The dispatch traced into torch.compile graphs and torch.export programs (slow on the CPU)."""
+
+import pytest
+import torch
+
+
+class CompileCounter:
+    """A backend that counts compiled frames and keeps their graphs."""
+
+    def __init__(self):
+        self.graphs = []
+
+    @property
+    def frame_count(self):
+        return len(self.graphs)
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(gm)
+        return gm.forward
+
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+pytestmark = pytest.mark.compile
+
+# the first size differs from the other dims: Dynamo's duck sizing would otherwise tie them
+SIZES = [100, 2, 3, 63, 64, 65, 200, 255, 256, 257, 1000]
+
+
+def a(x, w):
+    return x * w
+
+
+def b(x, w):
+    return torch.mul(w, x)
+
+
+def c(x, w):
+    return x * w.view(1, 1, -1)
+
+
+def register(name, times, **options):
+    @torch.library.custom_op(f"rdtest_compile::{name}", mutates_args=())
+    def op(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x * w
+
+    @op.register_fake
+    def _(x, w):
+        return torch.empty_like(x)
+
+    handle = rd.register_custom_op_autotuning(
+        op,
+        configs=[rd.CustomOpRangeConfig("x", 1, [(0, 64), (64, 256), (256, float("inf"))], [a, b, c])],
+        benchmarker=FakeBenchmarker(times),
+        **options,
+    )
+    return op, handle
+
+
+THREE_WINNERS = {"op": 9.0, "a": lambda s: 1 if s < 64 else 5, "b": lambda s: 1 if 64 <= s < 256 else 5,
+                 "c": lambda s: 1 if s >= 256 else 5}
+
+
+def graph_ops(gm):
+    return [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+
+
+def test_dynamic_sweep_is_one_graph_with_nested_cond():
+    op, handle = register("sweep", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: op(x, w).relu(), backend=cnt, dynamic=True, fullgraph=True)
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), (x * w).relu())
+    assert cnt.frame_count == 1
+    assert sum("cond" in t for t in graph_ops(cnt.graphs[0])) == 1  # outer cond; inner one nested
+
+
+def test_first_call_under_compile_tunes_with_real_tensors_once():
+    seen_types = []
+
+    def gen(like):
+        seen_types.append(type(like))
+        return torch.randn_like(like)
+
+    op, handle = register("cold", THREE_WINNERS, input_gen_fns={"x": gen})
+    bench = handle.benchmarker
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=True, fullgraph=True)
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), x * w)
+    assert seen_types and all(t is torch.Tensor for t in seen_types)
+    n = len(bench.calls)
+    assert n > 0 and handle.table is not None
+    torch._dynamo.reset()  # a recompile reuses the table
+    g = torch.compile(lambda x, w: op(x, w) + 1, backend=cnt, dynamic=True)
+    g(torch.randn(2, 70, 4), w)
+    assert len(bench.calls) == n
+
+
+def test_static_shapes_trace_only_the_winning_branch():
+    op, handle = register("static", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=False)
+    w = torch.randn(4)
+    for size in (1, 100, 300):  # 1 is a size Dynamo specialises
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), x * w)
+    assert cnt.frame_count == 3
+    assert all(not any("cond" in t for t in graph_ops(g)) for g in cnt.graphs)
+
+
+def test_single_winner_inlines_and_fuses():
+    from torch._inductor.utils import run_and_get_code
+
+    op, handle = register("fused", {"op": 9.0, "a": 5.0, "b": 1.0, "c": 5.0})
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    f = torch.compile(lambda x, w: op(x, w).relu() * 3, dynamic=True, fullgraph=True)
+    x, w = torch.randn(2, 100, 4), torch.randn(4)
+    out, (code, *_) = run_and_get_code(f, x, w)
+    torch.testing.assert_close(out, (x * w).relu() * 3)
+    assert "cond" not in code and "rdtest_compile" not in code
+    assert code.count("def kernel") + code.count("cpp_fused") >= 1
+    assert code.count("cpp_fused_") <= 2  # mul, relu and scale in one fused kernel
+
+
+def test_opaque_switch_keeps_the_op_in_the_graph():
+    op, handle = register("opaque", THREE_WINNERS, traced=False)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=True, fullgraph=True)
+    for size in (10, 100, 300):
+        x, w = torch.randn(2, size, 4), torch.randn(4)
+        torch.testing.assert_close(f(x, w), x * w)
+    assert cnt.frame_count == 1
+    assert any("rdtest_compile.opaque" in t for t in graph_ops(cnt.graphs[0]))
+
+
+def test_export_keeps_the_dispatch_and_aoti_package_runs(tmp_path):
+    op, handle = register("export", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+
+    class M(torch.nn.Module):
+        def forward(self, x, w):
+            return op(x, w) + 1
+
+    seq = torch.export.Dim("seq", min=2, max=4096)
+    ep = torch.export.export(M(), (torch.randn(2, 100, 4), torch.randn(4)), dynamic_shapes=({1: seq}, None))
+    assert any("cond" in str(n.target) for n in ep.graph.nodes)
+    for size in (2, 63, 64, 255, 256, 1000):
+        x, w = torch.randn(2, size, 4), torch.randn(4)
+        torch.testing.assert_close(ep.module()(x, w), x * w + 1)
+    path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "m.pt2"))
+    loaded = torch._inductor.aoti_load_package(path)
+    calls = len(handle.benchmarker.calls)
+    for size in (2, 63, 64, 255, 256, 1000):
+        x, w = torch.randn(2, size, 4), torch.randn(4)
+        torch.testing.assert_close(loaded(x, w), x * w + 1)
+    assert len(handle.benchmarker.calls) == calls
