@@ -1,0 +1,55 @@
+"""Equivalence of every branch: each candidate against the reference at boundary sizes."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+
+def boundary_sizes(rng: Any, *, upper: int = 256) -> list[int]:
+    """lo, lo+1, hi-1 and hi (the first size of the next range) of a range, sizes >= 1."""
+    sizes = {rng.lo, rng.lo + 1}
+    if rng.lo > 0:
+        sizes.add(rng.lo - 1)
+    if rng.hi is not None:
+        sizes |= {rng.hi - 1, rng.hi}
+    else:
+        sizes.add(max(upper, rng.lo + 2))
+    return sorted(s for s in sizes if s >= 1)
+
+
+def assert_branches_equivalent(op: Any, *args: Any, sizes: Iterable[int] | None = None,
+                               rtol: float | None = None, atol: float | None = None, **kwargs: Any) -> int:
+    """Check every candidate against the reference at every range's boundary sizes.
+
+    Returns the number of (candidate, size) comparisons made. Raises ``AssertionError``
+    naming op, range, candidate, size and the mismatch.
+    """
+    __tracebackhide__ = True
+    from rangedispatch import compare, dispatcher_of
+    from rangedispatch.inputs import CallTemplate, InputFactory
+
+    rd_op = dispatcher_of(op)
+    plan = rd_op.plan
+    assert plan is not None, f"{rd_op.name}: no candidates registered"
+    template = CallTemplate.from_call(rd_op.reference_fn, args, kwargs)
+    template.check(plan.dispatch)
+    factory = InputFactory(template, plan.dispatch, rd_op.input_gen_fns, op_name=rd_op.name)
+    reference = rd_op.candidates[next(iter(rd_op.candidates))]
+    checked = 0
+    for rng in plan.ranges:
+        wanted: Sequence[Any] = [s for s in (sizes or boundary_sizes(rng)) if s in rng]
+        if plan.dispatch is None:
+            wanted = [None]
+        for size in wanted:
+            call_args, call_kwargs = factory.make(size)
+            expected = reference.call(*call_args, **call_kwargs)
+            for cand in plan.candidates[rng]:
+                got = cand.call(*call_args, **call_kwargs)
+                found = compare(got, expected, rtol=rtol, atol=atol)
+                if found is not None:
+                    raise AssertionError(
+                        f"{rd_op.name}: candidate {cand.name!r} differs from the reference in range "
+                        f"{rng} at {plan.dispatch}={size}: {found}"
+                    )
+                checked += 1
+    return checked
