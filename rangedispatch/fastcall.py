@@ -55,11 +55,7 @@ def generate_call(
         if p.default is not p.empty:
             env[f"_rd_d{i}"] = p.default
             default = f"=_rd_d{i}"
-        if p.kind is p.POSITIONAL_ONLY:
-            params.append(f"{p.name}{default}")
-            call.append(p.name)
-            pos.append(p.name)
-        elif p.kind is p.POSITIONAL_OR_KEYWORD:
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             params.append(f"{p.name}{default}")
             call.append(p.name)
             pos.append(p.name)
@@ -84,7 +80,7 @@ def generate_call(
         last = max(i for i, p in enumerate(sig.parameters.values()) if p.kind is p.POSITIONAL_ONLY)
         params.insert(last + 1, "/")
     args_src = ", ".join(call)
-    pos_src = "(" + "".join(f"{a}, " if not a.startswith("*") else f"{a}, " for a in pos) + ")"
+    pos_src = "(" + "".join(f"{a}, " for a in pos) + ")"
     if traced is None:
         lines = [f"def __call__({', '.join(params)}):"]
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from torch.compiler import is_compiling
+from torch.utils._python_dispatch import _disable_current_modes  # real tensors while tracing
 
 from . import cache as cache_mod
 from .candidates import Candidate, short_name
@@ -213,14 +214,7 @@ class RangeDispatchOp:
             from .traced import traced_call
 
             return traced_call(self, args, kwargs)
-        bounds, fns = self._route
-        if bounds:
-            try:
-                t = args[self._pos]
-            except IndexError:
-                t = kwargs[self._tensor]
-            return fns[bisect_right(bounds, t.shape[self._dim])](*args, **kwargs)
-        return fns[0](*args, **kwargs)
+        return self.eager(*args, **kwargs)
 
     def eager(self, *args: Any, **kwargs: Any) -> Any:
         """The eager dispatch without the compile check (a custom op's kernel)."""
@@ -288,7 +282,7 @@ class RangeDispatchOp:
                 self._install(cached)
                 return cached
         benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)))
-        with _real_mode(), torch.no_grad():
+        with _disable_current_modes(), torch.no_grad():
             table = tune_plan(
                 op_name=self.name,
                 plan=self._plan,
@@ -311,9 +305,9 @@ class RangeDispatchOp:
     def _generate_plan(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Plan:
         import inspect
 
-        bound = inspect.signature(self.reference_fn).bind(*args, **kwargs).arguments
         import torch
 
+        bound = inspect.signature(self.reference_fn).bind(*args, **kwargs).arguments
         tensors = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
         assert self._config_generator is not None
         configs = list(self._config_generator(tensors))
@@ -539,15 +533,3 @@ def _capturing_cuda_graph() -> bool:
 
     return bool(torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
-
-class _real_mode:
-    """Run real tensor code even while a fake or proxy mode is active (tuning during tracing)."""
-
-    def __enter__(self) -> None:
-        from torch.utils._python_dispatch import _disable_current_modes
-
-        self._ctx = _disable_current_modes()
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
+from .ranges import Partition
+
 if TYPE_CHECKING:
     from .op import RangeDispatchOp
 
@@ -84,18 +86,10 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
         return op._compiled_plan
     table = op.table
     assert table is not None
-    segments = table.partition.segments
-    owners = tuple(s.owner or table.reference for s in segments)
-    his = tuple(s.range.hi for s in segments)
-    # merge again: a gap that runs the reference may now equal its neighbour
-    merged_owners: list[str] = []
-    merged_his: list[Any] = []
-    for owner, hi in zip(owners, his):
-        if merged_owners and merged_owners[-1] == owner:
-            merged_his[-1] = hi
-        else:
-            merged_owners.append(owner)
-            merged_his.append(hi)
+    # gaps run the reference when traced, so re-merge with the reference as their owner
+    segments = Partition.build((s.range, s.owner or table.reference) for s in table.partition.segments).segments
+    merged_owners = [s.owner for s in segments]
+    merged_his = [s.range.hi for s in segments]
     plan: Any = (tuple(merged_owners), tuple(merged_his))
     if len(merged_owners) == 1:
         log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, merged_owners[0])
@@ -122,14 +116,15 @@ def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
     """Trace the cond tree once with make_fx on small real inputs; report a failure."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    from torch.utils._python_dispatch import _disable_current_modes
+
     from .inputs import InputFactory
-    from .op import _real_mode
 
     if op._template is None or op.dispatch is None:
         return None
     factory = InputFactory(op._template, op.dispatch, op.input_gen_fns, op_name=op.name)
     try:
-        with _real_mode(), warnings.catch_warnings():
+        with _disable_current_modes(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             size = max(2, op._template.dispatch_size(op.dispatch))
             args, kwargs = factory.make(size)
