@@ -1,11 +1,23 @@
 """Compiled range dispatch: rangedispatch vs upstream Inductor's register_custom_op_autotuning.
 
-Same candidates and split points for both (a matmul with K split 1/4/16 ways, dispatching on
-K); one torch.compile(dynamic=True) sweep per side. Prints per size the median time of our
-compiled op, upstream's compiled op and the eager per-size best candidate, plus graph counts
-and compile (first-call) times.
+Three ops, one ``torch.compile(dynamic=True)`` sweep per side and op, same candidates and
+split points for both sides:
 
-    python bench/compile_vs_upstream.py [--device cuda] [--quick]
+* ``kmm``: a matmul whose K is split 1/4/16/64 ways (bmm + sum), dispatching on K, with K tied
+  between ``a`` and ``b``;
+* ``mmm``: a matmul dispatching on M (no tied dims; candidates one mm, split-K 4, linear on b.t()),
+  where upstream's input generator works;
+* ``cmm``: the same product with a float32-accumulating reference, one mm allowed below M=4096
+  and linear on b.t() from 4096 on (``dim_range`` per config), so the table has two winners and the
+  compiled op carries a real ``torch.cond``.
+
+Per size: our compiled op, upstream's compiled op, the eager per-size best candidate, and
+``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
+costs), as device time (``do_bench`` medians, ms) and as host time per call (us, a loop of
+calls with one sync at the end: shows per-call launch overhead that device events hide).
+Then graph counts and compile (first-call) times.
+
+    python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile]
 """
 
 from __future__ import annotations
@@ -13,21 +25,26 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 import rangedispatch as rd
 
-M = N = 64
-SPLITS = [4096, 65536]
+SMALL = 64
+K_SPLITS = [4096, 65536]
+M_SPLITS = [256, 4096]
 
 
 def mm_split(a: torch.Tensor, b: torch.Tensor, k_splits: int) -> torch.Tensor:
+    """Split-K: K zero-padded to a multiple of ``k_splits`` (no size-dependent branch, so a
+    dynamic-shape trace of it holds for every K), one bmm over the chunks, then a sum."""
     m, k = a.shape
-    if k % k_splits:
-        return a @ b
-    parts = torch.bmm(a.view(m, k_splits, k // k_splits).transpose(0, 1), b.view(k_splits, k // k_splits, -1))
-    return parts.sum(0)
+    pad = (-k) % k_splits
+    a, b = F.pad(a, (0, pad)), F.pad(b, (0, 0, 0, pad))
+    chunk = (k + pad) // k_splits
+    return torch.bmm(a.view(m, k_splits, chunk).transpose(0, 1), b.view(k_splits, chunk, -1)).sum(0)
 
 
 def mm1(a, b):
@@ -46,22 +63,33 @@ def mm64(a, b):
     return mm_split(a, b, 64)
 
 
-CANDS = [mm1, mm4, mm16, mm64]
+def mm_lin(a, b):
+    """``F.linear`` on the transposed view: cuBLAS sees the problem with other layout flags."""
+    return F.linear(a, b.t())
 
 
-def make_op(ns: str):
-    @torch.library.custom_op(f"{ns}::kmm", mutates_args=())
-    def kmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
+K_CANDS = [mm1, mm4, mm16, mm64]
+M_CANDS = [mm1, mm4, mm_lin]
 
-    @kmm.register_fake
+
+def mm_fp32(a, b):
+    """Float32 accumulation and output rounding: exact-ish, slow."""
+    return (a.float() @ b.float()).to(a.dtype)
+
+
+def make_op(qualname: str, fp32_reference: bool = False):
+    @torch.library.custom_op(qualname, mutates_args=())
+    def op(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return mm_fp32(a, b) if fp32_reference else a @ b
+
+    @op.register_fake
     def _(a, b):
         return a.new_empty(a.shape[0], b.shape[1])
 
-    return kmm
+    return op
 
 
-def timeit(fn, *args, device: str) -> float:
+def device_ms(fn, *args, device: str) -> float:
     if device == "cuda":
         from triton.testing import do_bench
 
@@ -76,24 +104,67 @@ def timeit(fn, *args, device: str) -> float:
     return statistics.median(ts)
 
 
-def sweep(fn, sizes, device, dtype):
-    times, first = {}, None
+def host_us(fn, *args, device: str, calls: int = 200) -> float:
+    """Wall time per call of back-to-back calls: max(host overhead, device time)."""
+    for _ in range(5):
+        fn(*args)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    runs = []
+    for _ in range(5):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn(*args)
+        sync()
+        runs.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(runs)
+
+
+class Scenario:
+    def __init__(self, name: str, cands: list, splits: list[int] | None, sizes: list[int],
+                 shapes: Callable[[int], tuple[tuple[int, int], tuple[int, int]]],
+                 dispatch_on: dict[str, Any] | None, tie: dict[str, int] | None,
+                 ranges: dict[str, tuple[int, float]] | None = None):
+        self.name, self.cands, self.splits, self.sizes = name, cands, splits, sizes
+        self.shapes, self.dispatch_on, self.tie = shapes, dispatch_on, tie
+        self.ranges = ranges  # candidate name -> dim_range (the fp32-reference scenario)
+
+    def configs(self, config_cls: Any) -> list[Any]:
+        if self.ranges is None:
+            return [config_cls(f) for f in self.cands]
+        return [config_cls(f, tensor_name="a", dim_index=0, dim_range=self.ranges[f.__name__]) for f in self.cands]
+
+    def register_kwargs(self) -> dict[str, Any]:
+        if self.ranges is not None:
+            return {}
+        return {"dispatch_on": self.dispatch_on, "split_points": self.splits}
+
+    def inputs(self, n: int, device: str, dtype: torch.dtype):
+        (sa, sb) = self.shapes(n)
+        return torch.randn(*sa, device=device, dtype=dtype), torch.randn(*sb, device=device, dtype=dtype)
+
+
+def sweep(fn, sc: Scenario, device, dtype, with_host: bool = True):
+    first = None
     t0 = time.perf_counter()
-    for k in sizes:
-        a = torch.randn(M, k, device=device, dtype=dtype)
-        b = torch.randn(k, N, device=device, dtype=dtype)
+    for n in sc.sizes:
+        a, b = sc.inputs(n, device, dtype)
         out = fn(a, b)
-        torch.testing.assert_close(out.float(), (a.float() @ b.float()), rtol=3e-2, atol=3e-1 * (k ** 0.5) / 16)
+        ref = a.float() @ b.float()
+        err = (out.float() - ref).norm() / ref.norm()
+        assert err < 2e-2, f"{sc.name} size {n}: relative error {err:.3g}"
         if first is None:
             if device == "cuda":
                 torch.cuda.synchronize()
             first = time.perf_counter() - t0
     total = time.perf_counter() - t0
-    for k in sizes:
-        a = torch.randn(M, k, device=device, dtype=dtype)
-        b = torch.randn(k, N, device=device, dtype=dtype)
-        times[k] = timeit(fn, a, b, device=device)
-    return times, first, total
+    dev, host = {}, {}
+    for n in sc.sizes:
+        a, b = sc.inputs(n, device, dtype)
+        dev[n] = device_ms(fn, a, b, device=device)
+        if with_host:
+            host[n] = host_us(fn, a, b, device=device)
+    return dev, host, first, total
 
 
 def counting_backend():
@@ -102,65 +173,128 @@ def counting_backend():
     return CompileCounterWithBackend("inductor")
 
 
+def run_ours(sc: Scenario, device, dtype):
+    op = make_op(f"rdbench_ours::{sc.name}", fp32_reference=sc.ranges is not None)
+    rd.register_custom_op_autotuning(
+        op, configs=sc.configs(rd.CustomOpConfig), tie=sc.tie, cache=False, rtol=3e-2, atol=3e-2,
+        **sc.register_kwargs(),
+    )
+    torch._dynamo.reset()
+    counter = counting_backend()
+    fn = torch.compile(lambda a, b: op(a, b), dynamic=True, backend=counter)
+    dev, host, first, total = sweep(fn, sc, device, dtype)
+    return fn, rd.dispatcher_of(op), dev, host, first, total, counter.frame_count
+
+
+def run_upstream(sc: Scenario, device, dtype):
+    try:
+        from torch._inductor.kernel.custom_op import CustomOpConfig as UpConfig
+        from torch._inductor.kernel.custom_op import register_custom_op_autotuning as up_register
+    except ImportError as exc:
+        return None, f"not in this torch ({exc})"
+    try:
+        op = make_op(f"rdbench_up::{sc.name}", fp32_reference=sc.ranges is not None)
+        up_register(op, configs=sc.configs(UpConfig), **sc.register_kwargs(),
+                    input_gen_fns={"a": lambda t: torch.randn_like(t), "b": lambda t: torch.randn_like(t)})
+        torch._dynamo.reset()
+        counter = counting_backend()
+        fn = torch.compile(lambda a, b: op(a, b), dynamic=True, backend=counter)
+        dev, _host, first, total = sweep(fn, sc, device, dtype, with_host=False)
+        return (dev, first, total, counter.frame_count), None
+    except Exception as exc:  # upstream failing on this setup
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+
+
+def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
+    fn, disp, our_dev, our_host, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
+    table = disp.table
+    up, up_err = run_upstream(sc, device, dtype)
+
+    best, single_dev, single_host, eager_host = {}, {}, {}, {}
+    single_fns = {}
+    for n in sc.sizes:
+        a, b = sc.inputs(n, device, dtype)
+        allowed = sc.cands
+        if sc.ranges is not None:
+            allowed = [mm_fp32] + [f for f in sc.cands if sc.ranges[f.__name__][0] <= n < sc.ranges[f.__name__][1]]
+        per = {f.__name__: device_ms(f, a, b, device=device) for f in allowed}
+        best[n] = min(per.items(), key=lambda p: p[1])
+        eager_host[n] = host_us(dict((f.__name__, f) for f in allowed)[best[n][0]], a, b, device=device)
+        pick = table.partition.lookup(n).owner or table.reference
+        impl = disp._by_name[pick].fn if pick in disp._by_name else sc.cands[0]
+        if pick not in single_fns:
+            torch._dynamo.reset()
+            single_fns[pick] = torch.compile(impl, dynamic=True)
+        single_dev[n] = device_ms(single_fns[pick], a, b, device=device)
+        single_host[n] = host_us(single_fns[pick], a, b, device=device)
+
+    if profile and device == "cuda":
+        n = sc.sizes[len(sc.sizes) // 2]
+        a, b = sc.inputs(n, device, dtype)
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        for _ in range(3):
+            fn(a, b)
+        torch.cuda.synchronize()
+        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            for _ in range(10):
+                fn(a, b)
+            torch.cuda.synchronize()
+        print(f"--- profile of our compiled {sc.name} at size {n}, 10 calls ---")
+        print(p.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+
+    lines = [f"\n{sc.name}: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, "
+             f"torch {torch.__version__}, {dtype}, "
+             + (f"dim_range={sc.ranges}" if sc.ranges else f"split_points={sc.splits}, dispatch_on={sc.dispatch_on}")
+             + (f", tie={sc.tie}" if sc.tie else "")]
+    lines.append(f"{'size':>8} {'pick':>9} {'ours ms':>9} {'up ms':>9} {'best ms':>9} {'best':>9} "
+                 f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'1-cmp us':>8} {'eager us':>8}")
+    for n in sc.sizes:
+        pick = table.partition.lookup(n).owner or table.reference
+        up_ms = up[0].get(n) if up else None
+        lines.append(
+            f"{n:>8} {pick:>9} {our_dev[n]:9.4f} {up_ms if up_ms is not None else float('nan'):9.4f} "
+            f"{best[n][1]:9.4f} {best[n][0]:>9} {single_dev[n]:9.4f} {our_dev[n] / best[n][1]:9.3f} "
+            f"{(our_dev[n] / up_ms) if up_ms else float('nan'):8.3f} {our_host[n]:8.1f} {single_host[n]:8.1f} "
+            f"{eager_host[n]:8.1f}")
+    if up:
+        lines.append(f"graphs: ours {our_graphs}, upstream {up[3]}; first call s: ours {our_first:.1f}, upstream "
+                     f"{up[1]:.1f}; whole sweep s: ours {our_total:.1f}, upstream {up[2]:.1f}")
+    else:
+        lines.append(f"graphs: ours {our_graphs}; first call s: ours {our_first:.1f}; whole sweep s: ours "
+                     f"{our_total:.1f}; upstream failed: {up_err}")
+    lines.append(table.format())
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per op")
+    parser.add_argument("--only", choices=["kmm", "mmm", "cmm"], default=None)
     opts = parser.parse_args()
     device, dtype = opts.device, (torch.bfloat16 if opts.device == "cuda" else torch.float32)
-    sizes = [256, 1000, 4096, 5000, 16384, 65536, 70000, 262144] if not opts.quick else [256, 1000, 5000, 70000]
-
-    ours = make_op("rdbench_ours")
-    rd.register_custom_op_autotuning(
-        ours, configs=[rd.CustomOpConfig(f) for f in CANDS],
-        dispatch_on={"tensor_name": "a", "dim": 1, "range_upper_bound": 262144}, tie={"b": 0},
-        split_points=SPLITS, cache=False, rtol=3e-2, atol=3e-2,
-    )
-    torch._dynamo.reset()
-    counter = counting_backend()
-    our_fn = torch.compile(lambda a, b: ours(a, b), dynamic=True, backend=counter)
-    our_t, our_first, our_total = sweep(our_fn, sizes, device, dtype)
-    our_graphs = counter.frame_count
-    table = rd.dispatcher_of(ours).table
-
-    up_t, up_graphs, up_first, up_total = {}, None, None, None
-    try:
-        from torch._inductor.kernel.custom_op import CustomOpConfig as UpConfig
-        from torch._inductor.kernel.custom_op import register_custom_op_autotuning as up_register
-
-        theirs = make_op("rdbench_up")
-        up_register(theirs, configs=[UpConfig(f) for f in CANDS],
-                    dispatch_on={"tensor_name": "a", "dim": 1, "range_upper_bound": 262144},
-                    split_points=SPLITS,
-                    input_gen_fns={"a": lambda t: torch.randn_like(t), "b": lambda t: torch.randn_like(t)})
-        torch._dynamo.reset()
-        counter = counting_backend()
-        up_fn = torch.compile(lambda a, b: theirs(a, b), dynamic=True, backend=counter)
-        up_t, up_first, up_total = sweep(up_fn, sizes, device, dtype)
-        up_graphs = counter.frame_count
-    except Exception as exc:  # older torch, or upstream failing on this setup
-        print(f"upstream unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-
-    best = {}
-    for k in sizes:
-        a = torch.randn(M, k, device=device, dtype=dtype)
-        b = torch.randn(k, N, device=device, dtype=dtype)
-        per = {f.__name__: timeit(f, a, b, device=device) for f in CANDS}
-        best[k] = min(per.items(), key=lambda p: p[1])
-
-    print(f"\n{torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-          f"{dtype}, M=N={M}, split_points={SPLITS}")
-    print(f"{'K':>8} {'ours ms':>9} {'ours pick':>10} {'upstream ms':>12} {'eager best':>16} "
-          f"{'ours/best':>10} {'ours/up':>8}")
-    for k in sizes:
-        pick = table.partition.lookup(k).owner or table.reference
-        up = up_t.get(k)
-        print(f"{k:>8} {our_t[k]:9.4f} {pick:>10} {up if up is not None else float('nan'):12.4f} "
-              f"{best[k][1]:9.4f} {best[k][0]:>6} {our_t[k] / best[k][1]:10.3f} "
-              f"{(our_t[k] / up) if up else float('nan'):8.3f}")
-    print(f"graphs: ours {our_graphs}, upstream {up_graphs}; first call (compile+tune) s: ours {our_first:.1f}, "
-          f"upstream {up_first if up_first is None else round(up_first, 1)}; whole sweep s: ours {our_total:.1f}, "
-          f"upstream {up_total if up_total is None else round(up_total, 1)}")
+    k_sizes = [256, 1000, 4096, 5000, 16384, 65536, 70000, 262144]
+    m_sizes = [1, 16, 100, 256, 1000, 4096, 5000, 16384]
+    if opts.quick:
+        k_sizes, m_sizes = [256, 5000, 70000], [16, 1000, 5000]
+    big = 4096 if device == "cuda" else 512
+    scenarios = [
+        Scenario("kmm", K_CANDS, K_SPLITS, k_sizes, lambda k: ((SMALL, k), (k, SMALL)),
+                 {"tensor_name": "a", "dim": 1, "range_upper_bound": 262144}, {"b": 0}),
+        Scenario("mmm", M_CANDS, M_SPLITS, m_sizes, lambda m: ((m, big), (big, big)),
+                 {"tensor_name": "a", "dim": 0, "range_upper_bound": 16384}, None),
+        # two winners, so the compiled op really carries a torch.cond: a float32-accumulating
+        # reference, one mm allowed below M=4096 and linear on b.t() above it
+        Scenario("cmm", [mm1, mm_lin], None, m_sizes, lambda m: ((m, big), (big, big)), None, None,
+                 ranges={"mm1": (1, 4096), "mm_lin": (4096, float("inf"))}),
+    ]
+    out: list[str] = []
+    for sc in scenarios:
+        if opts.only in (None, sc.name):
+            out += report(sc, device, dtype, opts.profile)
+    print("\n".join(out))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Equivalence of every branch: each candidate against the reference at boundary sizes."""
+"""Helpers behind the fixtures: boundary sizes, Hypothesis size strategies per range, an
+every-candidate boundary check, and device-synchronised timing for pytest-benchmark."""
 
 from __future__ import annotations
 
@@ -53,3 +54,39 @@ def assert_branches_equivalent(op: Any, *args: Any, sizes: Iterable[int] | None 
                     )
                 checked += 1
     return checked
+
+
+def size_strategies(op: Any, *, max_size: int | None = None) -> dict[Any, Any]:
+    """``{range: strategy}``: sizes inside each range, boundaries (lo, lo+1, hi-1) drawn often."""
+    from hypothesis import strategies as st
+
+    from rangedispatch import dispatcher_of
+    from rangedispatch.tuner import DEFAULT_UNBOUNDED_MIN
+
+    rd_op = dispatcher_of(op)
+    out = {}
+    for rng in rd_op.plan.ranges:
+        if rng.hi is not None:
+            top = rng.hi - 1
+        else:
+            bound = max_size or (rd_op.dispatch.upper_bound if rd_op.dispatch else None)
+            top = max(bound or max(2 * rng.lo, DEFAULT_UNBOUNDED_MIN), rng.lo)
+        edges = sorted({s for s in (rng.lo, rng.lo + 1, top) if rng.lo <= s <= top})
+        out[rng] = st.one_of(st.sampled_from(edges), st.integers(rng.lo, top))
+    return out
+
+
+def synchronised(fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """``fn`` followed by a device synchronisation when any tensor argument is on a GPU."""
+    devices = {getattr(a, "device", None) for a in [*args, *kwargs.values()]}
+    cuda = [d for d in devices if d is not None and getattr(d, "type", None) == "cuda"]
+    if not cuda:
+        return fn
+    import torch
+
+    def timed(*a: Any, **k: Any) -> Any:
+        out = fn(*a, **k)
+        torch.cuda.synchronize(cuda[0])
+        return out
+
+    return timed

@@ -42,16 +42,25 @@ class TensorSpec:
         return f"{str(self.dtype).replace('torch.', '')}{list(self.shape)}"
 
 
+_UNBACKED_HINT = 64
+
+
 def _hint(size: Any) -> int:
     if isinstance(size, int):
         return size
     node = getattr(size, "node", None)
     hint = getattr(node, "hint", None) if node is not None else None
-    if hint is None and node is not None:
-        from torch.fx.experimental.symbolic_shapes import size_hint
+    if hint is None and node is not None:  # unbacked: the tracer's optimisation hint, if any
+        from torch.fx.experimental import symbolic_shapes
 
-        hint = size_hint(size, allow_none=True)
-    return int(hint if hint is not None else 64)
+        try:
+            if hasattr(symbolic_shapes, "optimization_hint"):  # torch >= 2.12
+                hint = symbolic_shapes.optimization_hint(size, fallback=_UNBACKED_HINT)
+            else:
+                hint = symbolic_shapes.size_hint(size, allow_none=True)
+        except Exception:
+            hint = None
+    return int(hint if hint is not None else _UNBACKED_HINT)
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,20 @@ def test_export_keeps_the_dispatch_and_aoti_package_runs(tmp_path):
         x, w = torch.randn(2, size, 4), torch.randn(4)
         torch.testing.assert_close(loaded(x, w), x * w + 1)
     assert len(handle.benchmarker.calls) == calls
+
+
+def test_sizes_0_and_1_cost_one_graph_each_and_never_retune():
+    op, handle = register("zero_one", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    tuned_calls = len(handle.benchmarker.calls)
+    w = torch.randn(4)
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: op(x, w) + 1, backend=cnt, dynamic=True)
+    for size in [0, 1, 2, 100, 300, 1, 0]:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), x * w + 1)
+    # Dynamo specialises sizes 0 and 1: a graph each, plus one dynamic graph for the rest
+    assert cnt.frame_count == 3
+    assert sum("cond" in t for t in graph_ops(cnt.graphs[2])) == 1
+    assert not any("cond" in t for g in cnt.graphs[:2] for t in graph_ops(g))
+    assert len(handle.benchmarker.calls) == tuned_calls

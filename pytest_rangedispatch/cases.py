@@ -1,0 +1,134 @@
+"""From ``@pytest.mark.range_autotune(op, ...)`` to the generated cases and their ids.
+
+Per range of the op: one equivalence case per candidate (``[op-x[1]in[512,2048)-medium]``),
+one case for the dispatched op across the range's boundaries (``...-dispatch``), and one
+benchmark case (``...-bench``) unless ``benchmark=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .options import MARKER, MARKER_OPTIONS
+
+LAYOUTS = ("contiguous", "transposed", "sliced")
+DISPATCH = "dispatch"
+BENCH = "bench"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One marker's op and options, validated."""
+
+    op: Any  # the RangeDispatchOp
+    target: Any  # what the user passed (custom op, decorated function, RangeDispatchOp)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.op.name)
+
+
+@dataclass(frozen=True)
+class RangeCase:
+    """One generated check: ``kind`` is a candidate's name, ``"dispatch"`` or ``"bench"``.
+
+    A test marked with ``range_autotune`` that asks for the ``range_case`` fixture receives
+    this object, so it can add its own assertions for the case.
+    """
+
+    spec: OpSpec
+    range: Any  # rangedispatch.Range
+    kind: str
+
+    @property
+    def op(self) -> Any:
+        return self.spec.op
+
+    @property
+    def candidate(self) -> str | None:
+        return None if self.kind in (DISPATCH, BENCH) else self.kind
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec.name}-{range_id(self.op, self.range)}-{self.kind}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Report key: op name and range."""
+        return self.spec.name, range_label(self.range)
+
+    def __repr__(self) -> str:
+        return f"RangeCase({self.id})"
+
+
+def range_label(rng: Any) -> str:
+    hi = "inf" if rng.hi is None else str(rng.hi)
+    return f"[{rng.lo},{hi})"
+
+
+def range_id(op: Any, rng: Any) -> str:
+    dispatch = op.dispatch
+    return f"{dispatch}in{range_label(rng)}" if dispatch is not None else "all"
+
+
+def parse_marker(mark: Any) -> list[OpSpec]:
+    """Validate one marker: ops as positional args, options as keywords."""
+    from rangedispatch import dispatcher_of
+
+    if not mark.args:
+        raise TypeError(
+            f"@pytest.mark.{MARKER}() needs the op to check as its first argument, e.g. "
+            f"@pytest.mark.{MARKER}(my_op, example=lambda: (torch.randn(8, 512),))"
+        )
+    unknown = sorted(set(mark.kwargs) - set(MARKER_OPTIONS))
+    if unknown:
+        known = "\n".join(f"  {k}: {v}" for k, v in MARKER_OPTIONS.items())
+        raise TypeError(f"@pytest.mark.{MARKER}: unknown option(s) {unknown}; the options are:\n{known}")
+    options = dict(mark.kwargs)
+    layouts = options.get("layouts")
+    if layouts is not None:
+        bad = [lay for lay in _as_list(layouts) if lay not in LAYOUTS]
+        if bad:
+            raise ValueError(f"@pytest.mark.{MARKER}: layouts={bad!r} are not known; use any of {list(LAYOUTS)}")
+    for key in ("examples", "max_size"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"@pytest.mark.{MARKER}: {key} must be a positive int, got {value!r}")
+    specs = []
+    for target in mark.args:
+        try:
+            op = dispatcher_of(target)
+        except Exception as exc:
+            raise TypeError(
+                f"@pytest.mark.{MARKER}: {target!r} is not a rangedispatch op ({exc}); pass an op "
+                "registered with register_custom_op_autotuning or made with @range_dispatch"
+            ) from exc
+        if op.plan is None:
+            raise ValueError(f"@pytest.mark.{MARKER}: op {op.name!r} has no candidates registered yet")
+        specs.append(OpSpec(op, target, options))
+    return specs
+
+
+def cases_for(spec: OpSpec) -> list[RangeCase]:
+    """Every generated case of one op, range by range."""
+    op = spec.op
+    plan = op.plan
+    reference = op._ref.name
+    float64_reference = spec.options.get("reference") is not None
+    out = []
+    for rng in plan.ranges:
+        for cand in plan.candidates[rng]:
+            if cand.name == reference and not float64_reference:
+                continue  # the reference against itself proves nothing
+            out.append(RangeCase(spec, rng, cand.name))
+        if plan.dispatch is not None:
+            out.append(RangeCase(spec, rng, DISPATCH))
+        if spec.options.get("benchmark", True):
+            out.append(RangeCase(spec, rng, BENCH))
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]

@@ -1,0 +1,434 @@
+"""What a generated case does: the equivalence sweep and the per-range benchmark.
+
+Imported only when a marked test runs, so loading the plugin imports neither torch nor
+Hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from rangedispatch import compare
+from rangedispatch.inputs import CallTemplate, InputFactory
+from rangedispatch.timing import Job, default_benchmarker, relative_spread
+from rangedispatch.tuner import DEFAULT_UNBOUNDED_MIN, sample_sizes
+
+from .cases import BENCH, DISPATCH, LAYOUTS, OpSpec, RangeCase
+from .locking import device_lock
+from .options import DEFAULT_PROFILE, MARKER, PROFILES
+
+
+# -- Hypothesis profiles -------------------------------------------------------------------
+
+def register_profiles() -> None:
+    """``rangedispatch-ci`` (reproducible, 25 examples), ``rangedispatch-gpu`` (no deadline,
+    15 examples: GPU and compile cold starts) and ``rangedispatch-thorough`` (200 random
+    examples with Hypothesis's example database)."""
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+             HealthCheck.differing_executors]
+    common = dict(deadline=None, suppress_health_check=quiet, print_blob=True)
+    settings.register_profile(PROFILES[0], max_examples=25, derandomize=True, database=None, **common)
+    settings.register_profile(PROFILES[1], max_examples=15, derandomize=True, database=None, **common)
+    settings.register_profile(PROFILES[2], max_examples=200, **common)
+
+
+def hypothesis_settings(profile: str | None, examples: int | None) -> Any:
+    from hypothesis import settings
+
+    register_profiles()
+    base = settings.get_profile(profile or DEFAULT_PROFILE)
+    return settings(base, max_examples=examples) if examples else base
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Variant:
+    dtype: Any
+    device: str
+    layout: str
+
+    def describe(self) -> str:
+        return f"dtype {str(self.dtype).replace('torch.', '')}, device {self.device}, layout {self.layout}"
+
+
+def example_call(spec: OpSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The marker's ``example`` as ``(args, kwargs)``; else the inputs the op was tuned with."""
+    example = spec.options.get("example")
+    if callable(example):
+        example = example()
+    if example is None:
+        template = spec.op._template
+        if template is None:
+            raise ValueError(
+                f"@pytest.mark.{MARKER}({spec.name}): no example inputs; pass example=... (a tuple "
+                "of args, a dict of kwargs, or a callable returning one) so the other dimensions, "
+                "dtypes and devices are known"
+            )
+        factory = InputFactory(template, spec.op.dispatch, spec.op.input_gen_fns, op_name=spec.name)
+        size = template.dispatch_size(spec.op.dispatch) if spec.op.dispatch else None
+        return factory.make(size)
+    if isinstance(example, dict):
+        return (), dict(example)
+    if (isinstance(example, tuple) and len(example) == 2 and isinstance(example[0], (tuple, list))
+            and isinstance(example[1], dict)):
+        return tuple(example[0]), dict(example[1])
+    if isinstance(example, (tuple, list)):
+        return tuple(example), {}
+    return (example,), {}
+
+
+def _tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterable[Any]:
+    yield from (a for a in args if isinstance(a, torch.Tensor))
+    yield from (v for v in kwargs.values() if isinstance(v, torch.Tensor))
+
+
+def _map(args: Sequence[Any], kwargs: dict[str, Any], fn: Callable[[Any], Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    conv = lambda v: fn(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
+
+
+def with_layout(t: Any, layout: str) -> Any:
+    """Same values in another memory layout: column-major last two dims, or a strided slice."""
+    if layout == "transposed" and t.dim() >= 2:
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if layout == "sliced" and t.dim() >= 1:
+        buf = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+        view = buf[..., ::2]
+        view.copy_(t)
+        return view
+    return t
+
+
+def default_variants(spec: OpSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[Any], list[str], list[str]]:
+    opts = spec.options
+    floats = [t for t in _tensors(args, kwargs) if t.is_floating_point()]
+    first = floats[0] if floats else next(iter(_tensors(args, kwargs)), None)
+    if opts.get("dtypes") is not None:
+        dtypes = list(opts["dtypes"]) if isinstance(opts["dtypes"], (list, tuple)) else [opts["dtypes"]]
+    elif floats:
+        dtypes = list(dict.fromkeys([floats[0].dtype, torch.float16, torch.bfloat16]))
+    else:
+        dtypes = [None]
+    if opts.get("devices") is not None:
+        devices = [str(d) for d in (opts["devices"] if isinstance(opts["devices"], (list, tuple)) else [opts["devices"]])]
+    else:
+        devices = [str(first.device) if first is not None else "cpu"]
+    layouts = opts.get("layouts", LAYOUTS)
+    layouts = list(layouts) if isinstance(layouts, (list, tuple)) else [layouts]
+    return dtypes, devices, layouts
+
+
+def device_available(device: str) -> bool:
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "mps":
+        return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    return True
+
+
+class Inputs:
+    """Builds the op's inputs for a size in a variant, seeded so every draw is reproducible."""
+
+    def __init__(self, spec: OpSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        self.spec, self.args, self.kwargs = spec, tuple(args), dict(kwargs)
+        self._factories: dict[tuple[Any, str], InputFactory] = {}
+
+    def factory(self, dtype: Any, device: str) -> InputFactory:
+        key = (dtype, device)
+        if key not in self._factories:
+            def convert(t: Any) -> Any:
+                t = t.to(device)
+                return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+            args, kwargs = _map(self.args, self.kwargs, convert)
+            op = self.spec.op
+            template = CallTemplate.from_call(op.reference_fn, args, kwargs)
+            template.check(op.dispatch)
+            self._factories[key] = InputFactory(template, op.dispatch, op.input_gen_fns, op_name=op.name)
+        return self._factories[key]
+
+    def make(self, size: int | None, variant: Variant) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        seed = zlib.crc32(f"{self.spec.name}|{size}|{variant}".encode())
+        devices = [torch.device(variant.device).index or 0] if torch.device(variant.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            args, kwargs = self.factory(variant.dtype, variant.device).make(size)
+        return _map(args, kwargs, lambda t: with_layout(t, variant.layout))
+
+
+def describe_inputs(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str]) -> str:
+    parts = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            name = names[i] if i < len(names) else f"arg{i}"
+            parts.append(f"{name}: {str(a.dtype).replace('torch.', '')}{list(a.shape)} stride {tuple(a.stride())}")
+    for k, v in kwargs.items():
+        if isinstance(v, torch.Tensor):
+            parts.append(f"{k}: {str(v.dtype).replace('torch.', '')}{list(v.shape)} stride {tuple(v.stride())}")
+    return "; ".join(parts)
+
+
+# -- equivalence -----------------------------------------------------------------------------
+
+def upper_size(spec: OpSpec, rng: Any) -> int:
+    """The largest size drawn in ``rng`` (for an unbounded range: the marker's ``max_size``, the
+    op's ``range_upper_bound``, or ``max(2 * lo, 256)``)."""
+    if rng.hi is not None:
+        return rng.hi - 1
+    top = spec.options.get("max_size")
+    if top is None and spec.op.dispatch is not None:
+        top = spec.op.dispatch.upper_bound
+    if top is None:
+        top = spec.op.settings.upper_bound
+    if top is None:
+        top = max(2 * rng.lo, DEFAULT_UNBOUNDED_MIN)
+    return max(int(top), rng.lo)
+
+
+def window(case: RangeCase) -> tuple[int, int]:
+    """Sizes a case covers: its range (capped for an unbounded one); for the dispatched op
+    also one size across each boundary."""
+    rng, top = case.range, upper_size(case.spec, case.range)
+    if case.kind == DISPATCH:
+        return max(rng.lo - 1, 0), top + (1 if rng.hi is not None else 0)
+    return rng.lo, top
+
+
+def boundary_sizes(case: RangeCase) -> list[int]:
+    """lo, lo+1 and hi-1 (for the dispatched op also lo-1 and hi), plus the marker's ``sizes``
+    that fall in the case's window."""
+    rng, top = case.range, upper_size(case.spec, case.range)
+    low, high = window(case)
+    sizes = {rng.lo - 1, rng.lo, rng.lo + 1, top, top + 1}
+    sizes |= {int(s) for s in case.spec.options.get("sizes") or ()}
+    return sorted(s for s in sizes if low <= s <= high)
+
+
+class Equivalence:
+    """The check of one case: the subject (a candidate or the dispatched op) against the
+    reference, on Hypothesis-drawn sizes and on every boundary size, in every variant."""
+
+    def __init__(self, case: RangeCase, profile: str | None) -> None:
+        self.case, self.profile = case, profile
+        spec = case.spec
+        self.op = spec.op
+        args, kwargs = example_call(spec)
+        self.inputs = Inputs(spec, args, kwargs)
+        dtypes, devices, layouts = default_variants(spec, args, kwargs)
+        self.dtypes, self.layouts = dtypes, layouts
+        self.devices = [d for d in devices if device_available(d)]
+        self.unavailable = [d for d in devices if d not in self.devices]
+        self.float64 = spec.options.get("reference")
+        self.rtol, self.atol = spec.options.get("rtol"), spec.options.get("atol")
+        if case.kind == DISPATCH:
+            ensure_tuned(spec, args, kwargs)
+            self.subject: Callable[..., Any] = spec.target if callable(spec.target) else self.op
+            self.subject_name = "the dispatched op"
+        else:
+            cand = self.op.candidates[case.kind]
+            self.subject = cand.call
+            self.subject_name = f"candidate {cand.name!r}"
+        self.reference = self.op._ref.call
+        self.names = list(self.op._params)
+        self.examples = 0
+        self.skipped = 0
+
+    def check(self, size: int, variant: Variant) -> None:
+        __tracebackhide__ = True
+        self.examples += 1
+        args, kwargs = self.inputs.make(size, variant)
+        try:
+            expected = self._expected(args, kwargs)
+        except Exception:
+            self.skipped += 1  # the reference does not support this variant: nothing to compare
+            return
+        where = self._where(size, variant, args, kwargs)
+        try:
+            got = self.subject(*args, **kwargs)
+        except Exception as exc:
+            raise AssertionError(
+                f"{where}: {self.subject_name} raised {type(exc).__name__}: {exc} where the reference runs"
+            ) from exc
+        if self.float64 is not None:
+            expected = _cast_like(expected, got)
+        found = compare(got, expected, rtol=self.rtol, atol=self.atol)
+        if found is not None:
+            raise AssertionError(f"{where}: {self.subject_name} differs from the reference: {found}")
+
+    def _expected(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.float64 is None:
+            return self.reference(*args, **kwargs)
+        up = lambda t: t.double() if t.is_floating_point() else t  # noqa: E731
+        a, k = _map(args, kwargs, up)
+        return self.float64(*a, **k)
+
+    def _where(self, size: int, variant: Variant, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        case = self.case
+        dispatch = self.op.dispatch
+        at = f"{dispatch}={size}" if dispatch is not None else "the example size"
+        return (f"{case.spec.name}: range {dispatch} in {case.range}, {at} ({variant.describe()}; "
+                f"inputs {describe_inputs(args, kwargs, self.names)})")
+
+    def run(self) -> int:
+        """Hypothesis first (so failures shrink to the smallest size), then every boundary size
+        in every variant. Returns the number of examples run."""
+        __tracebackhide__ = True
+        from hypothesis import given, strategies as st
+
+        if not self.devices:
+            import pytest
+
+            pytest.skip(f"no device available among {self.unavailable}")
+        variants = [Variant(d, dev, lay) for d in self.dtypes for dev in self.devices for lay in self.layouts]
+        low, high = window(self.case)
+        settings = hypothesis_settings(self.profile, self.case.spec.options.get("examples"))
+        if self.op.dispatch is not None:
+            @settings
+            @given(size=st.integers(low, high), variant=st.sampled_from(variants))
+            def sweep(size: int, variant: Variant) -> None:
+                self.check(size, variant)
+
+            sweep()
+            sizes: list[Any] = boundary_sizes(self.case)
+        else:
+            sizes = [None]
+        for size in sizes:
+            for variant in variants:
+                self.check(size, variant)
+        if self.skipped == self.examples:
+            raise AssertionError(
+                f"{self.case.spec.name}: the reference raised on every input built from the example; "
+                "check the marker's example, dtypes and devices"
+            )
+        return self.examples
+
+
+def _cast_like(expected: Any, got: Any) -> Any:
+    if isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor):
+        return expected.to(got.dtype)
+    if isinstance(expected, (tuple, list)) and isinstance(got, (tuple, list)):
+        return type(expected)(_cast_like(e, g) for e, g in zip(expected, got))
+    return expected
+
+
+def ensure_tuned(spec: OpSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """The op's table, tuning it on the example inputs if it has none."""
+    op = spec.op
+    if op.table is None:
+        op.tune(*args, **kwargs)
+    return op.table
+
+
+# -- benchmark -------------------------------------------------------------------------------
+
+def geomean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    if len(finite) != len(values) or not finite:
+        return math.inf
+    return math.exp(sum(math.log(v) for v in finite) / len(finite))
+
+
+def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold: float | None) -> dict[str, Any]:
+    """Time every candidate of the range and the dispatched op at the range's sample sizes.
+
+    Returns the report record. ``record["problems"]`` lists what failed: a stale table (the
+    table's winner slower than the fastest beyond noise and the tolerance) and regressions
+    against the baseline.
+    """
+    spec, rng = case.spec, case.range
+    op = spec.op
+    args, kwargs = example_call(spec)
+    table = ensure_tuned(spec, args, kwargs)
+    result = next((r for r in table.results if r.range == rng), None)
+    winner = result.winner if result is not None else table.partition.lookup(rng.lo).owner or table.reference
+    disqualified = dict(result.disqualified) if result is not None else {}
+    inputs = Inputs(spec, args, kwargs)
+    first = next(iter(_tensors(args, kwargs)), None)
+    device = str(first.device) if first is not None else "cpu"
+    variant = Variant(first.dtype if first is not None and first.is_floating_point() else None, device, "contiguous")
+    sizes = (sample_sizes(rng, count=op.settings.samples_per_range, upper_bound=upper_size(spec, rng))
+             if op.dispatch is not None else (None,))
+    cands = [c for c in op.plan.candidates[rng] if c.name not in disqualified]
+    if op._ref.name not in {c.name for c in cands}:
+        cands.insert(0, op._ref)
+    subject = spec.target if callable(spec.target) else op
+    benchmarker = op.benchmarker or default_benchmarker(torch.device(device).type)
+    per_size: dict[str, list[tuple[int, float]]] = {c.name: [] for c in cands}
+    per_size[DISPATCH] = []
+    noises: list[float] = []
+    with device_lock(device, exclusive=True):
+        for size in sizes:
+            a, k = inputs.make(size, variant)
+            jobs = [Job(c.name, size or 0, _bind(c.call, a, k)) for c in cands]
+            jobs.append(Job(DISPATCH, size or 0, _bind(subject, a, k)))
+            for job, samples in zip(jobs, benchmarker.measure(jobs)):
+                per_size[job.name].append((size or 0, statistics.median(samples)))
+                noises.append(relative_spread(samples))
+    times = {name: geomean([t for _, t in pts]) for name, pts in per_size.items()}
+    cand_times = {n: t for n, t in times.items() if n != DISPATCH}
+    ranked = sorted(cand_times.items(), key=lambda p: p[1])
+    fastest, fastest_ms = ranked[0]
+    noise = statistics.median(noises) if noises else 0.0
+    tolerance = float(spec.options.get("stale_tolerance", 0.05))
+    best_per_size = [min(per_size[n][i][1] for n in cand_times) for i in range(len(sizes))]
+    dispatch_ms = times[DISPATCH]
+    best_ms = geomean(best_per_size)
+    runner_up = next(((n, t) for n, t in ranked if n != winner), (None, math.inf))
+    winner_ms = cand_times.get(winner, math.inf)
+    record: dict[str, Any] = {
+        "winner": winner,
+        "runner_up": runner_up[0],
+        "margin": (runner_up[1] / winner_ms - 1) if math.isfinite(runner_up[1]) and winner_ms > 0 else None,
+        "dispatch_ms": dispatch_ms,
+        "best_ms": best_ms,
+        "regret": dispatch_ms / best_ms - 1 if best_ms > 0 and math.isfinite(best_ms) else None,
+        "fastest": fastest,
+        "noise": noise,
+        "times_ms": cand_times,
+        "per_size": {n: [list(p) for p in pts] for n, pts in per_size.items()},
+        "sizes": [s for s in sizes if s is not None],
+        "device": device,
+        "problems": [],
+        "statuses": [],
+    }
+    label = f"{spec.name}: range {op.dispatch} in {rng}"
+    if fastest != winner and winner_ms / fastest_ms - 1 > max(tolerance, noise):
+        record["statuses"].append("stale")
+        record["problems"].append(
+            f"{label}: stale table: the table's winner {winner!r} takes {_ms(winner_ms)} but {fastest!r} "
+            f"takes {_ms(fastest_ms)} ({winner_ms / fastest_ms - 1:+.1%}, beyond the noise {noise:.1%} and "
+            f"the tolerance {tolerance:.0%}); re-tune with op.tune(..., force=True) or clear the cache"
+        )
+    old = ((baseline or {}).get("ops", {}).get(spec.name, {}) or {}).get(case.key[1])
+    if old and threshold is not None:
+        for name in dict.fromkeys([winner, DISPATCH]):
+            before, now = old.get("times_ms", {}).get(name) if name != DISPATCH else old.get("dispatch_ms"), \
+                (winner_ms if name != DISPATCH else dispatch_ms)
+            if before and math.isfinite(now) and now / before - 1 > threshold:
+                what = f"candidate {name!r}" if name != DISPATCH else f"the dispatched op (winner {winner!r})"
+                record["statuses"].append("regression")
+                record["problems"].append(
+                    f"{label}: regression: {what} went from {_ms(before)} to {_ms(now)} "
+                    f"({now / before - 1:+.1%}, threshold {threshold:.0%})"
+                )
+    if not record["statuses"]:
+        record["statuses"].append("ok")
+    return record
+
+
+def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: fn(*args, **kwargs)
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1e3:.1f}us" if value < 1 else f"{value:.3f}ms"

@@ -1,0 +1,230 @@
+"""The range_autotune marker's generated cases, report, baselines and xdist, through pytester."""
+
+import json
+
+import pytest
+
+# imported here so in-process pytester runs share them: pytester drops modules first imported
+# by an inner run, and torch cannot be imported twice in one process
+import hypothesis  # noqa: F401
+import rangedispatch  # noqa: F401
+import torch  # noqa: F401
+
+from .test_plugin import LOAD
+
+# a 3-range op whose candidates can be made wrong in one way each; timings are scripted
+OP_FILE = """
+import os, pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+BUG = os.environ.get("RD_BUG", "")
+SLOW = float(os.environ.get("RD_SLOW", "1"))
+TIMES = {"ws": 3.0, "short": lambda s: 1.0 if s < 65 else 4.0, "medium": lambda s: 1.0 if 65 <= s < 513 else 4.0,
+         "long": lambda s: SLOW * (1.0 if s >= 513 else 4.0), "dispatch": 1.0}
+bench = FakeBenchmarker(TIMES)
+
+@rd.range_dispatch(dispatch_on=("x", 1), split_points=[64, 512], benchmarker=bench, cache=False)
+def ws(x, w):
+    return x * w
+
+@ws.register_impl
+def short(x, w):
+    return torch.mul(w, x)
+
+@ws.register_impl
+def medium(x, w):
+    out = x * w.view(1, 1, -1)
+    if BUG == "boundary" and x.shape[1] == 512:
+        out = out + 1
+    if BUG == "odd" and x.shape[1] % 2:
+        out = out * 1.01
+    return out
+
+@ws.register_impl
+def long(x, w):
+    out = torch.einsum("bsh,h->bsh", x, w)
+    if BUG == "half" and x.dtype == torch.float16:
+        out = out.float().add(0.5).half()
+    return out
+
+EX = lambda: (torch.randn(2, 100, 8), torch.randn(8))
+"""
+
+
+def make(pytester, body, **files):
+    pytester.makepyfile(test_op=OP_FILE + body, **files)
+
+
+MARKED = """
+@pytest.mark.range_autotune(ws, example=EX, examples=10)
+def test_ws():
+    pass
+"""
+
+
+def test_correct_op_passes_with_readable_ids(pytester):
+    make(pytester, MARKED)
+    result = pytester.runpytest(*LOAD, "-v", "-p", "no:randomly")
+    result.assert_outcomes(passed=15)
+    result.stdout.fnmatch_lines([
+        "*test_ws?ws-x?1?in?1,65)-short? PASSED*",
+        "*test_ws?ws-x?1?in?65,513)-medium? PASSED*",
+        "*test_ws?ws-x?1?in?513,inf)-dispatch? PASSED*",
+        "*test_ws?ws-x?1?in?513,inf)-bench? PASSED*",
+    ])
+
+
+@pytest.mark.parametrize(
+    "bug, failed, lines",
+    [
+        # wrong only at 512 = hi - 1 of [65, 513): only that case fails
+        ("boundary", 1, ["*range x?1? in ?65, 513), x?1?=512 (dtype float32*candidate 'medium' differs*",
+                         "FAILED *test_ws?ws-x?1?in?65,513)-medium?*"]),
+        # wrong for odd sizes: every range of 'medium' fails, each shrunk to its smallest odd size
+        ("odd", 3, ["*range x?1? in ?1, 65), x?1?=1 (*candidate 'medium' differs*max abs err*first mismatch at index*",
+                    "*range x?1? in ?65, 513), x?1?=65 (*candidate 'medium' differs*",
+                    "*range x?1? in ?513, inf), x?1?=513 (*candidate 'medium' differs*"]),
+        # wrong for float16: 'long' in every range, and the dispatched op where it reaches 'long'
+        # (513, across the boundary of [65, 513), and inside [513, inf))
+        ("half", 5, ["*range x?1? in ?1, 65), x?1?=1 (dtype float16*candidate 'long' differs*",
+                     "*range x?1? in ?65, 513), x?1?=513 (dtype float16*the dispatched op differs*",
+                     "FAILED *test_ws?ws-x?1?in?513,inf)-dispatch?*"]),
+    ],
+)
+def test_a_wrong_candidate_fails_naming_range_candidate_and_smallest_size(pytester, bug, failed, lines, monkeypatch):
+    monkeypatch.setenv("RD_BUG", bug)
+    make(pytester, MARKED.replace("example=EX", "example=EX, benchmark=False"))
+    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning")
+    result.assert_outcomes(passed=12 - failed, failed=failed)
+    result.stdout.fnmatch_lines(lines, consecutive=False)
+
+
+def test_unknown_marker_option_lists_the_known_ones(pytester):
+    make(pytester, """
+@pytest.mark.range_autotune(ws, example=EX, dtype=torch.float16)
+def test_ws():
+    pass
+""")
+    result = pytester.runpytest(*LOAD, "-q")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_ws: @pytest.mark.range_autotune: unknown option(s) ?'dtype'?; the options are:",
+                                 "*dtypes: floating dtypes to check*"])
+
+
+def test_marker_without_an_op_is_an_error(pytester):
+    make(pytester, """
+@pytest.mark.range_autotune(example=EX)
+def test_ws():
+    pass
+""")
+    result = pytester.runpytest(*LOAD, "-q")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*needs the op to check as its first argument*"])
+
+
+def test_stale_table_fails_the_range_benchmark(pytester):
+    make(pytester, """
+ws.tune(*EX())
+bench.times["short"] = 9.0   # short got slower than the reference after tuning: [1, 65) is stale
+
+@pytest.mark.range_autotune(ws, example=EX, examples=5)
+def test_ws():
+    pass
+""")
+    result = pytester.runpytest(*LOAD, "-q", "-k", "bench")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*ws: range x?1? in ?1, 65): stale table: the table's winner 'short' takes 9.000ms but 'ws' takes 3.000ms*",
+    ])
+
+
+def test_baseline_round_trip_and_per_range_regression(pytester, monkeypatch):
+    make(pytester, MARKED)
+    base = pytester.path / "base.json"
+    result = pytester.runpytest(*LOAD, "-q", "-k", "bench", f"--rangedispatch-save-baseline={base}")
+    result.assert_outcomes(passed=3)
+    saved = json.loads(base.read_text())
+    assert saved["format"] == "rangedispatch.baseline"
+    assert saved["ops"]["ws"]["[513,inf)"]["times_ms"]["long"] == pytest.approx(1.0)
+
+    result = pytester.runpytest(*LOAD, "-q", "-k", "bench", f"--rangedispatch-baseline={base}")
+    result.assert_outcomes(passed=3)
+
+    monkeypatch.setenv("RD_SLOW", "1.25")  # long, the winner of [513, inf), 25 % slower
+    result = pytester.runpytest(*LOAD, "-q", "-k", "bench", f"--rangedispatch-baseline={base}",
+                                "--rangedispatch-fail-regression=10%")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*ws: range x?1? in ?513, inf): regression: candidate 'long' went from 1.000ms to 1.250ms (+25.0%, threshold 10%)*"
+    ])
+    result = pytester.runpytest(*LOAD, "-q", "-k", "bench", f"--rangedispatch-baseline={base}",
+                                "--rangedispatch-fail-regression=30%")
+    result.assert_outcomes(passed=3)
+    assert json.loads(base.read_text()) == saved  # comparing never rewrites the baseline
+
+
+def test_bad_regression_threshold_and_missing_baseline_are_usage_errors(pytester):
+    make(pytester, MARKED)
+    result = pytester.runpytest(*LOAD, "-q", "--rangedispatch-fail-regression=ten")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*--rangedispatch-fail-regression='ten': expected a percentage such as 10%*"])
+    result = pytester.runpytest(*LOAD, "-q", "--rangedispatch-baseline=nope.json")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*--rangedispatch-baseline=nope.json: no such file*"])
+
+
+def report_rows(path):
+    data = json.loads(path.read_text())
+    keep = ("op", "range", "winner", "runner_up", "margin", "examples", "status", "checked", "dispatch_ms", "best_ms")
+    return [{k: round(r[k], 9) if isinstance(r.get(k), float) else r.get(k) for k in keep} for r in data["ranges"]]
+
+
+def test_report_terminal_and_files(pytester, monkeypatch):
+    monkeypatch.setenv("RD_BUG", "boundary")
+    make(pytester, MARKED)
+    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "--rangedispatch-report=out/rep")
+    result.assert_outcomes(passed=14, failed=1)
+    result.stdout.fnmatch_lines([
+        "*= rangedispatch report =*",
+        "op*range*winner*runner-up*margin*dispatched*best*regret*examples*status",
+        "ws*x?1? in ?1,65)*short*ws*+200.0%*1.000ms*1.000ms*+0.0%*ok",
+        "ws*x?1? in ?65,513)*ws*short*mismatch",  # medium lost the range in tuning (wrong at 512)
+        "ws*x?1? in ?513,inf)*long*ws*+200.0%*1.000ms*1.000ms*+0.0%*ok",
+        "- ws: range x?1? in ?65, 513), x?1?=512*",
+        "report written: *rep.json",
+        "report written: *rep.md",
+    ])
+    rows = report_rows(pytester.path / "out" / "rep.json")
+    assert [r["status"] for r in rows] == ["ok", "mismatch", "ok"]
+    assert rows[0]["checked"] == ["dispatch", "long", "medium", "short"]
+    assert all(r["examples"] > 4 * 10 for r in rows)
+    assert "| ws | x[1] in [65,513) | ws | short |" in (pytester.path / "out" / "rep.md").read_text()
+
+
+def test_xdist_run_gives_the_serial_report(pytester):
+    pytest.importorskip("xdist")
+    make(pytester, MARKED)
+    serial = pytester.runpytest_subprocess(*LOAD, "-q", "--rangedispatch-report=serial")
+    serial.assert_outcomes(passed=15)
+    parallel = pytester.runpytest_subprocess(*LOAD, "-q", "-n", "2", "--rangedispatch-report=parallel")
+    parallel.assert_outcomes(passed=15)
+    assert report_rows(pytester.path / "serial.json") == report_rows(pytester.path / "parallel.json")
+    parallel.stdout.fnmatch_lines(["*= rangedispatch report =*", "ws*x?1? in ?513,inf)*long*ok"])
+
+
+def test_range_case_fixture_reaches_the_test_body(pytester):
+    make(pytester, """
+SEEN = []
+
+@pytest.mark.range_autotune(ws, example=EX, examples=3, benchmark=False, layouts=["contiguous"], dtypes=[torch.float32])
+def test_ws(range_case):
+    SEEN.append(range_case.id)
+    assert range_case.op.name == "ws"
+    assert range_case.range.lo in (1, 65, 513)
+
+def test_all_seen():
+    assert len(SEEN) == 12 and SEEN[0] == "ws-x[1]in[1,65)-short"
+""")
+    result = pytester.runpytest(*LOAD, "-q", "-p", "no:randomly")
+    result.assert_outcomes(passed=13)
