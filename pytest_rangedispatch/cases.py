@@ -27,7 +27,10 @@ class OpSpec:
 
     @property
     def name(self) -> str:
-        return str(self.op.name)
+        """The op's name in ids and reports: a registered custom op's log name drops its
+        ``_autotuned`` suffix, so ``mylib::weighted_scale`` shows as ``weighted_scale``."""
+        name = str(self.op.name)
+        return name[: -len("_autotuned")] if name.endswith("_autotuned") else name
 
 
 @dataclass(frozen=True)

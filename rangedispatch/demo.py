@@ -18,7 +18,7 @@ def einsum_impl(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def chunked_impl(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return torch.cat([x[:, s : s + 256] * weight for s in range(0, x.shape[1], 256)], dim=1)
+    return torch.cat([chunk * weight for chunk in x.split(256, dim=1)], dim=1)
 
 
 def broadcast_impl(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

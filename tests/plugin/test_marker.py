@@ -228,3 +228,31 @@ def test_all_seen():
 """)
     result = pytester.runpytest(*LOAD, "-q", "-p", "no:randomly")
     result.assert_outcomes(passed=13)
+
+
+def test_user_fixtures_strategies_and_synchronised_benchmark(pytester):
+    make(pytester, """
+from hypothesis import given, settings
+
+def test_strategies(range_strategies):
+    strategies = range_strategies(ws, max_size=1000)
+    assert [str(r) for r in strategies] == ["[1, 65)", "[65, 513)", "[513, inf)"]
+    for rng, strategy in strategies.items():
+        seen = []
+
+        @settings(max_examples=30, deadline=None, database=None)
+        @given(strategy)
+        def inside(size):
+            seen.append(size)
+            assert size in rng and size <= 1000
+
+        inside()
+        assert rng.lo in seen  # boundaries are favoured
+
+def test_benchmark(range_benchmark):
+    x, w = EX()
+    out = range_benchmark(ws, x, w, rounds=3)
+    torch.testing.assert_close(out, x * w)
+""")
+    result = pytester.runpytest(*LOAD, "-q")
+    result.assert_outcomes(passed=2)
