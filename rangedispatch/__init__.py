@@ -17,6 +17,7 @@ from .compare import Mismatch, compare, default_tolerance
 from .config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, RangeDispatchError, TableError, TuningError
+from .multikernel import MultiKernel, Variant
 from .op import RangeDispatchOp
 from .ranges import Partition, Range
 from .registration import dispatcher_of, range_dispatch, register_custom_op_autotuning
@@ -39,6 +40,7 @@ __all__ = [
     "Environment",
     "Job",
     "Mismatch",
+    "MultiKernel",
     "Partition",
     "Range",
     "RangeDispatchError",
@@ -48,6 +50,7 @@ __all__ = [
     "TunerSettings",
     "TuningError",
     "TuningTable",
+    "Variant",
     "compare",
     "default_benchmarker",
     "default_tolerance",

@@ -1,0 +1,488 @@
+"""Multi-kernel dispatch: equivalent variants, each tuned at a size hint, chosen per shape.
+
+Two policies, switchable at any time:
+
+* ``"benchmark"``: the first call with a new shape times every variant on the real inputs,
+  checks that they agree with the first variant, caches the fastest for that shape and calls
+  it directly afterwards;
+* ``"nearest"``: no timing at run time; the variant whose hint is closest to the call's sizes
+  (L1 distance in log2 space) is chosen, and cached per shape too.
+
+Hints are sequences of ints compared with the call's *sizes*: by default every dimension of
+every tensor argument in order; pass ``sizes=lambda a, b: (a.shape[0], b.shape[1])`` to compare
+fewer numbers. Dimensions on which all hints agree do not count in the distance. A shape that
+equals a variant's hint exactly picks that variant without timing under either policy.
+
+Variant sources: plain callables (:class:`Variant`), a function compiled once per hint with
+``torch.compile`` and primed at the hint (:meth:`MultiKernel.compiled`), and a kernel with
+launch configs, the best config per hint chosen by timing at the hint
+(:meth:`MultiKernel.tuned_configs`). Decisions persist in the tuning cache (or any file
+with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import threading
+import time
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .cache import cache_dir, cache_key, cache_path
+from .candidates import short_name, source_hash
+from .compare import compare
+from .environment import Environment
+from .errors import ConfigError, ConfigTypeError, TableError
+from .table import atomic_write_text
+from .timing import Benchmarker, Job, default_benchmarker, median
+
+log = logging.getLogger("rangedispatch")
+
+FORMAT = "rangedispatch.multikernel"
+VERSION = 1
+POLICIES = ("benchmark", "nearest")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation and the sizes it was tuned for."""
+
+    fn: Callable[..., Any]
+    hint: tuple[int, ...]
+    name: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)  # e.g. the launch config chosen
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ConfigTypeError(f"Variant fn must be callable, got {type(self.fn).__name__}")
+        hint = tuple(self.hint) if isinstance(self.hint, (list, tuple)) else (self.hint,)
+        if not hint or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in hint):
+            raise ConfigError(
+                f"Variant hint must be a non-empty sequence of non-negative ints (e.g. [1024, 512]), got {self.hint!r}"
+            )
+        object.__setattr__(self, "hint", hint)
+        if not self.name:
+            object.__setattr__(self, "name", f"{short_name(self.fn)}@{'x'.join(map(str, hint))}")
+
+
+def _default_sizes(*args: Any, **kwargs: Any) -> tuple[int, ...]:
+    import torch
+
+    dims: list[int] = []
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, torch.Tensor):
+            dims.extend(int(d) for d in value.shape)
+    return tuple(dims)
+
+
+def _shape_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    import torch
+
+    key: list[Any] = []
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, torch.Tensor):
+            key.append((tuple(value.shape), str(value.dtype).replace("torch.", ""), value.device.type))
+    return tuple(key)
+
+
+def log2_distance(a: Sequence[int], b: Sequence[int], mask: Sequence[bool] | None = None) -> float:
+    """Sum over dims of ``|log2 a - log2 b|`` (sizes below 1 count as 1)."""
+    return sum(
+        abs(math.log2(max(x, 1)) - math.log2(max(y, 1)))
+        for i, (x, y) in enumerate(zip(a, b))
+        if mask is None or mask[i]
+    )
+
+
+class MultiKernel:
+    """Call it like any of its variants; it picks one per input shape.
+
+    Args:
+        variants: :class:`Variant` objects, or ``(fn, hint)`` pairs.
+        policy: ``"benchmark"`` or ``"nearest"`` (settable later through ``.policy``).
+        sizes: ``sizes(*args, **kwargs) -> tuple of ints`` compared with the hints.
+        name: used in logs, stats and the cache file name.
+        benchmarker: timing for the ``benchmark`` policy (CUDA events or ``perf_counter``).
+        check: under ``benchmark``, compare each variant's output with the first variant's
+            and drop (with a warning) variants that differ for that shape.
+        rtol, atol: tolerances of that check (default: by dtype).
+        cache: persist per-shape decisions in the tuning cache directory.
+
+    Example:
+        >>> mk = MultiKernel([(small_impl, [64, 64]), (large_impl, [4096, 4096])],
+        ...                  policy="nearest", sizes=lambda a, b: (a.shape[0], b.shape[1]))
+        >>> out = mk(a, b); mk.stats()["selections"]
+    """
+
+    def __init__(
+        self,
+        variants: Sequence[Variant | tuple[Callable[..., Any], Sequence[int]]],
+        *,
+        policy: str = "benchmark",
+        sizes: Callable[..., Sequence[int]] | None = None,
+        name: str | None = None,
+        benchmarker: Benchmarker | None = None,
+        check: bool = True,
+        rtol: float | None = None,
+        atol: float | None = None,
+        cache: bool = True,
+    ) -> None:
+        if isinstance(variants, (str, bytes)) or not isinstance(variants, Sequence) or not variants:
+            raise ConfigError(
+                f"MultiKernel needs a non-empty list of variants (Variant(fn, hint) or (fn, hint) pairs), got {variants!r}"
+            )
+        made = []
+        for i, v in enumerate(variants):
+            if isinstance(v, Variant):
+                made.append(v)
+            elif isinstance(v, tuple) and len(v) == 2:
+                made.append(Variant(v[0], v[1]))
+            else:
+                raise ConfigTypeError(f"variants[{i}] must be a Variant or an (fn, hint) pair, got {type(v).__name__}")
+        ranks = {len(v.hint) for v in made}
+        if len(ranks) != 1:
+            raise ConfigError(
+                "every variant's hint must have the same number of sizes, got "
+                + ", ".join(f"{v.name}: {list(v.hint)}" for v in made)
+            )
+        names = [v.name for v in made]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"variant names must be unique, got {names}; pass Variant(..., name=...)")
+        self.variants: tuple[Variant, ...] = tuple(made)
+        self.rank = ranks.pop()
+        self.policy = policy
+        self.sizes_fn = sizes or _default_sizes
+        self.name = name or short_name(made[0].fn)
+        self.benchmarker = benchmarker
+        self.check, self.rtol, self.atol = check, rtol, atol
+        self.use_cache = cache
+        hints = [v.hint for v in made]
+        self._mask = [len({h[i] for h in hints}) > 1 for i in range(self.rank)]
+        self._choice: dict[tuple[Any, ...], Variant] = {}
+        self._by_name = {v.name: v for v in made}
+        self._lock = threading.Lock()
+        self._stats = {"calls": 0, "hits": 0, "misses": 0, "benchmarks": 0, "benchmark_ms": 0.0}
+        self._selected = {v.name: 0 for v in made}
+        self._loaded = False
+
+    # -- policy ------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        if value not in POLICIES:
+            raise ConfigError(f"policy must be one of {list(POLICIES)}, got {value!r}")
+        if getattr(self, "_policy", value) != value:
+            self._choice.clear()  # decisions of one policy are not the other's
+        self._policy = value
+
+    # -- the call ----------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._stats["calls"] += 1
+        key = _shape_key(args, kwargs)
+        variant = self._choice.get(key)
+        if variant is None:
+            variant = self._decide(key, args, kwargs)
+        else:
+            self._stats["hits"] += 1
+        self._selected[variant.name] += 1
+        return variant.fn(*args, **kwargs)
+
+    def select(self, *args: Any, **kwargs: Any) -> Variant:
+        """The variant a call with these inputs runs (deciding, and caching, if needed)."""
+        key = _shape_key(args, kwargs)
+        return self._choice.get(key) or self._decide(key, args, kwargs)
+
+    def _decide(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Variant:
+        with self._lock:
+            if not self._loaded:
+                self._loaded = True
+                self._load_cache()
+                if key in self._choice:
+                    self._stats["hits"] += 1
+                    return self._choice[key]
+            self._stats["misses"] += 1
+            sizes = tuple(int(s) for s in self.sizes_fn(*args, **kwargs))
+            if len(sizes) != self.rank:
+                raise ConfigError(
+                    f"{self.name}: the call's sizes {list(sizes)} have {len(sizes)} numbers but the hints have "
+                    f"{self.rank} (e.g. {list(self.variants[0].hint)}); pass sizes=lambda *args: (...) returning "
+                    f"{self.rank} numbers to compare with the hints"
+                )
+            exact = next((v for v in self.variants if v.hint == sizes), None)
+            if exact is not None or len(self.variants) == 1:
+                variant = exact or self.variants[0]
+            elif self.policy == "nearest":
+                variant = self.nearest(sizes)
+            else:
+                variant = self._benchmark(sizes, args, kwargs)
+            self._choice[key] = variant
+            log.info("%s: %s -> %s (%s)", self.name, list(sizes), variant.name,
+                     "exact hint" if exact is not None else self.policy)
+            self._store_cache()
+            return variant
+
+    def nearest(self, sizes: Sequence[int]) -> Variant:
+        """The variant whose hint has the smallest L1 log2 distance to ``sizes`` (first on ties)."""
+        return min(self.variants, key=lambda v: log2_distance(sizes, v.hint, self._mask))
+
+    def _benchmark(self, sizes: Sequence[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Variant:
+        import torch
+
+        t0 = time.perf_counter()
+        device = next((a.device.type for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)), "cpu")
+        benchmarker = self.benchmarker or default_benchmarker(device)
+        expected = None
+        jobs = []
+        for v in self.variants:
+            try:
+                out = v.fn(*args, **kwargs)
+            except Exception as exc:
+                warnings.warn(f"{self.name}: variant {v.name!r} raised {type(exc).__name__}: {exc} at sizes "
+                              f"{list(sizes)}; it is not used for this shape", RuntimeWarning, stacklevel=4)
+                continue
+            if expected is None:
+                expected = out
+            elif self.check:
+                found = compare(out, expected, rtol=self.rtol, atol=self.atol)
+                if found is not None:
+                    warnings.warn(f"{self.name}: variant {v.name!r} differs from {jobs[0].name!r} at sizes "
+                                  f"{list(sizes)} ({found}); it is not used for this shape",
+                                  RuntimeWarning, stacklevel=4)
+                    continue
+            jobs.append(Job(v.name, sizes[0] if sizes else 0, functools.partial(v.fn, *args, **kwargs)))
+        if not jobs:
+            raise TableError(f"{self.name}: every variant failed at sizes {list(sizes)}")
+        times = [median(samples) for samples in benchmarker.measure(jobs)]
+        best = jobs[min(range(len(jobs)), key=times.__getitem__)].name
+        self._stats["benchmarks"] += 1
+        self._stats["benchmark_ms"] += (time.perf_counter() - t0) * 1e3
+        return self._by_name[best]
+
+    # -- stats and persistence -------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Calls, cache hits and misses, benchmarks run and their wall time (ms), shapes
+        cached, and how often each variant ran."""
+        return {**self._stats, "shapes": len(self._choice), "policy": self.policy,
+                "selections": dict(self._selected)}
+
+    get_dispatch_stats = stats  # the name seed 003's dispatcher used
+
+    def reset(self) -> None:
+        """Forget every per-shape decision and the statistics."""
+        self._choice.clear()
+        self._stats.update(calls=0, hits=0, misses=0, benchmarks=0, benchmark_ms=0.0)
+        self._selected = {v.name: 0 for v in self.variants}
+
+    def _fingerprints(self) -> dict[str, str]:
+        return {v.name: f"{source_hash(v.fn)}:{list(v.hint)}:{sorted(v.meta.items())}" for v in self.variants}
+
+    def to_json(self, environment: Environment | None = None) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "policy": self.policy,
+            "environment": (environment or self._environment()).to_json(),
+            "variants": self._fingerprints(),
+            "decisions": [{"key": json.loads(json.dumps(k)), "variant": v.name} for k, v in self._choice.items()],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the per-shape decisions atomically."""
+        target = Path(path)
+        atomic_write_text(target, json.dumps(self.to_json(), indent=2) + "\n")
+        return target
+
+    def load(self, path: str | Path, *, allow_other_environment: bool = False) -> int:
+        """Read decisions saved by :meth:`save`; returns how many were taken. Raises
+        :class:`TableError` if the file is not ours, its variants differ, or (unless allowed)
+        it was made in another environment or under the other policy."""
+        data = _read(Path(path))
+        problem = self._mismatch(data, allow_other_environment)
+        if problem:
+            raise TableError(f"{self.name}: cannot use {path}: {problem}")
+        return self._take(data)
+
+    def _mismatch(self, data: Mapping[str, Any], allow_other_environment: bool) -> str | None:
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            return f"not a multi-kernel table of version {VERSION}"
+        if data.get("variants") != self._fingerprints():
+            return "its variants (names, sources or hints) differ from this object's"
+        if data.get("policy") != self.policy:
+            return f"its decisions were made by policy {data.get('policy')!r}, this object uses {self.policy!r}"
+        if not allow_other_environment:
+            diff = Environment.from_json(data["environment"]).differences(self._environment())
+            if diff:
+                return "made in another environment (" + "; ".join(diff) + ")"
+        return None
+
+    def _take(self, data: Mapping[str, Any]) -> int:
+        taken = 0
+        for item in data.get("decisions", []):
+            variant = self._by_name.get(item.get("variant"))
+            if variant is not None:
+                self._choice[_freeze(item["key"])] = variant
+                taken += 1
+        return taken
+
+    def _environment(self) -> Environment:
+        import torch
+
+        return Environment.current("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _cache_file(self) -> Path | None:
+        if not self.use_cache or cache_dir() is None:
+            return None
+        key = cache_key({"kind": FORMAT, "name": self.name, "variants": self._fingerprints(),
+                         "policy": self.policy, "environment": self._environment().to_json()})
+        return cache_path(f"multikernel-{self.name}", key)
+
+    def _load_cache(self) -> None:
+        path = self._cache_file()
+        if path is None or not path.exists():
+            return
+        try:
+            data = _read(path)
+            problem = self._mismatch(data, allow_other_environment=False)
+        except TableError as exc:
+            problem = str(exc)
+        if problem:
+            warnings.warn(f"{self.name}: ignoring the cached decisions in {path}: {problem}", RuntimeWarning,
+                          stacklevel=4)
+            return
+        self._take(data)
+
+    def _store_cache(self) -> None:
+        path = self._cache_file()
+        if path is not None:
+            try:
+                self.save(path)
+            except OSError as exc:  # a read-only cache never breaks the call
+                log.warning("%s: could not write the multi-kernel cache %s: %s", self.name, path, exc)
+
+    # -- variant sources ---------------------------------------------------------------------
+
+    @classmethod
+    def compiled(
+        cls,
+        fn: Callable[..., Any],
+        hints: Sequence[Sequence[int]],
+        make_inputs: Callable[[Sequence[int]], tuple[Any, ...]],
+        *,
+        dynamic: bool = True,
+        compile_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> MultiKernel:
+        """One ``torch.compile`` of ``fn`` per hint, each primed by a first call on
+        ``make_inputs(hint)`` so Inductor's size-dependent choices specialise to that hint.
+
+        Each compile gets its own copy of ``fn``'s code object: Dynamo keys compiled code by
+        code object, so compiling the same function twice would otherwise reuse the first
+        hint's graph for every hint.
+        """
+        import torch
+
+        variants = []
+        for hint in hints:
+            copy = _fresh_function(fn)
+            compiled = torch.compile(copy, dynamic=dynamic, **dict(compile_options or {}))
+            inputs = make_inputs(hint)
+            compiled(*inputs)  # prime: compiles with this hint's sizes as Inductor's size hints
+            variants.append(Variant(compiled, tuple(hint), name=f"{short_name(fn)}@{'x'.join(map(str, hint))}",
+                                    meta={"source": "torch.compile"}))
+        return cls(variants, name=options.pop("name", short_name(fn)), **options)
+
+    @classmethod
+    def tuned_configs(
+        cls,
+        launch: Callable[..., Any],
+        configs: Sequence[Mapping[str, Any]],
+        hints: Sequence[Sequence[int]],
+        make_inputs: Callable[[Sequence[int]], tuple[Any, ...]],
+        *,
+        benchmarker: Benchmarker | None = None,
+        **options: Any,
+    ) -> MultiKernel:
+        """One variant per hint: ``launch(*args, **config)`` with the config that is fastest
+        at ``make_inputs(hint)`` (and agrees with the first config's output). ``launch`` is
+        typically a small wrapper that launches a Triton kernel with the config's block sizes
+        and ``num_warps``; timing uses the same benchmarker as the engine (CUDA events with an
+        L2 flush, as in Triton's ``do_bench``)."""
+        import torch
+
+        if not configs:
+            raise ConfigError("tuned_configs needs at least one launch config")
+        variants = []
+        for hint in hints:
+            args = make_inputs(hint)
+            device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+            bench = benchmarker or default_benchmarker(device)
+            expected, jobs = None, []
+            for i, config in enumerate(configs):
+                call = functools.partial(launch, **config)
+                try:
+                    out = call(*args)
+                except Exception as exc:
+                    warnings.warn(f"config {dict(config)} failed at hint {list(hint)}: {type(exc).__name__}: {exc}",
+                                  RuntimeWarning, stacklevel=2)
+                    continue
+                if expected is None:
+                    expected = out
+                elif compare(out, expected) is not None:
+                    warnings.warn(f"config {dict(config)} disagrees with {dict(configs[0])} at hint {list(hint)}",
+                                  RuntimeWarning, stacklevel=2)
+                    continue
+                jobs.append((config, Job(str(i), int(hint[0]), functools.partial(call, *args))))
+            if not jobs:
+                raise TableError(f"every launch config failed at hint {list(hint)}")
+            times = [median(s) for s in bench.measure([j for _, j in jobs])]
+            config = jobs[min(range(len(jobs)), key=times.__getitem__)][0]
+            label = ",".join(f"{k}={v}" for k, v in config.items())
+            variants.append(Variant(functools.partial(launch, **config), tuple(hint),
+                                    name=f"{short_name(launch)}@{'x'.join(map(str, hint))}[{label}]",
+                                    meta={"config": json.dumps(dict(config), sort_keys=True)}))
+        return cls(variants, name=options.pop("name", short_name(launch)), benchmarker=benchmarker, **options)
+
+    def __repr__(self) -> str:
+        return f"MultiKernel({self.name!r}, policy={self.policy!r}, variants={[v.name for v in self.variants]})"
+
+
+def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of a Python function with its own code object (so Dynamo compiles it anew)."""
+    if isinstance(fn, types.FunctionType):
+        copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        copy.__kwdefaults__ = fn.__kwdefaults__
+        copy.__qualname__ = fn.__qualname__
+        return copy
+    if isinstance(fn, functools.partial):
+        return functools.partial(_fresh_function(fn.func), *fn.args, **fn.keywords)
+    forward = getattr(fn, "forward", None)  # an nn.Module: compile a fresh bound forward
+    if forward is not None and isinstance(getattr(forward, "__func__", None), types.FunctionType):
+        return types.MethodType(_fresh_function(forward.__func__), fn)
+    return fn
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TableError(f"cannot read multi-kernel decisions from {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TableError(f"{path} does not hold a multi-kernel table")
+    return data

@@ -1,0 +1,220 @@
+"""Multi-kernel dispatch: policies, stats, persistence, variant sources and bad input."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import rangedispatch as rd
+from rangedispatch.errors import ConfigError, ConfigTypeError, TableError
+from rangedispatch.multikernel import log2_distance
+from rangedispatch.testing import FakeBenchmarker
+
+
+def small(a, b):
+    return a @ b
+
+
+def large(a, b):
+    return (b.t() @ a.t()).t()
+
+
+def wrong(a, b):
+    return a @ b + 1
+
+
+MN = lambda a, b: (a.shape[0], b.shape[1])  # noqa: E731
+
+
+def inputs(m, n=48, k=16):
+    return torch.randn(m, k), torch.randn(k, n)
+
+
+def make(policy="nearest", bench=None, cache=False, **kw):
+    return rd.MultiKernel([(small, [64, 64]), (large, [4096, 4096])], policy=policy, sizes=MN,
+                          benchmarker=bench, cache=cache, **kw)
+
+
+def test_log2_distance_is_l1_in_log2_space():
+    assert log2_distance([64, 64], [64, 64]) == 0
+    assert log2_distance([1024, 512], [4096, 2048]) == pytest.approx(4.0)
+    assert log2_distance([0, 8], [1, 8]) == 0  # sizes below 1 count as 1
+
+
+def test_nearest_picks_the_closest_hint_and_caches_per_shape():
+    mk = make("nearest")
+    picks = {m: mk.select(*inputs(m, n=m)).name for m in (1, 64, 500, 600, 4096, 10000)}
+    # midpoint in log2 between 64 and 4096 is 512: 500 is nearer 64, 600 nearer 4096
+    assert picks == {1: "small@64x64", 64: "small@64x64", 500: "small@64x64", 600: "large@4096x4096",
+                     4096: "large@4096x4096", 10000: "large@4096x4096"}
+    a, b = inputs(600, n=600)
+    torch.testing.assert_close(mk(a, b), a @ b)
+    torch.testing.assert_close(mk(a, b), a @ b)
+    stats = mk.stats()
+    assert stats["benchmarks"] == 0 and stats["shapes"] == 6
+    assert stats["calls"] == 2 and stats["hits"] == 2
+    assert stats["selections"] == {"small@64x64": 0, "large@4096x4096": 2}
+    assert mk.get_dispatch_stats() == stats
+
+
+def test_dims_equal_in_every_hint_do_not_count():
+    mk = rd.MultiKernel([(small, [64, 128]), (large, [4096, 128])], policy="nearest", sizes=MN, cache=False)
+    # n = 100000 is far from 128 for both hints; only m decides
+    assert mk.select(*inputs(70, n=100000)).name == "small@64x128"
+
+
+def test_benchmark_policy_times_each_new_shape_once_and_picks_the_fastest():
+    bench = FakeBenchmarker({"small@64x64": lambda m: 1.0 if m < 300 else 3.0,
+                             "large@4096x4096": lambda m: 2.0})
+    mk = make("benchmark", bench)
+    for m in (100, 100, 1000, 1000, 1000):
+        a, b = inputs(m)
+        torch.testing.assert_close(mk(a, b), a @ b)
+    assert bench.sizes == [100, 1000]  # one benchmark per new shape
+    stats = mk.stats()
+    assert (stats["calls"], stats["hits"], stats["misses"], stats["benchmarks"]) == (5, 3, 2, 2)
+    assert stats["benchmark_ms"] > 0
+    assert stats["selections"] == {"small@64x64": 2, "large@4096x4096": 3}
+
+
+def test_a_shape_equal_to_a_hint_takes_that_variant_without_timing():
+    bench = FakeBenchmarker({})
+    mk = make("benchmark", bench)
+    assert mk.select(*inputs(4096, n=4096)).name == "large@4096x4096"
+    assert bench.calls == []
+
+
+def test_switching_policy_forgets_decisions():
+    bench = FakeBenchmarker({"small@64x64": 5.0, "large@4096x4096": 1.0})
+    mk = make("benchmark", bench)
+    assert mk.select(*inputs(100)).name == "large@4096x4096"
+    mk.policy = "nearest"
+    assert mk.select(*inputs(100)).name == "small@64x64"
+    with pytest.raises(ConfigError, match=r"policy must be one of \['benchmark', 'nearest'\], got 'fastest'"):
+        mk.policy = "fastest"
+
+
+def test_a_variant_that_disagrees_is_dropped_for_that_shape_with_a_warning():
+    bench = FakeBenchmarker({"wrong@4096x4096": 0.1, "small@64x64": 1.0})
+    mk = rd.MultiKernel([(small, [64, 64]), (wrong, [4096, 4096])], sizes=MN, benchmarker=bench, cache=False)
+    a, b = inputs(100)
+    with pytest.warns(RuntimeWarning, match=r"variant 'wrong@4096x4096' differs from 'small@64x64' at sizes \[100, 48\]"):
+        out = mk(a, b)
+    torch.testing.assert_close(out, a @ b)
+
+
+def test_bad_input_gets_clear_errors():
+    with pytest.raises(ConfigError, match="non-empty list of variants"):
+        rd.MultiKernel([])
+    with pytest.raises(ConfigError, match=r"same number of sizes, got small@64x64: \[64, 64\], large@4096: \[4096\]"):
+        rd.MultiKernel([(small, [64, 64]), (large, [4096])])
+    with pytest.raises(ConfigError, match=r"hint must be a non-empty sequence of non-negative ints"):
+        rd.Variant(small, [64.5])
+    with pytest.raises(ConfigTypeError, match="variants\\[1\\] must be a Variant or an \\(fn, hint\\) pair"):
+        rd.MultiKernel([(small, [64]), small])
+    with pytest.raises(ConfigError, match="variant names must be unique"):
+        rd.MultiKernel([(small, [64]), (small, [64])])
+    mk = rd.MultiKernel([(small, [64]), (large, [4096])], policy="nearest", cache=False)
+    with pytest.raises(ConfigError, match=r"the call's sizes \[100, 16, 16, 48\] have 4 numbers but the hints have 1"):
+        mk(*inputs(100))
+
+
+def test_save_load_round_trip_and_mismatches(tmp_path):
+    bench = FakeBenchmarker({"small@64x64": 1.0, "large@4096x4096": 2.0})
+    mk = make("benchmark", bench)
+    for m in (10, 20, 30):
+        mk(*inputs(m))
+    path = mk.save(tmp_path / "mk.json")
+    fresh = make("benchmark", FakeBenchmarker({}))
+    assert fresh.load(path) == 3
+    fresh(*inputs(20))
+    assert fresh.stats()["benchmarks"] == 0 and fresh.stats()["hits"] == 1
+    other = rd.MultiKernel([(small, [64, 64]), (wrong, [4096, 4096])], sizes=MN, cache=False)
+    with pytest.raises(TableError, match="its variants .* differ"):
+        other.load(path)
+    nearest = make("nearest")
+    with pytest.raises(TableError, match="made by policy 'benchmark'"):
+        nearest.load(path)
+    data = json.loads(path.read_text())
+    data["environment"]["torch"] = "0.0"
+    path.write_text(json.dumps(data))
+    with pytest.raises(TableError, match="another environment"):
+        make("benchmark").load(path)
+    assert make("benchmark").load(path, allow_other_environment=True) == 3
+
+
+def test_decisions_persist_in_the_cache_so_a_new_process_does_not_benchmark(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANGEDISPATCH_CACHE_DIR", str(tmp_path))
+    first = make("benchmark", FakeBenchmarker({"small@64x64": 1.0, "large@4096x4096": 2.0}), cache=True)
+    first(*inputs(10))
+    assert first.stats()["benchmarks"] == 1
+    bench = FakeBenchmarker({})
+    second = make("benchmark", bench, cache=True)
+    assert second.select(*inputs(10)).name == "small@64x64"
+    assert bench.calls == []
+    (cached,) = tmp_path.glob("multikernel-small-*.json")
+    cached.write_text("{broken")
+    with pytest.warns(RuntimeWarning, match="ignoring the cached decisions"):
+        make("benchmark", FakeBenchmarker({}), cache=True).select(*inputs(10))
+
+
+def test_compiled_source_compiles_once_per_hint_primed_at_the_hint():
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
+        return gm.forward
+
+    def f(a, b):
+        return torch.relu(a @ b)
+
+    mk = rd.MultiKernel.compiled(f, [[64, 64], [1024, 64]], lambda h: inputs(h[0], n=h[1]),
+                                 compile_options={"backend": backend}, policy="nearest", sizes=MN, cache=False)
+    assert len(graphs) == 2  # separate code objects: the second hint did not reuse the first graph
+    assert [v.name for v in mk.variants] == ["f@64x64", "f@1024x64"]
+    a, b = inputs(900, n=64)
+    torch.testing.assert_close(mk(a, b), torch.relu(a @ b))
+    assert mk.stats()["selections"]["f@1024x64"] == 1
+
+
+TRITON_SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch, triton, triton.language as tl
+    import rangedispatch as rd
+    from rangedispatch.testing import FakeBenchmarker
+
+    @triton.jit
+    def scale_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) * 2.0, mask=mask)
+
+    def scale(x, BLOCK):
+        out = torch.empty_like(x)
+        scale_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, out, x.numel(), BLOCK=BLOCK)
+        return out
+
+    # scripted timings: big blocks win for big inputs
+    bench = FakeBenchmarker({"0": lambda n: 1.0 if n < 1000 else 5.0, "1": lambda n: 2.0})
+    mk = rd.MultiKernel.tuned_configs(scale, [{"BLOCK": 16}, {"BLOCK": 256}], [[64], [4096]],
+                                      lambda h: (torch.randn(h[0]),), benchmarker=bench,
+                                      policy="nearest", cache=False)
+    print([v.name for v in mk.variants])
+    for n in (50, 3000):
+        x = torch.randn(n)
+        torch.testing.assert_close(mk(x), x * 2)
+    print(mk.stats()["selections"])
+""")
+
+
+def test_triton_configs_tuned_per_hint_under_the_interpreter():
+    pytest.importorskip("triton")
+    out = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "['scale@64[BLOCK=16]', 'scale@4096[BLOCK=256]']"
+    assert lines[1] == "{'scale@64[BLOCK=16]': 1, 'scale@4096[BLOCK=256]': 1}"
