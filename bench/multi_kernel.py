@@ -16,13 +16,12 @@ import argparse
 import math
 import os
 import shutil
-import statistics
 import tempfile
-import time
 
 import torch
 
 import rangedispatch as rd
+from compile_vs_upstream import device_ms as timeit  # same timing as the compile benchmark
 
 HINTS = [[1024, 512], [4096, 2048], [256, 8192]]
 SHAPES = [(1024, 512), (4096, 2048), (256, 8192), (1500, 750), (2000, 1000), (3000, 3000), (700, 300),
@@ -35,20 +34,6 @@ def f(x, y):
 
 def eager(x, y):
     return f(x, y)
-
-
-def timeit(fn, *args, device):
-    if device == "cuda":
-        from triton.testing import do_bench
-
-        return do_bench(lambda: fn(*args), warmup=10, rep=50, return_mode="median")
-    fn(*args)
-    ts = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        fn(*args)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
 
 
 def geomean(values):
