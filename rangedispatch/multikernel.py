@@ -87,8 +87,18 @@ def _shape_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, ...
     key: list[Any] = []
     for value in [*args, *kwargs.values()]:
         if isinstance(value, torch.Tensor):
-            key.append((tuple(value.shape), str(value.dtype).replace("torch.", ""), value.device.type))
+            key.append((tuple(value.shape), value.dtype, value.device.type))
     return tuple(key)
+
+
+def _key_to_json(key: tuple[Any, ...]) -> list[Any]:
+    return [[list(shape), str(dtype).replace("torch.", ""), device] for shape, dtype, device in key]
+
+
+def _key_from_json(items: Sequence[Any]) -> tuple[Any, ...]:
+    import torch
+
+    return tuple((tuple(shape), getattr(torch, dtype), device) for shape, dtype, device in items)
 
 
 def log2_distance(a: Sequence[int], b: Sequence[int], mask: Sequence[bool] | None = None) -> float:
@@ -237,37 +247,17 @@ class MultiKernel:
         return min(self.variants, key=lambda v: log2_distance(sizes, v.hint, self._mask))
 
     def _benchmark(self, sizes: Sequence[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Variant:
-        import torch
-
         t0 = time.perf_counter()
-        device = next((a.device.type for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)), "cpu")
-        benchmarker = self.benchmarker or default_benchmarker(device)
-        expected = None
-        jobs = []
-        for v in self.variants:
-            try:
-                out = v.fn(*args, **kwargs)
-            except Exception as exc:
-                warnings.warn(f"{self.name}: variant {v.name!r} raised {type(exc).__name__}: {exc} at sizes "
-                              f"{list(sizes)}; it is not used for this shape", RuntimeWarning, stacklevel=4)
-                continue
-            if expected is None:
-                expected = out
-            elif self.check:
-                found = compare(out, expected, rtol=self.rtol, atol=self.atol)
-                if found is not None:
-                    warnings.warn(f"{self.name}: variant {v.name!r} differs from {jobs[0].name!r} at sizes "
-                                  f"{list(sizes)} ({found}); it is not used for this shape",
-                                  RuntimeWarning, stacklevel=4)
-                    continue
-            jobs.append(Job(v.name, sizes[0] if sizes else 0, functools.partial(v.fn, *args, **kwargs)))
-        if not jobs:
+        benchmarker = self.benchmarker or default_benchmarker(_device_type([*args, *kwargs.values()]))
+        items = [(v.name, repr(v.name), functools.partial(v.fn, *args, **kwargs)) for v in self.variants]
+        best = _fastest(items, kind="variant", prefix=f"{self.name}: ", where=f"sizes {list(sizes)}",
+                        benchmarker=benchmarker, size=sizes[0] if sizes else 0, check=self.check,
+                        rtol=self.rtol, atol=self.atol, stacklevel=5)
+        if best is None:
             raise TableError(f"{self.name}: every variant failed at sizes {list(sizes)}")
-        times = [median(samples) for samples in benchmarker.measure(jobs)]
-        best = jobs[min(range(len(jobs)), key=times.__getitem__)].name
         self._stats["benchmarks"] += 1
         self._stats["benchmark_ms"] += (time.perf_counter() - t0) * 1e3
-        return self._by_name[best]
+        return self.variants[best]
 
     # -- stats and persistence -------------------------------------------------------------
 
@@ -296,7 +286,7 @@ class MultiKernel:
             "policy": self.policy,
             "environment": (environment or self._environment()).to_json(),
             "variants": self._fingerprints(),
-            "decisions": [{"key": json.loads(json.dumps(k)), "variant": v.name} for k, v in self._choice.items()],
+            "decisions": [{"key": _key_to_json(k), "variant": v.name} for k, v in self._choice.items()],
         }
 
     def save(self, path: str | Path) -> Path:
@@ -331,9 +321,13 @@ class MultiKernel:
     def _take(self, data: Mapping[str, Any]) -> int:
         taken = 0
         for item in data.get("decisions", []):
-            variant = self._by_name.get(item.get("variant"))
-            if variant is not None:
-                self._choice[_freeze(item["key"])] = variant
+            variant = self._by_name.get(item.get("variant")) if isinstance(item, dict) else None
+            try:
+                key = _key_from_json(item["key"]) if variant is not None else None
+            except (KeyError, TypeError, ValueError, AttributeError):  # a damaged entry is skipped
+                key = None
+            if key is not None:
+                self._choice[key] = variant
                 taken += 1
         return taken
 
@@ -420,35 +414,17 @@ class MultiKernel:
         typically a small wrapper that launches a Triton kernel with the config's block sizes
         and ``num_warps``; timing uses the same benchmarker as the engine (CUDA events with an
         L2 flush, as in Triton's ``do_bench``)."""
-        import torch
-
         if not configs:
             raise ConfigError("tuned_configs needs at least one launch config")
         variants = []
         for hint in hints:
             args = make_inputs(hint)
-            device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
-            bench = benchmarker or default_benchmarker(device)
-            expected, jobs = None, []
-            for i, config in enumerate(configs):
-                call = functools.partial(launch, **config)
-                try:
-                    out = call(*args)
-                except Exception as exc:
-                    warnings.warn(f"config {dict(config)} failed at hint {list(hint)}: {type(exc).__name__}: {exc}",
-                                  RuntimeWarning, stacklevel=2)
-                    continue
-                if expected is None:
-                    expected = out
-                elif compare(out, expected) is not None:
-                    warnings.warn(f"config {dict(config)} disagrees with {dict(configs[0])} at hint {list(hint)}",
-                                  RuntimeWarning, stacklevel=2)
-                    continue
-                jobs.append((config, Job(str(i), int(hint[0]), functools.partial(call, *args))))
-            if not jobs:
+            items = [(str(i), str(dict(c)), functools.partial(launch, *args, **c)) for i, c in enumerate(configs)]
+            best = _fastest(items, kind="config", prefix="", where=f"hint {list(hint)}",
+                            benchmarker=benchmarker or default_benchmarker(_device_type(args)), size=int(hint[0]))
+            if best is None:
                 raise TableError(f"every launch config failed at hint {list(hint)}")
-            times = [median(s) for s in bench.measure([j for _, j in jobs])]
-            config = jobs[min(range(len(jobs)), key=times.__getitem__)][0]
+            config = configs[best]
             label = ",".join(f"{k}={v}" for k, v in config.items())
             variants.append(Variant(functools.partial(launch, **config), tuple(hint),
                                     name=f"{short_name(launch)}@{'x'.join(map(str, hint))}[{label}]",
@@ -457,6 +433,54 @@ class MultiKernel:
 
     def __repr__(self) -> str:
         return f"MultiKernel({self.name!r}, policy={self.policy!r}, variants={[v.name for v in self.variants]})"
+
+
+def _device_type(values: Sequence[Any]) -> str:
+    import torch
+
+    return next((v.device.type for v in values if isinstance(v, torch.Tensor)), "cpu")
+
+
+def _fastest(
+    items: Sequence[tuple[str, str, Callable[[], Any]]],
+    *,
+    kind: str,
+    prefix: str,
+    where: str,
+    benchmarker: Benchmarker,
+    size: int,
+    check: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    stacklevel: int = 3,
+) -> int | None:
+    """Index of the fastest of ``(job name, label, call)`` items, or ``None`` if all fail.
+
+    Each runs once first: one that raises, or (with ``check``) disagrees with the first that
+    ran, is dropped with a warning; the rest are timed together by ``benchmarker``.
+    """
+    expected, first, jobs, kept = None, None, [], []
+    for i, (name, label, call) in enumerate(items):
+        try:
+            out = call()
+        except Exception as exc:
+            warnings.warn(f"{prefix}{kind} {label} raised {type(exc).__name__}: {exc} at {where}; it is not used there",
+                          RuntimeWarning, stacklevel=stacklevel)
+            continue
+        if first is None:
+            expected, first = out, label
+        elif check:
+            found = compare(out, expected, rtol=rtol, atol=atol)
+            if found is not None:
+                warnings.warn(f"{prefix}{kind} {label} differs from {first} at {where} ({found}); it is not used there",
+                              RuntimeWarning, stacklevel=stacklevel)
+                continue
+        jobs.append(Job(name, size, call))
+        kept.append(i)
+    if not jobs:
+        return None
+    times = [median(samples) for samples in benchmarker.measure(jobs)]
+    return kept[min(range(len(jobs)), key=times.__getitem__)]
 
 
 def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -472,10 +496,6 @@ def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     if forward is not None and isinstance(getattr(forward, "__func__", None), types.FunctionType):
         return types.MethodType(_fresh_function(forward.__func__), fn)
     return fn
-
-
-def _freeze(value: Any) -> Any:
-    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
 
 
 def _read(path: Path) -> dict[str, Any]:
