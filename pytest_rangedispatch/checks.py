@@ -17,11 +17,12 @@ import torch
 from rangedispatch import compare
 from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import Job, default_benchmarker, relative_spread
-from rangedispatch.tuner import DEFAULT_UNBOUNDED_MIN, sample_sizes
+from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
 from .cases import BENCH, DISPATCH, LAYOUTS, OpSpec, RangeCase
 from .locking import device_lock
 from .options import DEFAULT_PROFILE, MARKER, PROFILES
+from .records import format_ms as _ms
 
 
 # -- Hypothesis profiles -------------------------------------------------------------------
@@ -183,16 +184,8 @@ def describe_inputs(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence
 def upper_size(spec: OpSpec, rng: Any) -> int:
     """The largest size drawn in ``rng`` (for an unbounded range: the marker's ``max_size``, the
     op's ``range_upper_bound``, or ``max(2 * lo, 256)``)."""
-    if rng.hi is not None:
-        return rng.hi - 1
     top = spec.options.get("max_size")
-    if top is None and spec.op.dispatch is not None:
-        top = spec.op.dispatch.upper_bound
-    if top is None:
-        top = spec.op.settings.upper_bound
-    if top is None:
-        top = max(2 * rng.lo, DEFAULT_UNBOUNDED_MIN)
-    return max(int(top), rng.lo)
+    return range_top(rng, top if top is not None else effective_upper_bound(spec.op.dispatch, spec.op.settings))
 
 
 def window(case: RangeCase) -> tuple[int, int]:
@@ -411,11 +404,10 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
         )
     old = ((baseline or {}).get("ops", {}).get(spec.name, {}) or {}).get(case.key[1])
     if old and threshold is not None:
-        for name in dict.fromkeys([winner, DISPATCH]):
-            before, now = old.get("times_ms", {}).get(name) if name != DISPATCH else old.get("dispatch_ms"), \
-                (winner_ms if name != DISPATCH else dispatch_ms)
+        compared = [(f"candidate {winner!r}", old.get("times_ms", {}).get(winner), winner_ms),
+                    (f"the dispatched op (winner {winner!r})", old.get("dispatch_ms"), dispatch_ms)]
+        for what, before, now in compared:
             if before and math.isfinite(now) and now / before - 1 > threshold:
-                what = f"candidate {name!r}" if name != DISPATCH else f"the dispatched op (winner {winner!r})"
                 record["statuses"].append("regression")
                 record["problems"].append(
                     f"{label}: regression: {what} went from {_ms(before)} to {_ms(now)} "
@@ -428,7 +420,3 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
 
 def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
     return lambda: fn(*args, **kwargs)
-
-
-def _ms(value: float) -> str:
-    return f"{value * 1e3:.1f}us" if value < 1 else f"{value:.3f}ms"

@@ -61,16 +61,13 @@ def size_strategies(op: Any, *, max_size: int | None = None) -> dict[Any, Any]:
     from hypothesis import strategies as st
 
     from rangedispatch import dispatcher_of
-    from rangedispatch.tuner import DEFAULT_UNBOUNDED_MIN
+    from rangedispatch.tuner import effective_upper_bound, range_top
 
     rd_op = dispatcher_of(op)
+    bound = max_size if max_size is not None else effective_upper_bound(rd_op.dispatch, rd_op.settings)
     out = {}
     for rng in rd_op.plan.ranges:
-        if rng.hi is not None:
-            top = rng.hi - 1
-        else:
-            bound = max_size or (rd_op.dispatch.upper_bound if rd_op.dispatch else None)
-            top = max(bound or max(2 * rng.lo, DEFAULT_UNBOUNDED_MIN), rng.lo)
+        top = range_top(rng, bound)
         edges = sorted({s for s in (rng.lo, rng.lo + 1, top) if rng.lo <= s <= top})
         out[rng] = st.one_of(st.sampled_from(edges), st.integers(rng.lo, top))
     return out

@@ -35,6 +35,8 @@ CASE_ARG = "range_case"
 RECORDS = pytest.StashKey[dict]()
 BASELINE = pytest.StashKey[Any]()
 WORKER_KEY = "rangedispatch_records"
+_SAVED = pytest.StashKey[Path]()  # where the controller saved the baseline
+_WRITTEN = pytest.StashKey[list]()  # report files written
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -184,10 +186,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     report = config.getoption(OPTION_REPORT)
     if report and records:
         config.stash[_WRITTEN] = rec.write_report(report, records)
-
-
-_SAVED = pytest.StashKey[Path]()
-_WRITTEN = pytest.StashKey[list]()
 
 
 def _previous(path: str) -> Any:

@@ -5,6 +5,7 @@ imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -65,7 +66,8 @@ def ordered(records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return sorted(records.values(), key=lambda r: (r["op"], r["lo"]))
 
 
-def _ms(value: Any) -> str:
+def format_ms(value: Any) -> str:
+    """Milliseconds as ``12.3us`` or ``1.234ms``; ``-`` when missing or infinite."""
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "-"
     return f"{value * 1e3:.1f}us" if value < 1 else f"{value:.3f}ms"
@@ -84,7 +86,7 @@ def rows(records: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, ...]]:
         rng = f"{r['dispatch']} in {r['range']}" if r.get("dispatch") else r["range"]
         out.append((
             r["op"], rng, r.get("winner") or "-", r.get("runner_up") or "-", _pct(r.get("margin")),
-            _ms(r.get("dispatch_ms")), _ms(r.get("best_ms")), _pct(r.get("regret")),
+            format_ms(r.get("dispatch_ms")), format_ms(r.get("best_ms")), _pct(r.get("regret")),
             str(r.get("examples", 0)), status(r),
         ))
     return out
@@ -127,17 +129,9 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return True
 
 
 def report_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:

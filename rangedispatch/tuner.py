@@ -55,6 +55,22 @@ class TunerSettings:
         return asdict(self)
 
 
+def range_top(rng: Range, upper_bound: int | None = None) -> int:
+    """The largest size tuned or checked in ``rng``: ``hi - 1``, or for an unbounded range
+    ``upper_bound`` (default ``max(2 * lo, 256)``)."""
+    if rng.hi is not None:
+        return rng.hi - 1
+    top = upper_bound if upper_bound is not None else max(2 * max(rng.lo, 1), DEFAULT_UNBOUNDED_MIN)
+    return max(top, rng.lo)
+
+
+def effective_upper_bound(plan_dispatch: Any, settings: TunerSettings) -> int | None:
+    """The top of an unbounded range: the dispatch spec's ``range_upper_bound``, else the settings'."""
+    if plan_dispatch is not None and plan_dispatch.upper_bound is not None:
+        return plan_dispatch.upper_bound
+    return settings.upper_bound
+
+
 def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None) -> tuple[int, ...]:
     """Sizes to benchmark inside ``rng``: near lo, geometric middle(s), near the top.
 
@@ -65,11 +81,9 @@ def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None) 
         (2048, 2896, 4096)
     """
     lo = max(rng.lo, 1)
+    top = range_top(rng, upper_bound)
     if rng.hi is None:
-        top = upper_bound if upper_bound is not None else max(2 * lo, DEFAULT_UNBOUNDED_MIN)
         top = max(top, lo)
-    else:
-        top = rng.hi - 1
     if top < lo:  # the range [0, 1)
         return (rng.lo,)
     if count <= 1:
@@ -99,9 +113,7 @@ def tune_plan(
     """Tune every range of ``plan`` and return the table (logging as it goes)."""
     log.info("=== Range-based Autotuning for %s ===", op_name)
     log.info("Dispatch dimension: %s", plan.dispatch if plan.dispatch else "(none: one global choice)")
-    upper = settings.upper_bound
-    if plan.dispatch is not None and plan.dispatch.upper_bound is not None:
-        upper = plan.dispatch.upper_bound
+    upper = effective_upper_bound(plan.dispatch, settings)
     results = []
     for rng in plan.ranges:
         cands = [c for c in plan.candidates[rng] if c.name != reference.name]
