@@ -13,7 +13,7 @@ split points for both sides:
 
 Per size: our compiled op, upstream's compiled op, the eager per-size best candidate, and
 ``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
-costs), as device time (``do_bench`` medians, ms) and as host time per call (us, a loop of
+costs), as device time (ms: ``do_bench`` medians, the least of 3 interleaved rounds) and as host time per call (us, a loop of
 calls with one sync at the end: shows per-call launch overhead that device events hide).
 Then graph counts and compile (first-call) times.
 
@@ -104,6 +104,34 @@ def device_ms(fn, *args, device: str) -> float:
     return statistics.median(ts)
 
 
+def interleaved_ms(fns: dict[str, Callable[..., Any]], *args, device: str, rounds: int = 3) -> dict[str, float]:
+    """``device_ms`` of every callable, measured in ``rounds`` interleaved rounds (each callable
+    warmed first); the minimum of each callable's round medians. Interleaving spreads clock and
+    background-activity drift over all callables instead of charging it to whichever ran then."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn(*args)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], device_ms(fn, *args, device=device))
+    return best
+
+
+def gpu_warmup(device: str, seconds: float = 2.0) -> None:
+    """Run matmuls for a while so the GPU is at its working clocks before the first timing."""
+    if device != "cuda":
+        return
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
+
+
 def host_us(fn, *args, device: str, calls: int = 200) -> float:
     """Wall time per call of back-to-back calls: max(host overhead, device time)."""
     for _ in range(5):
@@ -144,7 +172,8 @@ class Scenario:
         return torch.randn(*sa, device=device, dtype=dtype), torch.randn(*sb, device=device, dtype=dtype)
 
 
-def sweep(fn, sc: Scenario, device, dtype, with_host: bool = True):
+def sweep(fn, sc: Scenario, device, dtype):
+    """Call ``fn`` at every size once (checking the result): first-call and whole-sweep seconds."""
     first = None
     t0 = time.perf_counter()
     for n in sc.sizes:
@@ -158,13 +187,7 @@ def sweep(fn, sc: Scenario, device, dtype, with_host: bool = True):
                 torch.cuda.synchronize()
             first = time.perf_counter() - t0
     total = time.perf_counter() - t0
-    dev, host = {}, {}
-    for n in sc.sizes:
-        a, b = sc.inputs(n, device, dtype)
-        dev[n] = device_ms(fn, a, b, device=device)
-        if with_host:
-            host[n] = host_us(fn, a, b, device=device)
-    return dev, host, first, total
+    return first, total
 
 
 def counting_backend():
@@ -182,8 +205,8 @@ def run_ours(sc: Scenario, device, dtype):
     torch._dynamo.reset()
     counter = counting_backend()
     fn = torch.compile(lambda a, b: op(a, b), dynamic=True, backend=counter)
-    dev, host, first, total = sweep(fn, sc, device, dtype)
-    return fn, rd.dispatcher_of(op), dev, host, first, total, counter.frame_count
+    first, total = sweep(fn, sc, device, dtype)
+    return fn, rd.dispatcher_of(op), first, total, counter.frame_count
 
 
 def run_upstream(sc: Scenario, device, dtype):
@@ -196,37 +219,39 @@ def run_upstream(sc: Scenario, device, dtype):
         op = make_op(f"rdbench_up::{sc.name}", fp32_reference=sc.ranges is not None)
         up_register(op, configs=sc.configs(UpConfig), **sc.register_kwargs(),
                     input_gen_fns={"a": lambda t: torch.randn_like(t), "b": lambda t: torch.randn_like(t)})
-        torch._dynamo.reset()
         counter = counting_backend()
         fn = torch.compile(lambda a, b: op(a, b), dynamic=True, backend=counter)
-        dev, _host, first, total = sweep(fn, sc, device, dtype, with_host=False)
-        return (dev, first, total, counter.frame_count), None
+        first, total = sweep(fn, sc, device, dtype)
+        return (fn, first, total, counter.frame_count), None
     except Exception as exc:  # upstream failing on this setup
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
 
 
 def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
-    fn, disp, our_dev, our_host, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
+    fn, disp, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
     table = disp.table
     up, up_err = run_upstream(sc, device, dtype)
 
-    best, single_dev, single_host, eager_host = {}, {}, {}, {}
+    our_dev, up_dev, best, single_dev, our_host, single_host, eager_host = {}, {}, {}, {}, {}, {}, {}
     single_fns = {}
     for n in sc.sizes:
         a, b = sc.inputs(n, device, dtype)
         allowed = sc.cands
         if sc.ranges is not None:
             allowed = [mm_fp32] + [f for f in sc.cands if sc.ranges[f.__name__][0] <= n < sc.ranges[f.__name__][1]]
-        per = {f.__name__: device_ms(f, a, b, device=device) for f in allowed}
-        best[n] = min(per.items(), key=lambda p: p[1])
-        eager_host[n] = host_us(dict((f.__name__, f) for f in allowed)[best[n][0]], a, b, device=device)
         pick = table.partition.lookup(n).owner or table.reference
         impl = disp._by_name[pick].fn if pick in disp._by_name else sc.cands[0]
         if pick not in single_fns:
-            torch._dynamo.reset()
             single_fns[pick] = torch.compile(impl, dynamic=True)
-        single_dev[n] = device_ms(single_fns[pick], a, b, device=device)
+        fns = {"ours": fn, "1-compile": single_fns[pick], **{f.__name__: f for f in allowed}}
+        if up:
+            fns["upstream"] = up[0]
+        times = interleaved_ms(fns, a, b, device=device)
+        our_dev[n], single_dev[n], up_dev[n] = times.pop("ours"), times.pop("1-compile"), times.pop("upstream", None)
+        best[n] = min(times.items(), key=lambda p: p[1])
+        our_host[n] = host_us(fn, a, b, device=device)
         single_host[n] = host_us(single_fns[pick], a, b, device=device)
+        eager_host[n] = host_us(dict((f.__name__, f) for f in allowed)[best[n][0]], a, b, device=device)
 
     if profile and device == "cuda":
         n = sc.sizes[len(sc.sizes) // 2]
@@ -251,7 +276,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
                  f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'1-cmp us':>8} {'eager us':>8}")
     for n in sc.sizes:
         pick = table.partition.lookup(n).owner or table.reference
-        up_ms = up[0].get(n) if up else None
+        up_ms = up_dev.get(n)
         lines.append(
             f"{n:>8} {pick:>9} {our_dev[n]:9.4f} {up_ms if up_ms is not None else float('nan'):9.4f} "
             f"{best[n][1]:9.4f} {best[n][0]:>9} {single_dev[n]:9.4f} {our_dev[n] / best[n][1]:9.3f} "
@@ -275,6 +300,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["kmm", "mmm", "cmm"], default=None)
     opts = parser.parse_args()
     device, dtype = opts.device, (torch.bfloat16 if opts.device == "cuda" else torch.float32)
+    gpu_warmup(device)
     k_sizes = [256, 1000, 4096, 5000, 16384, 65536, 70000, 262144]
     m_sizes = [1, 16, 100, 256, 1000, 4096, 5000, 16384]
     if opts.quick:
@@ -290,11 +316,9 @@ def main() -> None:
         Scenario("cmm", [mm1, mm_lin], None, m_sizes, lambda m: ((m, big), (big, big)), None, None,
                  ranges={"mm1": (1, 4096), "mm_lin": (4096, float("inf"))}),
     ]
-    out: list[str] = []
     for sc in scenarios:
         if opts.only in (None, sc.name):
-            out += report(sc, device, dtype, opts.profile)
-    print("\n".join(out))
+            print("\n".join(report(sc, device, dtype, opts.profile)), flush=True)
 
 
 if __name__ == "__main__":

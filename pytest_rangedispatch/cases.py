@@ -2,7 +2,9 @@
 
 Per range of the op: one equivalence case per candidate (``[op-x[1]in[512,2048)-medium]``),
 one case for the dispatched op across the range's boundaries (``...-dispatch``), and one
-benchmark case (``...-bench``) unless ``benchmark=False``.
+benchmark case (``...-bench``) unless ``benchmark=False``. A ``MultiKernel`` gets the same
+three kinds per hint region (``[mk-near[1024x512]-mk@4096x2048]``): the shapes its ``nearest``
+policy sends to one variant.
 """
 
 from __future__ import annotations
@@ -66,19 +68,46 @@ class RangeCase:
         return f"RangeCase({self.id})"
 
 
+@dataclass(frozen=True)
+class HintRegion:
+    """The shapes a MultiKernel's ``nearest`` policy sends to one variant: those whose sizes
+    are closer (L1 in log2 space) to its hint than to any other hint."""
+
+    index: int
+    hint: tuple[int, ...]
+    variant: str
+
+    @property
+    def lo(self) -> int:  # orders the report
+        return self.index
+
+    hi = None
+
+    @property
+    def label(self) -> str:
+        return f"nearest {'x'.join(map(str, self.hint))}"
+
+    def __str__(self) -> str:
+        return self.label
+
+
 def range_label(rng: Any) -> str:
+    if isinstance(rng, HintRegion):
+        return rng.label
     hi = "inf" if rng.hi is None else str(rng.hi)
     return f"[{rng.lo},{hi})"
 
 
 def range_id(op: Any, rng: Any) -> str:
+    if isinstance(rng, HintRegion):
+        return f"near[{'x'.join(map(str, rng.hint))}]"
     dispatch = op.dispatch
     return f"{dispatch}in{range_label(rng)}" if dispatch is not None else "all"
 
 
 def parse_marker(mark: Any) -> list[OpSpec]:
     """Validate one marker: ops as positional args, options as keywords."""
-    from rangedispatch import dispatcher_of
+    from rangedispatch import MultiKernel, dispatcher_of
 
     if not mark.args:
         raise TypeError(
@@ -101,6 +130,14 @@ def parse_marker(mark: Any) -> list[OpSpec]:
             raise ValueError(f"@pytest.mark.{MARKER}: {key} must be a positive int, got {value!r}")
     specs = []
     for target in mark.args:
+        if isinstance(target, MultiKernel):
+            if options.get("make_inputs", target.make_inputs) is None:
+                raise ValueError(
+                    f"@pytest.mark.{MARKER}: MultiKernel {target.name!r} has no make_inputs; pass "
+                    "make_inputs=lambda sizes: (...args at those sizes...) to the marker or to MultiKernel(...)"
+                )
+            specs.append(OpSpec(target, target, options))
+            continue
         try:
             op = dispatcher_of(target)
         except Exception as exc:
@@ -115,8 +152,10 @@ def parse_marker(mark: Any) -> list[OpSpec]:
 
 
 def cases_for(spec: OpSpec) -> list[RangeCase]:
-    """Every generated case of one op, range by range."""
+    """Every generated case of one op, range by range (a MultiKernel: hint region by region)."""
     op = spec.op
+    if is_multikernel(spec):
+        return _hint_cases(spec)
     plan = op.plan
     reference = op._ref.name
     float64_reference = spec.options.get("reference") is not None
@@ -130,6 +169,27 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
             out.append(RangeCase(spec, rng, DISPATCH))
         if spec.options.get("benchmark", True):
             out.append(RangeCase(spec, rng, BENCH))
+    return out
+
+
+def is_multikernel(spec: OpSpec) -> bool:
+    from rangedispatch import MultiKernel
+
+    return isinstance(spec.op, MultiKernel)
+
+
+def _hint_cases(spec: OpSpec) -> list[RangeCase]:
+    """Per hint region: every variant but the first (the reference, unless a float64 reference
+    is given), the MultiKernel itself, and a benchmark."""
+    variants = spec.op.variants
+    float64_reference = spec.options.get("reference") is not None
+    out = []
+    for i, v in enumerate(spec.op.hinted):  # variants without a hint own no region
+        region = HintRegion(i, v.hint, v.name)
+        out += [RangeCase(spec, region, w.name) for j, w in enumerate(variants) if j or float64_reference]
+        out.append(RangeCase(spec, region, DISPATCH))
+        if spec.options.get("benchmark", True):
+            out.append(RangeCase(spec, region, BENCH))
     return out
 
 

@@ -272,6 +272,19 @@ class Equivalence:
         return (f"{case.spec.name}: range {dispatch} in {case.range}, {at} ({variant.describe()}; "
                 f"inputs {describe_inputs(args, kwargs, self.names)})")
 
+    def strategy(self) -> Any:
+        """Hypothesis strategy of the sizes to sweep (``None``: nothing to sweep)."""
+        from hypothesis import strategies as st
+
+        if self.op.dispatch is None:
+            return None
+        low, high = window(self.case)
+        return st.integers(low, high)
+
+    def fixed_sizes(self) -> list[Any]:
+        """Sizes always checked after the sweep."""
+        return boundary_sizes(self.case) if self.op.dispatch is not None else [None]
+
     def run(self) -> int:
         """Hypothesis first (so failures shrink to the smallest size), then every boundary size
         in every variant. Returns the number of examples run."""
@@ -283,18 +296,16 @@ class Equivalence:
 
             pytest.skip(f"no device available among {self.unavailable}")
         variants = [Variant(d, dev, lay) for d in self.dtypes for dev in self.devices for lay in self.layouts]
-        low, high = window(self.case)
         settings = hypothesis_settings(self.profile, self.case.spec.options.get("examples"))
-        if self.op.dispatch is not None:
+        strategy = self.strategy()
+        if strategy is not None:
             @settings
-            @given(size=st.integers(low, high), variant=st.sampled_from(variants))
-            def sweep(size: int, variant: Variant) -> None:
+            @given(size=strategy, variant=st.sampled_from(variants))
+            def sweep(size: Any, variant: Variant) -> None:
                 self.check(size, variant)
 
             sweep()
-            sizes: list[Any] = boundary_sizes(self.case)
-        else:
-            sizes = [None]
+        sizes = self.fixed_sizes()
         for size in sizes:
             for variant in variants:
                 self.check(size, variant)
@@ -356,24 +367,50 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
         cands.insert(0, op._ref)
     subject = spec.target if callable(spec.target) else op
     benchmarker = op.benchmarker or default_benchmarker(torch.device(device).type)
-    per_size: dict[str, list[tuple[int, float]]] = {c.name: [] for c in cands}
-    per_size[DISPATCH] = []
+    subjects = [(c.name, c.call) for c in cands] + [(DISPATCH, subject)]
+    per_size, noises = time_all(subjects, sizes, lambda size: inputs.make(size, variant), benchmarker, device)
+    label = f"{spec.name}: range {op.dispatch} in {rng}"
+    record = summarise(case, per_size, noises, winner=winner, label=label, baseline=baseline, threshold=threshold,
+                       fix="re-tune with op.tune(..., force=True) or clear the cache")
+    record.update(per_size={n: [list(p) for p in pts] for n, pts in per_size.items()},
+                  sizes=[s for s in sizes if s is not None], device=device)
+    return record
+
+
+def time_all(subjects: Sequence[tuple[str, Callable[..., Any]]], sizes: Sequence[Any],
+             make: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any]]], benchmarker: Any,
+             device: str) -> tuple[dict[str, list[tuple[Any, float]]], list[float]]:
+    """Median ms of every ``(name, fn)`` at every size (inputs from ``make(size)``), timed
+    together per size under the device's exclusive lock; plus each job's relative spread."""
+    per_size: dict[str, list[tuple[Any, float]]] = {name: [] for name, _ in subjects}
     noises: list[float] = []
     with device_lock(device, exclusive=True):
         for size in sizes:
-            a, k = inputs.make(size, variant)
-            jobs = [Job(c.name, size or 0, _bind(c.call, a, k)) for c in cands]
-            jobs.append(Job(DISPATCH, size or 0, _bind(subject, a, k)))
+            a, k = make(size)
+            weight = size if isinstance(size, int) else (int(size[0]) if size else 0)  # a shape: its first size, as MultiKernel does
+            jobs = [Job(name, weight, _bind(fn, a, k)) for name, fn in subjects]
             for job, samples in zip(jobs, benchmarker.measure(jobs)):
-                per_size[job.name].append((size or 0, statistics.median(samples)))
+                per_size[job.name].append((size if size is not None else 0, statistics.median(samples)))
                 noises.append(relative_spread(samples))
+    return per_size, noises
+
+
+def summarise(case: RangeCase, per_size: dict[str, list[tuple[Any, float]]], noises: Sequence[float], *,
+              winner: str, label: str, baseline: dict[str, Any] | None, threshold: float | None,
+              fix: str, stale: str = "stale table", owner: str = "the table's winner") -> dict[str, Any]:
+    """The report record of one benchmark case from its timings: ``per_size`` maps each
+    candidate (and ``"dispatch"``) to ``(size, ms)`` pairs at the same sizes. Flags a stale
+    winner (slower than the fastest beyond the noise and ``stale_tolerance``) and regressions
+    against the baseline."""
+    spec = case.spec
     times = {name: geomean([t for _, t in pts]) for name, pts in per_size.items()}
     cand_times = {n: t for n, t in times.items() if n != DISPATCH}
     ranked = sorted(cand_times.items(), key=lambda p: p[1])
     fastest, fastest_ms = ranked[0]
     noise = statistics.median(noises) if noises else 0.0
     tolerance = float(spec.options.get("stale_tolerance", 0.05))
-    best_per_size = [min(per_size[n][i][1] for n in cand_times) for i in range(len(sizes))]
+    count = len(per_size[DISPATCH])
+    best_per_size = [min(per_size[n][i][1] for n in cand_times) for i in range(count)]
     dispatch_ms = times[DISPATCH]
     best_ms = geomean(best_per_size)
     runner_up = next(((n, t) for n, t in ranked if n != winner), (None, math.inf))
@@ -388,19 +425,15 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
         "fastest": fastest,
         "noise": noise,
         "times_ms": cand_times,
-        "per_size": {n: [list(p) for p in pts] for n, pts in per_size.items()},
-        "sizes": [s for s in sizes if s is not None],
-        "device": device,
         "problems": [],
         "statuses": [],
     }
-    label = f"{spec.name}: range {op.dispatch} in {rng}"
     if fastest != winner and winner_ms / fastest_ms - 1 > max(tolerance, noise):
         record["statuses"].append("stale")
         record["problems"].append(
-            f"{label}: stale table: the table's winner {winner!r} takes {_ms(winner_ms)} but {fastest!r} "
+            f"{label}: {stale}: {owner} {winner!r} takes {_ms(winner_ms)} but {fastest!r} "
             f"takes {_ms(fastest_ms)} ({winner_ms / fastest_ms - 1:+.1%}, beyond the noise {noise:.1%} and "
-            f"the tolerance {tolerance:.0%}); re-tune with op.tune(..., force=True) or clear the cache"
+            f"the tolerance {tolerance:.0%}); {fix}"
         )
     old = ((baseline or {}).get("ops", {}).get(spec.name, {}) or {}).get(case.key[1])
     if old and threshold is not None:

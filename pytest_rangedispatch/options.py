@@ -33,5 +33,6 @@ MARKER_OPTIONS = {
     "max_size": "largest size drawn in an unbounded last range (default: the op's range_upper_bound, else max(2*lo, 256))",
     "reference": "a float64 reference function (default: the op's own function, in the input dtype)",
     "benchmark": "False turns the per-range benchmark check off",
+    "make_inputs": "for a MultiKernel: make_inputs(sizes) -> the call's args at sizes like a hint (default: the MultiKernel's own)",
     "stale_tolerance": "how much slower than the fastest the table's winner may be before it is stale (default 0.05)",
 }

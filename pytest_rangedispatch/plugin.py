@@ -119,11 +119,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     __tracebackhide__ = True
     case = callspec.params[CASE_ARG]
     config = pyfuncitem.config
-    from .cases import BENCH
-    from .checks import Equivalence, run_benchmark
+    from .cases import BENCH, is_multikernel
     from .locking import device_lock
 
-    record = rec.new_record(case.spec.name, str(case.op.dispatch) if case.op.dispatch else None, case.range)
+    if is_multikernel(case.spec):
+        from .hints import HintEquivalence as Equivalence, run_hint_benchmark as run_benchmark
+    else:
+        from .checks import Equivalence, run_benchmark
+    dispatch = getattr(case.op, "dispatch", None)
+    record = rec.new_record(case.spec.name, str(dispatch) if dispatch else None, case.range)
     try:
         if case.kind == BENCH:
             threshold = rec.parse_threshold(config.getoption(OPTION_FAIL_REGRESSION))
@@ -158,7 +162,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
 
 def _with_table(record: dict[str, Any], case: Any) -> dict[str, Any]:
     """Winner, runner-up and margin from the op's table when no benchmark case measured them."""
-    table = case.op.table
+    table = getattr(case.op, "table", None)
     if table is None or record.get("winner"):
         return record
     result = next((r for r in table.results if r.range == case.range), None)

@@ -26,10 +26,13 @@ FROM_TABLE = ("winner", "runner_up", "margin")
 
 
 def new_record(op: str, dispatch: str | None, rng: Any) -> dict[str, Any]:
+    """An empty record for a range (``lo``, ``hi``) or a multi-kernel hint region (``label``;
+    its ``lo`` is the variant's index, which orders the report)."""
+    label = getattr(rng, "label", None) or f"[{rng.lo},{'inf' if rng.hi is None else rng.hi})"
     return {
         "op": op,
         "dispatch": dispatch,
-        "range": f"[{rng.lo},{'inf' if rng.hi is None else rng.hi})",
+        "range": label,
         "lo": rng.lo,
         "hi": rng.hi,
         "examples": 0,

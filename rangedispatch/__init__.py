@@ -17,7 +17,7 @@ from .compare import Mismatch, compare, default_tolerance
 from .config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, RangeDispatchError, TableError, TuningError
-from .multikernel import MultiKernel, Variant
+from .multikernel import MultiKernel, Variant, inductor_multi_kernel
 from .op import RangeDispatchOp
 from .ranges import Partition, Range
 from .registration import dispatcher_of, range_dispatch, register_custom_op_autotuning
@@ -55,6 +55,7 @@ __all__ = [
     "default_benchmarker",
     "default_tolerance",
     "dispatcher_of",
+    "inductor_multi_kernel",
     "range_dispatch",
     "register_custom_op_autotuning",
     "sample_sizes",

@@ -4,6 +4,13 @@
 absolute term is scaled by the reference's RMS so the same tolerance works for outputs of
 any magnitude (a split-K sum over 2**18 terms and a unit-scale norm alike). Shapes and
 dtypes must match exactly; NaN passes only where the reference is NaN too.
+
+Half-precision and float8 outputs (2 bytes or fewer per element) may hold a few rounding
+outliers: two correct kernels that round an intermediate differently (eager rounds
+``x * 2 + y.sin()`` to bfloat16 before a softmax, a fused kernel does not) disagree beyond the
+tolerance on a handful of elements in millions. Up to one element in 10,000 (at least one) may
+exceed the bound, by at most 4 times; a real bug (a wrong row, a wrong boundary, a bad
+element far off) still fails.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # (rtol, atol relative to the reference's RMS), by dtype name
+OUTLIER_FRACTION = 1e-4  # low-precision outputs: share of elements allowed past the bound
+OUTLIER_FACTOR = 4.0  # ... by at most this factor
+
 _TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-7, 1e-7),
     "complex128": (1e-7, 1e-7),
@@ -118,10 +128,15 @@ def _compare_tensors(actual: Any, expected: Any, rtol: float | None, atol: float
     diff = (a - e).abs()
     diff = torch.where(nan_e & nan_a, torch.zeros_like(diff), diff)
     inf_ok = ~finite & (a == e)
-    bad = (diff > atol * scale + rtol * e.abs()) & ~inf_ok
+    bound = atol * scale + rtol * e.abs()
+    bad = (diff > bound) & ~inf_ok
     bad = bad | (nan_e & ~nan_a)
     if not bool(bad.any()):
         return None
+    if expected.element_size() <= 2 and not expected.is_complex():
+        gross = bad & ~(diff <= OUTLIER_FACTOR * bound)
+        if not bool(gross.any()) and int(bad.sum()) <= max(1, int(bad.numel() * OUTLIER_FRACTION)):
+            return None  # a few rounding outliers of a low-precision output
     return _describe(actual, expected, bad, where, f"values differ beyond rtol={rtol:g}, atol={atol:g}*rms")
 
 

@@ -12,6 +12,8 @@ Hints are sequences of ints compared with the call's *sizes*: by default every d
 every tensor argument in order; pass ``sizes=lambda a, b: (a.shape[0], b.shape[1])`` to compare
 fewer numbers. Dimensions on which all hints agree do not count in the distance. A shape that
 equals a variant's hint exactly picks that variant without timing under either policy.
+A variant without a hint (``hint=None``, e.g. a library kernel) is timed by ``benchmark`` but
+never chosen by ``nearest``.
 
 Variant sources: plain callables (:class:`Variant`), a function compiled once per hint with
 ``torch.compile`` and primed at the hint (:meth:`MultiKernel.compiled`), and a kernel with
@@ -26,6 +28,8 @@ import functools
 import json
 import logging
 import math
+import os
+import tempfile
 import threading
 import time
 import types
@@ -51,16 +55,21 @@ POLICIES = ("benchmark", "nearest")
 
 @dataclass(frozen=True)
 class Variant:
-    """One implementation and the sizes it was tuned for."""
+    """One implementation and the sizes it was tuned for (``None``: no hint; only the
+    ``benchmark`` policy can choose it)."""
 
     fn: Callable[..., Any]
-    hint: tuple[int, ...]
+    hint: tuple[int, ...] | None
     name: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)  # e.g. the launch config chosen
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise ConfigTypeError(f"Variant fn must be callable, got {type(self.fn).__name__}")
+        if self.hint is None:
+            if not self.name:
+                object.__setattr__(self, "name", short_name(self.fn))
+            return
         hint = tuple(self.hint) if isinstance(self.hint, (list, tuple)) else (self.hint,)
         if not hint or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in hint):
             raise ConfigError(
@@ -123,6 +132,9 @@ class MultiKernel:
             and drop (with a warning) variants that differ for that shape.
         rtol, atol: tolerances of that check (default: by dtype).
         cache: persist per-shape decisions in the tuning cache directory.
+        make_inputs: ``make_inputs(sizes)`` builds one call's inputs (a tuple of args) at
+            sizes like a hint; the pytest plugin's equivalence sweeps and benchmarks use it.
+            :meth:`compiled` and :meth:`tuned_configs` keep the one they were given.
 
     Example:
         >>> mk = MultiKernel([(small_impl, [64, 64]), (large_impl, [4096, 4096])],
@@ -142,6 +154,7 @@ class MultiKernel:
         rtol: float | None = None,
         atol: float | None = None,
         cache: bool = True,
+        make_inputs: Callable[[Sequence[int]], Any] | None = None,
     ) -> None:
         if isinstance(variants, (str, bytes)) or not isinstance(variants, Sequence) or not variants:
             raise ConfigError(
@@ -155,16 +168,20 @@ class MultiKernel:
                 made.append(Variant(v[0], v[1]))
             else:
                 raise ConfigTypeError(f"variants[{i}] must be a Variant or an (fn, hint) pair, got {type(v).__name__}")
-        ranks = {len(v.hint) for v in made}
+        hinted = [v for v in made if v.hint is not None]
+        if not hinted:
+            raise ConfigError("at least one variant needs a hint (the sizes it was tuned for), e.g. Variant(fn, [1024, 512])")
+        ranks = {len(v.hint) for v in hinted}
         if len(ranks) != 1:
             raise ConfigError(
                 "every variant's hint must have the same number of sizes, got "
-                + ", ".join(f"{v.name}: {list(v.hint)}" for v in made)
+                + ", ".join(f"{v.name}: {list(v.hint)}" for v in hinted)
             )
         names = [v.name for v in made]
         if len(set(names)) != len(names):
             raise ConfigError(f"variant names must be unique, got {names}; pass Variant(..., name=...)")
         self.variants: tuple[Variant, ...] = tuple(made)
+        self.hinted: tuple[Variant, ...] = tuple(hinted)  # the ones ``nearest`` chooses from
         self.rank = ranks.pop()
         self.policy = policy
         self.sizes_fn = sizes or _default_sizes
@@ -172,7 +189,8 @@ class MultiKernel:
         self.benchmarker = benchmarker
         self.check, self.rtol, self.atol = check, rtol, atol
         self.use_cache = cache
-        hints = [v.hint for v in made]
+        self.make_inputs = make_inputs
+        hints = [v.hint for v in hinted]
         self._mask = [len({h[i] for h in hints}) > 1 for i in range(self.rank)]
         self._choice: dict[tuple[Any, ...], Variant] = {}
         self._by_name = {v.name: v for v in made}
@@ -226,10 +244,10 @@ class MultiKernel:
             if len(sizes) != self.rank:
                 raise ConfigError(
                     f"{self.name}: the call's sizes {list(sizes)} have {len(sizes)} numbers but the hints have "
-                    f"{self.rank} (e.g. {list(self.variants[0].hint)}); pass sizes=lambda *args: (...) returning "
+                    f"{self.rank} (e.g. {list(self.hinted[0].hint)}); pass sizes=lambda *args: (...) returning "
                     f"{self.rank} numbers to compare with the hints"
                 )
-            exact = next((v for v in self.variants if v.hint == sizes), None)
+            exact = next((v for v in self.hinted if v.hint == sizes), None)
             if exact is not None or len(self.variants) == 1:
                 variant = exact or self.variants[0]
             elif self.policy == "nearest":
@@ -244,7 +262,7 @@ class MultiKernel:
 
     def nearest(self, sizes: Sequence[int]) -> Variant:
         """The variant whose hint has the smallest L1 log2 distance to ``sizes`` (first on ties)."""
-        return min(self.variants, key=lambda v: log2_distance(sizes, v.hint, self._mask))
+        return min(self.hinted, key=lambda v: log2_distance(sizes, v.hint, self._mask))
 
     def _benchmark(self, sizes: Sequence[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Variant:
         t0 = time.perf_counter()
@@ -276,7 +294,7 @@ class MultiKernel:
         self._selected = {v.name: 0 for v in self.variants}
 
     def _fingerprints(self) -> dict[str, str]:
-        return {v.name: f"{source_hash(v.fn)}:{list(v.hint)}:{sorted(v.meta.items())}" for v in self.variants}
+        return {v.name: f"{source_hash(v.fn)}:{v.hint and list(v.hint)}:{sorted(v.meta.items())}" for v in self.variants}
 
     def to_json(self, environment: Environment | None = None) -> dict[str, Any]:
         return {
@@ -375,8 +393,10 @@ class MultiKernel:
         hints: Sequence[Sequence[int]],
         make_inputs: Callable[[Sequence[int]], tuple[Any, ...]],
         *,
-        dynamic: bool = True,
+        dynamic: bool | None = True,
         compile_options: Mapping[str, Any] | None = None,
+        library: Sequence[Callable[..., Any]] = (),
+        benchmarker: Benchmarker | None = None,
         **options: Any,
     ) -> MultiKernel:
         """One ``torch.compile`` of ``fn`` per hint, each primed by a first call on
@@ -385,18 +405,42 @@ class MultiKernel:
         Each compile gets its own copy of ``fn``'s code object: Dynamo keys compiled code by
         code object, so compiling the same function twice would otherwise reuse the first
         hint's graph for every hint.
+
+        ``library``: equivalent functions that need no compile (eager ``fn``, a cuBLAS or SDPA
+        call). At each hint the compile and the library functions are timed on the hint's
+        inputs (and checked against the compile's output); the fastest becomes that hint's
+        variant, which ``nearest`` picks. The others stay as variants without a hint, which
+        the ``benchmark`` policy still times.
         """
         import torch
 
-        variants = []
+        hinted: list[Variant] = []
+        spare: dict[str, Variant] = {}
         for hint in hints:
+            label = "x".join(map(str, hint))
             copy = _fresh_function(fn)
             compiled = torch.compile(copy, dynamic=dynamic, **dict(compile_options or {}))
             inputs = make_inputs(hint)
             compiled(*inputs)  # prime: compiles with this hint's sizes as Inductor's size hints
-            variants.append(Variant(compiled, tuple(hint), name=f"{short_name(fn)}@{'x'.join(map(str, hint))}",
-                                    meta={"source": "torch.compile"}))
-        return cls(variants, name=options.pop("name", short_name(fn)), **options)
+            mine = Variant(compiled, None, name=f"{short_name(fn)}@{label}", meta={"source": "torch.compile"})
+            pool = [mine] + [Variant(f, None, meta={"source": "library"}) for f in library]
+            best = 0
+            if library:
+                items = [(v.name, repr(v.name), functools.partial(v.fn, *inputs)) for v in pool]
+                found = _fastest(items, kind="variant", prefix="", where=f"hint {list(hint)}",
+                                 benchmarker=benchmarker or default_benchmarker(_device_type(inputs)),
+                                 size=int(hint[0]), rtol=options.get("rtol"), atol=options.get("atol"))
+                best = 0 if found is None else found
+            chosen = pool[best]
+            hinted.append(Variant(chosen.fn, tuple(hint), name=chosen.name if best == 0 else f"{chosen.name}@{label}",
+                                  meta=chosen.meta))
+            for i, v in enumerate(pool):
+                if i != best:
+                    spare.setdefault(v.name, v)
+        chosen_fns = {id(v.fn) for v in hinted}
+        spare_list = [v for v in spare.values() if id(v.fn) not in chosen_fns]
+        options.setdefault("make_inputs", make_inputs)
+        return cls(hinted + spare_list, name=options.pop("name", short_name(fn)), benchmarker=benchmarker, **options)
 
     @classmethod
     def tuned_configs(
@@ -429,10 +473,51 @@ class MultiKernel:
             variants.append(Variant(functools.partial(launch, **config), tuple(hint),
                                     name=f"{short_name(launch)}@{'x'.join(map(str, hint))}[{label}]",
                                     meta={"config": json.dumps(dict(config), sort_keys=True)}))
+        options.setdefault("make_inputs", make_inputs)
         return cls(variants, name=options.pop("name", short_name(launch)), benchmarker=benchmarker, **options)
 
     def __repr__(self) -> str:
         return f"MultiKernel({self.name!r}, policy={self.policy!r}, variants={[v.name for v in self.variants]})"
+
+
+def inductor_multi_kernel(
+    fn: Callable[..., Any],
+    hints: Sequence[int],
+    *,
+    dynamic: bool | None = True,
+    fresh_cache: bool = True,
+    **inductor_options: Any,
+) -> Callable[..., Any]:
+    """``torch.compile(fn)`` with upstream Inductor's own size-hint multi-kernel turned on
+    (``triton.multi_kernel=1`` and ``multi_kernel_hints=hints``), to compare with
+    :class:`MultiKernel`.
+
+    Upstream's hints are single ints applied to every dynamic dimension, and they only change
+    GEMM template choices (with ``max_autotune=True`` in ``inductor_options``); reductions get
+    upstream's persistent / non-persistent multi-kernel. The options travel with the compiled
+    function, so recompiles keep them. With ``fresh_cache`` (the default) the process's
+    Inductor cache directory is pointed at a new empty one first: upstream's multi-kernel
+    stores its runtime choices there and has been seen to fail on a warm cache.
+    """
+    import torch
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config, "multi_kernel_hints"):
+        raise ConfigError(
+            f"inductor_multi_kernel: torch {torch.__version__} has no torch._inductor.config.multi_kernel_hints; "
+            "use a torch release that has it, or MultiKernel, which does not need it"
+        )
+    if isinstance(hints, (str, bytes)) or not isinstance(hints, Sequence) or not hints or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hints
+    ):
+        raise ConfigError(
+            f"inductor_multi_kernel: hints must be a non-empty list of positive ints (upstream applies each to "
+            f"every dynamic dimension), e.g. [64, 4096]; got {hints!r}"
+        )
+    if fresh_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rangedispatch-inductor-")
+    options = {"triton.multi_kernel": 1, "multi_kernel_hints": list(hints), **inductor_options}
+    return torch.compile(_fresh_function(fn), dynamic=dynamic, options=options)
 
 
 def _device_type(values: Sequence[Any]) -> str:

@@ -1,0 +1,159 @@
+"""The engine, the multi-kernel dispatcher and the plugin on a CUDA device, with real timing
+(CUDA events) and real Triton kernels. Skipped without CUDA."""
+
+from importlib.metadata import entry_points
+
+import hypothesis  # noqa: F401  (imported before pytester's in-process run, as in tests/plugin)
+import pytest
+import torch
+
+import rangedispatch as rd
+
+INSTALLED = any(ep.value.startswith("pytest_rangedispatch") for ep in entry_points(group="pytest11"))
+LOAD = [] if INSTALLED else ["-p", "pytest_rangedispatch.plugin"]
+pytestmark = pytest.mark.gpu
+
+DEV = "cuda"
+
+
+def make_scale_op(name="gpu_scale"):
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[512, 2048], cache=False, name=name)
+    def scale(x, w):
+        return x * w
+
+    @scale.register_impl
+    def scale_einsum(x, w):
+        return torch.einsum("bsh,h->bsh", x, w)
+
+    @scale.register_impl
+    def scale_chunked(x, w):
+        return torch.cat([c * w for c in x.split(256, dim=1)], dim=1)
+
+    return scale
+
+
+def test_tuning_uses_cuda_events_and_every_range_dispatches_correctly():
+    scale = make_scale_op()
+    x, w = torch.randn(4, 700, 256, device=DEV), torch.randn(256, device=DEV)
+    table = rd.dispatcher_of(scale).tune(x, w)
+    assert table.environment.device.startswith("cuda")
+    assert isinstance(rd.default_benchmarker("cuda"), rd.CudaBenchmarker)
+    for s in (1, 511, 512, 513, 2047, 2048, 5000):
+        x = torch.randn(2, s, 256, device=DEV)
+        torch.testing.assert_close(scale(x, w), x * w)
+
+
+@pytest.mark.compile
+def test_compiled_dispatch_on_cuda_is_one_graph_across_ranges():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    scale = make_scale_op("gpu_scale_compiled")
+    w = torch.randn(256, device=DEV)
+    rd.dispatcher_of(scale).tune(torch.randn(4, 700, 256, device=DEV), w)
+    counter = CompileCounterWithBackend("inductor")
+    fn = torch.compile(lambda x, w: scale(x, w) + 1, dynamic=True, fullgraph=True, backend=counter)
+    for s in (3, 511, 512, 1000, 2048, 4000):
+        x = torch.randn(2, s, 256, device=DEV)
+        torch.testing.assert_close(fn(x, w), x * w + 1)
+    assert counter.frame_count == 1
+
+
+@pytest.mark.compile
+def test_multikernel_compiled_per_hint_with_a_library_variant():
+    def f(x, y):
+        return (x * 2.0 + y.sin()).softmax(-1)
+
+    def eager(x, y):
+        return f(x, y)
+
+    make = lambda h: (torch.randn(*h, device=DEV), torch.randn(*h, device=DEV))  # noqa: E731
+    mk = rd.MultiKernel.compiled(f, [[256, 512], [64, 8192]], make, library=[eager], policy="benchmark",
+                                 cache=False, sizes=lambda x, y: tuple(x.shape))
+    assert len(mk.hinted) == 2 and len(mk.variants) == 3  # each hint's fastest, plus the spare
+    for shape in [(256, 512), (100, 3000), (64, 8192), (1000, 100)]:
+        x, y = make(shape)
+        torch.testing.assert_close(mk(x, y), f(x, y))
+    stats = mk.stats()
+    assert stats["benchmarks"] == 2  # the two shapes that are not hints, timed once each
+    assert stats["benchmark_ms"] > 0
+
+
+def test_triton_launch_configs_tuned_per_hint_on_the_gpu():
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+
+    @triton.jit
+    def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
+
+    def add(x, y, BLOCK, num_warps):
+        out = torch.empty_like(x)
+        add_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, y, out, x.numel(), BLOCK=BLOCK, num_warps=num_warps)
+        return out
+
+    configs = [{"BLOCK": 128, "num_warps": 1}, {"BLOCK": 1024, "num_warps": 4}, {"BLOCK": 4096, "num_warps": 8}]
+    make = lambda h: (torch.randn(h[0], device=DEV), torch.randn(h[0], device=DEV))  # noqa: E731
+    mk = rd.MultiKernel.tuned_configs(add, configs, [[1000], [1 << 24]], make, policy="nearest", cache=False)
+    assert all("BLOCK=" in v.name for v in mk.variants)
+    for n in (1, 999, 5000, 1 << 22):
+        x, y = make([n])
+        torch.testing.assert_close(mk(x, y), x + y)
+
+
+def test_inductor_multi_kernel_helper_compiles_and_matches(monkeypatch, tmp_path):
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config, "multi_kernel_hints"):
+        pytest.skip("this torch has no multi_kernel_hints")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # restored afterwards; the helper moves it
+    fn = rd.inductor_multi_kernel(lambda a, b: torch.relu(a @ b), [64, 1024], dynamic=True)
+    for m in (8, 300):
+        a, b = torch.randn(m, 128, device=DEV), torch.randn(128, 64, device=DEV)
+        torch.testing.assert_close(fn(a, b), torch.relu(a @ b), rtol=2e-2, atol=2e-2)
+
+
+PLUGIN_TESTS = """
+import pytest, torch
+import rangedispatch as rd
+
+@rd.range_dispatch(dispatch_on=("x", 1), split_points=[512], cache=False, name="ws_gpu")
+def ws(x, w):
+    return x * w
+
+@ws.register_impl
+def ws_einsum(x, w):
+    return torch.einsum("bsh,h->bsh", x, w)
+
+def f(a, b):
+    return torch.relu(a @ b)
+
+def lin(a, b):
+    return torch.relu(torch.nn.functional.linear(a, b.t()))
+
+make = lambda s: (torch.randn(s[0], 256, device="cuda"), torch.randn(256, 128, device="cuda"))
+mk = rd.MultiKernel([rd.Variant(f, [16], name="mm"), rd.Variant(lin, [2048], name="linear")],
+                    sizes=lambda a, b: (a.shape[0],), make_inputs=make, cache=False, name="relu_mm")
+
+@pytest.mark.range_autotune(ws, example=lambda: (torch.randn(2, 600, 64, device="cuda"), torch.randn(64, device="cuda")),
+                            examples=5, stale_tolerance=10.0)
+def test_ws(range_case):
+    pass
+
+@pytest.mark.range_autotune(mk, examples=5, stale_tolerance=10.0)
+def test_mk(range_case):
+    pass
+
+def test_bench(range_benchmark):
+    x = torch.randn(4096, 4096, device="cuda")
+    out = range_benchmark(torch.mm, x, x, rounds=5)
+    assert out.shape == (4096, 4096)
+"""
+
+
+def test_plugin_runs_generated_cases_and_benchmarks_on_the_gpu(pytester):
+    pytester.makepyfile(test_gpu_op=PLUGIN_TESTS)
+    result = pytester.runpytest(*LOAD, "-q", "-p", "no:cacheprovider", "--rangedispatch-report")
+    result.assert_outcomes(passed=13)
+    result.stdout.fnmatch_lines(["*relu_mm*nearest 16*ok*", "*ws_gpu*x?1? in ?513,inf)*ok*"])
