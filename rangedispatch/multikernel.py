@@ -404,7 +404,10 @@ class MultiKernel:
 
         Each compile gets its own copy of ``fn``'s code object: Dynamo keys compiled code by
         code object, so compiling the same function twice would otherwise reuse the first
-        hint's graph for every hint.
+        hint's graph for every hint. The priming compiles also bypass Inductor's FX-graph and
+        AOTAutograd caches: torch 2.11 served the second hint's compile from the first hint's
+        cache entry (the key holds the graph, not the size hints), so every "variant" was the
+        first hint's code.
 
         ``library``: equivalent functions that need no compile (eager ``fn``, a cuBLAS or SDPA
         call). At each hint the compile and the library functions are timed on the hint's
@@ -421,7 +424,8 @@ class MultiKernel:
             copy = _fresh_function(fn)
             compiled = torch.compile(copy, dynamic=dynamic, **dict(compile_options or {}))
             inputs = make_inputs(hint)
-            compiled(*inputs)  # prime: compiles with this hint's sizes as Inductor's size hints
+            with _unshared_compile_caches():
+                compiled(*inputs)  # prime: compiles with this hint's sizes as Inductor's size hints
             mine = Variant(compiled, None, name=f"{short_name(fn)}@{label}", meta={"source": "torch.compile"})
             pool = [mine] + [Variant(f, None, meta={"source": "library"}) for f in library]
             best = 0
@@ -518,6 +522,21 @@ def inductor_multi_kernel(
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rangedispatch-inductor-")
     options = {"triton.multi_kernel": 1, "multi_kernel_hints": list(hints), **inductor_options}
     return torch.compile(_fresh_function(fn), dynamic=dynamic, options=options)
+
+
+def _unshared_compile_caches() -> Any:
+    """Turn off Inductor's FX-graph caches and the AOTAutograd cache for one compile."""
+    import contextlib
+
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(inductor_config.patch(
+        {k: False for k in ("fx_graph_cache", "fx_graph_remote_cache") if hasattr(inductor_config, k)}))
+    if hasattr(functorch_config, "enable_autograd_cache"):
+        stack.enter_context(functorch_config.patch(enable_autograd_cache=False))
+    return stack
 
 
 def _device_type(values: Sequence[Any]) -> str:

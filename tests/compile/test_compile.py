@@ -179,3 +179,21 @@ def test_sizes_0_and_1_cost_one_graph_each_and_never_retune():
     assert sum("cond" in t for t in graph_ops(cnt.graphs[2])) == 1
     assert not any("cond" in t for g in cnt.graphs[:2] for t in graph_ops(g))
     assert len(handle.benchmarker.calls) == tuned_calls
+
+
+def test_compiles_per_hint_never_share_an_inductor_cache_entry(monkeypatch, tmp_path):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+
+    def f(x):
+        return (x * 2.0).softmax(-1)
+
+    make = lambda h: (torch.randn(*h),)  # noqa: E731
+    counters.clear()
+    for _ in range(2):  # the second build would hit the first one's entries if caching were on
+        mk = rd.MultiKernel.compiled(f, [[8, 16], [64, 256]], make, policy="nearest", cache=False)
+    assert counters["inductor"]["fxgraph_cache_hit"] == 0
+    assert counters["aot_autograd"]["autograd_cache_hit"] == 0
+    x = torch.randn(40, 200)
+    torch.testing.assert_close(mk(x), f(x))

@@ -180,6 +180,52 @@ def test_compiled_source_compiles_once_per_hint_primed_at_the_hint():
     assert mk.stats()["selections"]["f@1024x64"] == 1
 
 
+def test_a_variant_without_a_hint_is_timed_by_benchmark_but_never_chosen_by_nearest():
+    bench = FakeBenchmarker({"small@64x64": 3.0, "large@4096x4096": 3.0, "wrong": 9.0, "library": 1.0})
+
+    def library(a, b):
+        return torch.mm(a, b)
+
+    variants = [rd.Variant(small, [64, 64]), rd.Variant(large, [4096, 4096]), rd.Variant(library, None)]
+    mk = rd.MultiKernel(variants, policy="benchmark", sizes=MN, benchmarker=bench, cache=False)
+    assert [v.name for v in mk.hinted] == ["small@64x64", "large@4096x4096"]
+    assert mk.select(*inputs(300)).name == "library"
+    mk.policy = "nearest"
+    assert mk.select(*inputs(300)).name == "small@64x64"
+    with pytest.raises(ConfigError, match="at least one variant needs a hint"):
+        rd.MultiKernel([rd.Variant(library, None)])
+
+
+def test_library_kernels_compete_with_the_compile_at_each_hint():
+    def backend(gm, example_inputs):
+        return gm.forward
+
+    def f(a, b):
+        return torch.relu(a @ b)
+
+    def cublas(a, b):
+        return torch.relu(torch.mm(a, b))
+
+    # scripted timings: the compile wins at the small hint, the library kernel at the large one
+    bench = FakeBenchmarker({"f@64x64": 1.0, "f@4096x64": 3.0, "cublas": 2.0})
+    mk = rd.MultiKernel.compiled(f, [[64, 64], [4096, 64]], lambda h: inputs(h[0], n=h[1]), library=[cublas],
+                                 compile_options={"backend": backend}, benchmarker=bench, policy="nearest",
+                                 sizes=MN, cache=False)
+    assert [(v.name, v.hint) for v in mk.hinted] == [("f@64x64", (64, 64)), ("cublas@4096x64", (4096, 64))]
+    assert [v.name for v in mk.variants if v.hint is None] == ["f@4096x64"]  # kept for the benchmark policy
+    assert mk.make_inputs is not None
+    a, b = inputs(3000, n=64)
+    torch.testing.assert_close(mk(a, b), torch.relu(a @ b))
+    assert mk.stats()["selections"]["cublas@4096x64"] == 1
+
+
+def test_inductor_multi_kernel_rejects_bad_hints():
+    with pytest.raises(ConfigError, match=r"hints must be a non-empty list of positive ints .* got \[\[64, 128\]\]"):
+        rd.inductor_multi_kernel(small, [[64, 128]])
+    with pytest.raises(ConfigError, match="non-empty list of positive ints"):
+        rd.inductor_multi_kernel(small, [])
+
+
 TRITON_SCRIPT = textwrap.dedent("""
     import os
     os.environ["TRITON_INTERPRET"] = "1"
