@@ -42,6 +42,10 @@ class HintSpace:
         self.hints = [tuple(v.hint) for v in mk.hinted]
         self.rank = len(self.hints[0])
         self.varies = [len({h[d] for h in self.hints}) > 1 for d in range(self.rank)]
+        # dims equal to each other in every hint (x and y of one shape, under the default
+        # sizes) stay equal in every drawn shape: each takes its first twin's value
+        self.twin = [next(e for e in range(self.rank) if all(h[e] == h[d] for h in self.hints))
+                     for d in range(self.rank)]
         logs = [[math.log2(max(h[d], 1)) for h in self.hints] for d in range(self.rank)]
         # the sweep box: a factor ``spread`` beyond the hints on every varying dimension
         pad = math.log2(spread)
@@ -51,8 +55,8 @@ class HintSpace:
         return self.mk.hinted.index(self.mk.nearest(shape))
 
     def point(self, logs: Sequence[float]) -> Shape:
-        return tuple(max(1, round(2 ** x)) if v else h
-                     for x, v, h in zip(logs, self.varies, self.hints[0]))
+        return tuple(max(1, round(2 ** logs[t])) if v else h
+                     for t, v, h in zip(self.twin, self.varies, self.hints[0]))
 
     def _log(self, shape: Sequence[int]) -> list[float]:
         return [math.log2(max(x, 1)) for x in shape]

@@ -129,3 +129,19 @@ def test_the_region_strategy_draws_only_shapes_the_region_owns(data):
     region = data.draw(hypothesis.strategies.sampled_from([0, 1, 2]))
     shape = data.draw(space.strategy(region))
     assert space.owner(shape) == region and len(shape) == 2 and min(shape) >= 1
+
+
+def test_dims_equal_in_every_hint_stay_equal_in_drawn_shapes():
+    # the default sizes of f(x, y): x's dims then y's, equal in every hint
+    mk = rd.MultiKernel([rd.Variant(lambda x, y: x, (16, 64, 16, 64), name="a"),
+                         rd.Variant(lambda x, y: x, (512, 8, 512, 8), name="b")], policy="nearest", cache=False)
+    space = HintSpace(mk)
+    shapes = space.fixed_shapes(0, outside=True) + space.fixed_shapes(1, outside=True)
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(shape=space.strategy(1))
+    def drawn(shape):
+        shapes.append(shape)
+
+    drawn()
+    assert all(s[0] == s[2] and s[1] == s[3] for s in shapes)

@@ -1,0 +1,91 @@
+"""Host cost of a compiled two-winner dispatch (a real ``torch.cond``) against a bare
+``torch.compile`` of one candidate, and how many Dynamo guards each compiled frame checks per
+call. Runs on any device; tiny tensors, so the host cost is all there is to see.
+
+    python bench/cond_guards.py [--device cuda] 2>/dev/null   # Dynamo's guard log goes to stderr
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+import torch.nn.functional as F
+
+import rangedispatch as rd
+from compile_vs_upstream import host_us
+from rangedispatch.testing import FakeBenchmarker
+
+
+class GuardCounter(logging.Handler):
+    """Counts the leaf guards Dynamo logs per compiled frame (``TORCH_LOGS=guards`` output)."""
+
+    KINDS = ("MATCH:", "CHECK:", "GUARD:", "CONTAINS:", "ALIASING", "STATE:", "STACK:", "DEVICE:")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "TREE_GUARD_MANAGER" in text or "RootGuardManager" in text:
+            self.frames.append(sum(1 for line in text.splitlines() if any(k in line for k in self.KINDS)))
+
+
+def mm1(a, b):
+    return a @ b
+
+
+def mm_lin(a, b):
+    return F.linear(a, b.t())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    device = parser.parse_args().device
+
+    @torch.library.custom_op("rdbench_guards::mm", mutates_args=())
+    def op(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b
+
+    @op.register_fake
+    def _(a, b):
+        return a.new_empty(a.shape[0], b.shape[1])
+
+    # scripted timings: mm1 below 64 rows, mm_lin from 65 on, so the table has two winners
+    bench = FakeBenchmarker({"mm1": lambda m: 1.0 if m < 64 else 3.0, "mm_lin": lambda m: 1.0 if m >= 64 else 3.0,
+                             "op": 2.0})
+    rd.register_custom_op_autotuning(op, configs=[rd.CustomOpConfig(mm1), rd.CustomOpConfig(mm_lin)],
+                                     dispatch_on={"tensor_name": "a", "dim": 0, "range_upper_bound": 256},
+                                     split_points=[64], benchmarker=bench, cache=False)
+    b = torch.randn(16, 32, device=device)
+    rd.dispatcher_of(op).tune(torch.randn(100, 16, device=device), b)
+
+    counter = GuardCounter()
+    guards_log = logging.getLogger("torch._dynamo.guards")
+    torch._logging.set_logs(guards=True)
+    guards_log.addHandler(counter)
+    ours = torch.compile(lambda a, b: op(a, b), dynamic=True)
+    single = torch.compile(lambda a, b: mm1(a, b), dynamic=True)
+    a = torch.randn(5, 16, device=device)
+    ours(a, b)
+    ours_guards = counter.frames[-1] if counter.frames else None
+    single(a, b)
+    single_guards = counter.frames[-1] if counter.frames else None
+    guards_log.removeHandler(counter)
+    torch._logging.set_logs()
+
+    print(f"{'rows':>6} {'ours us':>9} {'1-compile us':>13} {'eager us':>9}")
+    for m in (5, 100):
+        a = torch.randn(m, 16, device=device)
+        torch.testing.assert_close(ours(a, b), a @ b)
+        print(f"{m:>6} {host_us(ours, a, b, device=device, calls=2000):9.1f} "
+              f"{host_us(single, a, b, device=device, calls=2000):13.1f} "
+              f"{host_us(mm1, a, b, device=device, calls=2000):9.1f}")
+    print(f"guards checked per call: ours {ours_guards}, 1-compile {single_guards}")
+
+
+if __name__ == "__main__":
+    main()
