@@ -159,12 +159,18 @@ class Inputs:
         return self._factories[key]
 
     def make(self, size: int | None, variant: Variant) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        seed = zlib.crc32(f"{self.spec.name}|{size}|{variant}".encode())
-        devices = [torch.device(variant.device).index or 0] if torch.device(variant.device).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            args, kwargs = self.factory(variant.dtype, variant.device).make(size)
+        args, kwargs = seeded(f"{self.spec.name}|{size}|{variant}", variant.device,
+                              lambda: self.factory(variant.dtype, variant.device).make(size))
         return _map(args, kwargs, lambda t: with_layout(t, variant.layout))
+
+
+def seeded(key: str, device: str, build: Callable[[], Any]) -> Any:
+    """``build()`` under a random state seeded from ``key`` (the caller's and the device's
+    random state are left as they were), so every draw of an input is reproducible."""
+    where = torch.device(device)
+    with torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else []):
+        torch.manual_seed(zlib.crc32(key.encode()))
+        return build()
 
 
 def describe_inputs(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str]) -> str:
@@ -212,17 +218,11 @@ class Equivalence:
     reference, on Hypothesis-drawn sizes and on every boundary size, in every variant."""
 
     def __init__(self, case: RangeCase, profile: str | None) -> None:
-        self.case, self.profile = case, profile
         spec = case.spec
         self.op = spec.op
         args, kwargs = example_call(spec)
         self.inputs = Inputs(spec, args, kwargs)
-        dtypes, devices, layouts = default_variants(spec, args, kwargs)
-        self.dtypes, self.layouts = dtypes, layouts
-        self.devices = [d for d in devices if device_available(d)]
-        self.unavailable = [d for d in devices if d not in self.devices]
-        self.float64 = spec.options.get("reference")
-        self.rtol, self.atol = spec.options.get("rtol"), spec.options.get("atol")
+        self._setup(case, profile, *default_variants(spec, args, kwargs))
         if case.kind == DISPATCH:
             ensure_tuned(spec, args, kwargs)
             self.subject: Callable[..., Any] = spec.target if callable(spec.target) else self.op
@@ -233,6 +233,16 @@ class Equivalence:
             self.subject_name = f"candidate {cand.name!r}"
         self.reference = self.op._ref.call
         self.names = list(self.op._params)
+
+    def _setup(self, case: RangeCase, profile: str | None, dtypes: list[Any], devices: list[str],
+               layouts: list[str]) -> None:
+        """What every equivalence check holds besides its subject, reference and inputs."""
+        self.case, self.profile = case, profile
+        self.dtypes, self.layouts = dtypes, layouts
+        self.devices = [d for d in devices if device_available(d)]
+        self.unavailable = [d for d in devices if d not in self.devices]
+        self.float64 = case.spec.options.get("reference")
+        self.rtol, self.atol = case.spec.options.get("rtol"), case.spec.options.get("atol")
         self.examples = 0
         self.skipped = 0
 
@@ -387,7 +397,8 @@ def time_all(subjects: Sequence[tuple[str, Callable[..., Any]]], sizes: Sequence
     with device_lock(device, exclusive=True):
         for size in sizes:
             a, k = make(size)
-            weight = size if isinstance(size, int) else (int(size[0]) if size else 0)  # a shape: its first size, as MultiKernel does
+            # a shape is weighted by its first size, as MultiKernel's own benchmarks do
+            weight = size if isinstance(size, int) else (int(size[0]) if size else 0)
             jobs = [Job(name, weight, _bind(fn, a, k)) for name, fn in subjects]
             for job, samples in zip(jobs, benchmarker.measure(jobs)):
                 per_size[job.name].append((size if size is not None else 0, statistics.median(samples)))

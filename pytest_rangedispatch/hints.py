@@ -12,19 +12,18 @@ variant and the MultiKernel at the region's hint and boundary shapes.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any, Callable, Sequence
 
 import torch
 
-from .cases import DISPATCH, MARKER, RangeCase
+from .cases import DISPATCH, MARKER, RangeCase, _as_list
 from .checks import (
     Equivalence,
     Variant,
     _map,
     default_benchmarker,
     describe_inputs,
-    device_available,
+    seeded,
     summarise,
     time_all,
     with_layout,
@@ -150,15 +149,10 @@ class HintInputs:
         return args, {}
 
     def make(self, shape: Shape, variant: Variant) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        seed = zlib.crc32(f"{self.name}|{shape}|{variant}".encode())
-        device = torch.device(variant.device)
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            args, kwargs = self.raw(shape)
+        args, kwargs = seeded(f"{self.name}|{shape}|{variant}", variant.device, lambda: self.raw(shape))
 
         def convert(t: Any) -> Any:
-            t = t.to(device)
+            t = t.to(variant.device)
             if variant.dtype is not None and t.is_floating_point():
                 t = t.to(variant.dtype)
             return with_layout(t, variant.layout)
@@ -186,20 +180,14 @@ class HintEquivalence(Equivalence):
     more."""
 
     def __init__(self, case: RangeCase, profile: str | None) -> None:
-        self.case, self.profile = case, profile
         spec = case.spec
         self.op = mk = spec.op
         self.space = HintSpace(mk)
         self.inputs = _inputs(case)
         dtype, device = _default_variant(self.inputs, case)
         opts = spec.options
-        self.dtypes = _listed(opts.get("dtypes"), dtype)
-        devices = [str(d) for d in _listed(opts.get("devices"), device)]
-        self.layouts = _listed(opts.get("layouts"), "contiguous")
-        self.devices = [d for d in devices if device_available(d)]
-        self.unavailable = [d for d in devices if d not in self.devices]
-        self.float64 = opts.get("reference")
-        self.rtol, self.atol = opts.get("rtol"), opts.get("atol")
+        self._setup(case, profile, _listed(opts.get("dtypes"), dtype),
+                    [str(d) for d in _listed(opts.get("devices"), device)], _listed(opts.get("layouts"), "contiguous"))
         by_name = {v.name: v for v in mk.variants}
         if case.kind == DISPATCH:
             self.subject: Callable[..., Any] = mk
@@ -209,8 +197,6 @@ class HintEquivalence(Equivalence):
             self.subject_name = f"variant {case.kind!r}"
         self.reference = mk.variants[0].fn
         self.names: list[str] = []
-        self.examples = 0
-        self.skipped = 0
 
     def strategy(self) -> Any:
         return self.space.strategy(self.case.range.index)
@@ -226,9 +212,7 @@ class HintEquivalence(Equivalence):
 
 
 def _listed(value: Any, default: Any) -> list[Any]:
-    if value is None:
-        return [default]
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    return [default] if value is None else _as_list(value)
 
 
 def run_hint_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None,
@@ -241,26 +225,24 @@ def run_hint_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None,
     space = HintSpace(mk)
     inputs = _inputs(case)
     dtype, device = _default_variant(inputs, case)
-    variant = Variant(dtype, device, "contiguous")
     shapes = space.fixed_shapes(region.index, outside=False)
-    make = lambda shape: inputs.make(shape, variant)  # noqa: E731
+    built = {shape: inputs.make(shape, Variant(dtype, device, "contiguous")) for shape in shapes}
     subjects = []
     for v in mk.variants:  # a variant that fails here is the equivalence cases' to report
         try:
-            for shape in shapes:
-                a, k = make(shape)
+            for a, k in built.values():
                 v.fn(*a, **k)
         except Exception:
             continue
         subjects.append((v.name, v.fn))
-    for shape in shapes:  # decide (and, under "benchmark", time) outside the measurement
-        a, k = make(shape)
+    for a, k in built.values():  # decide (and, under "benchmark", time) outside the measurement
         mk(*a, **k)
     subjects.append((DISPATCH, mk))
     benchmarker = mk.benchmarker or default_benchmarker(torch.device(device).type)
-    per_size, noises = time_all(subjects, shapes, make, benchmarker, device)
+    per_size, noises = time_all(subjects, shapes, built.__getitem__, benchmarker, device)
     record = summarise(case, per_size, noises, winner=region.variant, baseline=baseline, threshold=threshold,
                        label=f"{spec.name}: region {region.label}", stale="stale hints",
-                       owner=f"the variant of this region's hint", fix="move the hints, add a variant tuned for these shapes, or use policy='benchmark'")
+                       owner="the variant of this region's hint",
+                       fix="move the hints, add a variant tuned for these shapes, or use policy='benchmark'")
     record.update(sizes=[list(s) for s in shapes], device=device)
     return record

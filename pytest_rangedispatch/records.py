@@ -26,13 +26,14 @@ FROM_TABLE = ("winner", "runner_up", "margin")
 
 
 def new_record(op: str, dispatch: str | None, rng: Any) -> dict[str, Any]:
-    """An empty record for a range (``lo``, ``hi``) or a multi-kernel hint region (``label``;
-    its ``lo`` is the variant's index, which orders the report)."""
-    label = getattr(rng, "label", None) or f"[{rng.lo},{'inf' if rng.hi is None else rng.hi})"
+    """An empty record for a range or a multi-kernel hint region (whose ``lo`` is its
+    variant's index, which orders the report)."""
+    from .cases import range_label
+
     return {
         "op": op,
         "dispatch": dispatch,
-        "range": label,
+        "range": range_label(rng),
         "lo": rng.lo,
         "hi": rng.hi,
         "examples": 0,

@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# (rtol, atol relative to the reference's RMS), by dtype name
 OUTLIER_FRACTION = 1e-4  # low-precision outputs: share of elements allowed past the bound
 OUTLIER_FACTOR = 4.0  # ... by at most this factor
 
+# (rtol, atol relative to the reference's RMS), by dtype name
 _TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-7, 1e-7),
     "complex128": (1e-7, 1e-7),

@@ -24,6 +24,7 @@ with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -36,7 +37,7 @@ import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .cache import cache_dir, cache_key, cache_path
 from .candidates import short_name, source_hash
@@ -524,19 +525,16 @@ def inductor_multi_kernel(
     return torch.compile(_fresh_function(fn), dynamic=dynamic, options=options)
 
 
-def _unshared_compile_caches() -> Any:
+@contextlib.contextmanager
+def _unshared_compile_caches() -> Iterator[None]:
     """Turn off Inductor's FX-graph caches and the AOTAutograd cache for one compile."""
-    import contextlib
-
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
-    stack = contextlib.ExitStack()
-    stack.enter_context(inductor_config.patch(
-        {k: False for k in ("fx_graph_cache", "fx_graph_remote_cache") if hasattr(inductor_config, k)}))
-    if hasattr(functorch_config, "enable_autograd_cache"):
-        stack.enter_context(functorch_config.patch(enable_autograd_cache=False))
-    return stack
+    autograd = {"enable_autograd_cache": False} if hasattr(functorch_config, "enable_autograd_cache") else {}
+    inductor = {k: False for k in ("fx_graph_cache", "fx_graph_remote_cache") if hasattr(inductor_config, k)}
+    with inductor_config.patch(inductor), functorch_config.patch(autograd):
+        yield
 
 
 def _device_type(values: Sequence[Any]) -> str:
