@@ -16,7 +16,7 @@ import torch
 
 from rangedispatch import compare
 from rangedispatch.inputs import CallTemplate, InputFactory
-from rangedispatch.timing import Job, default_benchmarker, relative_spread
+from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
 from .cases import BENCH, DISPATCH, LAYOUTS, OpSpec, RangeCase
@@ -400,9 +400,10 @@ def time_all(subjects: Sequence[tuple[str, Callable[..., Any]]], sizes: Sequence
             # a shape is weighted by its first size, as MultiKernel's own benchmarks do
             weight = size if isinstance(size, int) else (int(size[0]) if size else 0)
             jobs = [Job(name, weight, _bind(fn, a, k)) for name, fn in subjects]
-            for job, samples in zip(jobs, benchmarker.measure(jobs)):
-                per_size[job.name].append((size if size is not None else 0, statistics.median(samples)))
-                noises.append(relative_spread(samples))
+            for m in measure_jobs(benchmarker, jobs):
+                per_size[m.name].append((size if size is not None else 0, m.ms if m.status in (OK, RACED) else math.inf))
+                if m.status == OK:
+                    noises.append(m.spread)
     return per_size, noises
 
 

@@ -34,6 +34,11 @@ _TOLERANCES: dict[str, tuple[float, float]] = {
 }
 
 
+def low_precision(dtype: Any) -> bool:
+    """Floating dtypes of 2 bytes or fewer (float16, bfloat16, float8): their results round."""
+    return bool(getattr(dtype, "is_floating_point", False)) and getattr(dtype, "itemsize", 4) <= 2
+
+
 def default_tolerance(dtype: Any) -> tuple[float, float]:
     """``(rtol, atol)`` for a dtype; ``(0, 0)`` (exact) for integer and bool dtypes."""
     return _TOLERANCES.get(str(dtype).replace("torch.", ""), (0.0, 0.0))
@@ -159,3 +164,54 @@ def _describe(actual: Any, expected: Any, bad: Any, where: str, reason: str) -> 
         actual=actual[first].item() if bad.dim() else actual.item(),
         expected=expected[first].item() if bad.dim() else expected.item(),
     )
+
+
+def compare_with_truth(
+    actual: Any,
+    expected: Any,
+    truth: Any,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    factor: float = 2.0,
+    where: str = "output",
+) -> Mismatch | None:
+    """Judge a low-precision result against a higher-precision ``truth`` of the reference:
+    it passes when its largest error is at most ``factor`` times the low-precision
+    reference's (``expected``) own largest error plus the dtype's absolute floor
+    (``atol * rms(truth)``). Other outputs use :func:`compare` against ``expected``."""
+    import torch
+
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(actual, (tuple, list)) or not isinstance(truth, (tuple, list)) or \
+                len(actual) != len(expected) or len(truth) != len(expected):
+            return compare(actual, expected, rtol=rtol, atol=atol, where=where)
+        for i, (a, e, t) in enumerate(zip(actual, expected, truth)):
+            found = compare_with_truth(a, e, t, rtol=rtol, atol=atol, factor=factor, where=f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    plain = compare(actual, expected, rtol=rtol, atol=atol, where=where)
+    if (plain is None or not isinstance(expected, torch.Tensor) or not isinstance(actual, torch.Tensor)
+            or not isinstance(truth, torch.Tensor) or not low_precision(expected.dtype)
+            or actual.shape != expected.shape or actual.dtype != expected.dtype
+            or truth.shape != expected.shape):
+        return plain
+    a, e, t = (v.detach().to(torch.float64) for v in (actual, expected, truth.to(actual.device)))
+    finite = torch.isfinite(t)
+    if bool((torch.isnan(a) & finite).any()):
+        return _describe(actual, expected, torch.isnan(a) & finite, where, "NaN where the reference is finite")
+    if bool((a[~finite] != t[~finite]).any()):
+        return _describe(actual, expected, ~finite & (a != t), where, "non-finite values differ from the reference")
+    if not bool(finite.any()):
+        return None
+    floor = (atol if atol is not None else default_tolerance(expected.dtype)[1]) * float(t[finite].pow(2).mean().sqrt())
+    err_ours = (a - t).abs()[finite].max()
+    err_ref = float((e - t).abs()[finite].max())
+    bound = factor * err_ref + floor
+    if float(err_ours) <= bound:
+        return None
+    bad = finite & ((a - t).abs() > bound)
+    text = (f"error against a float32 run of the reference {float(err_ours):.3g} exceeds {factor:g} x the "
+            f"reference's own error {err_ref:.3g} + floor {floor:.3g}")
+    return _describe(actual, truth.to(actual.device).to(actual.dtype), bad, where, text)

@@ -83,6 +83,11 @@ class CallTemplate:
             {name: i for i, name in enumerate(names)},
         )
 
+    @property
+    def names(self) -> list[str]:
+        """Parameter names of the positional arguments, in order."""
+        return sorted(self.positions, key=self.positions.__getitem__)
+
     def get(self, name: str) -> Any:
         if name in self.positions:
             return self.args[self.positions[name]]

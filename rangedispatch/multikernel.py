@@ -41,11 +41,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .cache import cache_dir, cache_key, cache_path
 from .candidates import short_name, source_hash
-from .compare import compare
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, TableError
 from .table import atomic_write_text
-from .timing import Benchmarker, Job, default_benchmarker, median
+from .timing import OK, RACED, Benchmarker, Job, default_benchmarker, measure_jobs
+from .verify import reference_run, run_candidate
 
 log = logging.getLogger("rangedispatch")
 
@@ -271,6 +271,7 @@ class MultiKernel:
         items = [(v.name, repr(v.name), functools.partial(v.fn, *args, **kwargs)) for v in self.variants]
         best = _fastest(items, kind="variant", prefix=f"{self.name}: ", where=f"sizes {list(sizes)}",
                         benchmarker=benchmarker, size=sizes[0] if sizes else 0, check=self.check,
+                        inputs=(args, kwargs),
                         rtol=self.rtol, atol=self.atol, stacklevel=5)
         if best is None:
             raise TableError(f"{self.name}: every variant failed at sizes {list(sizes)}")
@@ -434,7 +435,8 @@ class MultiKernel:
                 items = [(v.name, repr(v.name), functools.partial(v.fn, *inputs)) for v in pool]
                 found = _fastest(items, kind="variant", prefix="", where=f"hint {list(hint)}",
                                  benchmarker=benchmarker or default_benchmarker(_device_type(inputs)),
-                                 size=int(hint[0]), rtol=options.get("rtol"), atol=options.get("atol"))
+                                 size=int(hint[0]), inputs=(inputs, {}),
+                                 rtol=options.get("rtol"), atol=options.get("atol"))
                 best = 0 if found is None else found
             chosen = pool[best]
             hinted.append(Variant(chosen.fn, tuple(hint), name=chosen.name if best == 0 else f"{chosen.name}@{label}",
@@ -470,7 +472,8 @@ class MultiKernel:
             args = make_inputs(hint)
             items = [(str(i), str(dict(c)), functools.partial(launch, *args, **c)) for i, c in enumerate(configs)]
             best = _fastest(items, kind="config", prefix="", where=f"hint {list(hint)}",
-                            benchmarker=benchmarker or default_benchmarker(_device_type(args)), size=int(hint[0]))
+                            benchmarker=benchmarker or default_benchmarker(_device_type(args)), size=int(hint[0]),
+                            inputs=(args, {}))
             if best is None:
                 raise TableError(f"every launch config failed at hint {list(hint)}")
             config = configs[best]
@@ -551,6 +554,7 @@ def _fastest(
     where: str,
     benchmarker: Benchmarker,
     size: int,
+    inputs: tuple[Sequence[Any], Mapping[str, Any]] = ((), {}),
     check: bool = True,
     rtol: float | None = None,
     atol: float | None = None,
@@ -558,31 +562,50 @@ def _fastest(
 ) -> int | None:
     """Index of the fastest of ``(job name, label, call)`` items, or ``None`` if all fail.
 
-    Each runs once first: one that raises, or (with ``check``) disagrees with the first that
-    ran, is dropped with a warning; the rest are timed together by ``benchmarker``.
-    """
-    expected, first, jobs, kept = None, None, [], []
+    Each runs once first: one that raises, writes to one of ``inputs`` that the first one
+    does not write to, or (with ``check``) disagrees with the first that ran, is dropped with a
+    warning; the rest are timed together by the measurement core."""
+    args, kwargs = tuple(inputs[0]), dict(inputs[1])
+    sync = _sync_for([*args, *kwargs.values()])
+    expected, first, jobs, kept, owned = None, None, [], [], []
     for i, (name, label, call) in enumerate(items):
-        try:
-            out = call()
-        except Exception as exc:
-            warnings.warn(f"{prefix}{kind} {label} raised {type(exc).__name__}: {exc} at {where}; it is not used there",
-                          RuntimeWarning, stacklevel=stacklevel)
-            continue
+        run = lambda *_a, _call=call, **_k: _call()  # noqa: E731 - the inputs are bound in the call
         if first is None:
-            expected, first = out, label
-        elif check:
-            found = compare(out, expected, rtol=rtol, atol=atol)
-            if found is not None:
-                warnings.warn(f"{prefix}{kind} {label} differs from {first} at {where} ({found}); it is not used there",
+            try:
+                expected, owned = reference_run(run, args, kwargs, sync=sync)
+            except Exception as exc:
+                warnings.warn(f"{prefix}{kind} {label} raised {type(exc).__name__}: {exc} at {where}; "
+                              "it is not used there", RuntimeWarning, stacklevel=stacklevel)
+                continue
+            first = label
+        else:
+            _, reason = run_candidate(run, args, kwargs, expected, owned=owned, rtol=rtol, atol=atol,
+                                      check=check, sync=sync)
+            if reason is not None:
+                if reason.startswith("wrong output"):
+                    reason = f"differs from {first} at {where} {reason[len('wrong output '):]}"
+                else:
+                    reason = f"{reason} at {where}"
+                warnings.warn(f"{prefix}{kind} {label} {reason}; it is not used there",
                               RuntimeWarning, stacklevel=stacklevel)
                 continue
         jobs.append(Job(name, size, call))
         kept.append(i)
     if not jobs:
         return None
-    times = [median(samples) for samples in benchmarker.measure(jobs)]
+    measured = measure_jobs(benchmarker, jobs, warm=True)
+    times = [m.ms if m.status in (OK, RACED) else math.inf for m in measured]
+    if not any(math.isfinite(t) for t in times):
+        return None
     return kept[min(range(len(jobs)), key=times.__getitem__)]
+
+
+def _sync_for(values: Sequence[Any]) -> Callable[[], None] | None:
+    if _device_type(values) != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.synchronize
 
 
 def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:

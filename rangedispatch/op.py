@@ -29,7 +29,7 @@ from .inputs import CallTemplate, InputFactory
 from .ranges import Range
 from .table import TuningTable
 from .timing import Benchmarker, default_benchmarker
-from .tuner import TunerSettings, tune_plan
+from .tuner import TunerSettings, log_summary, tune_plan
 
 log = logging.getLogger("rangedispatch")
 
@@ -279,9 +279,11 @@ class RangeDispatchOp:
                                            signature=signature)
             if cached is not None and self._fits(cached):
                 log.info("%s: loaded tuning table from %s (no benchmarking)", self.name, path)
+                log_summary(cached)
                 self._install(cached)
                 return cached
-        benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)))
+        benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)),
+                                                              cuda_graphs=self.settings.cuda_graphs)
         with _disable_current_modes(), torch.no_grad():
             table = tune_plan(
                 op_name=self.name,

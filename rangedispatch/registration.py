@@ -27,6 +27,7 @@ def register_custom_op_autotuning(
     min_speedup: float | None = None,
     min_speedup_threshold: float | None = None,
     benchmark_with_cudagraphs: bool = False,
+    tuning_budget_s: float | None = 60.0,
     samples_per_range: int = 3,
     range_upper_bound: int | None = None,
     check: bool = True,
@@ -59,7 +60,12 @@ def register_custom_op_autotuning(
             ``min_speedup_threshold``, upstream's name).
         samples_per_range, range_upper_bound: sizes benchmarked per range.
         check, rtol, atol: the output check against the reference during tuning.
-        benchmarker: the timing strategy (default: CUDA events or ``perf_counter``).
+        benchmarker: the timing strategy (default: the measurement core of
+            ``rangedispatch.timing`` with CUDA events or ``perf_counter``).
+        benchmark_with_cudagraphs: on CUDA, time replays of a CUDA graph of each candidate
+            (the cost inside a captured region, without eager launch gaps); a candidate that
+            cannot be captured loses its range.
+        tuning_budget_s: wall-clock budget for the timing of one tuning run (``None``: none).
         cache: read and write the persistent table cache.
         traced: under ``torch.compile``, trace the dispatch into the graph (``False``
             keeps the op opaque; it still dispatches inside its kernel).
@@ -72,11 +78,11 @@ def register_custom_op_autotuning(
         ...     my_op, configs=[CustomOpConfig(impl_a), CustomOpConfig(impl_b)],
         ...     dispatch_on={"tensor_name": "x", "dim": 1}, split_points=[512, 2048])
     """
-    del benchmark_with_cudagraphs  # eager timing needs no graph capture
     if min_speedup is not None and min_speedup_threshold is not None and min_speedup != min_speedup_threshold:
         raise ConfigError("Expected min_speedup or min_speedup_threshold, not two different values")
     speedup = min_speedup if min_speedup is not None else (min_speedup_threshold or 1.0)
-    settings = make_settings(speedup, samples_per_range, range_upper_bound, check, rtol, atol)
+    settings = make_settings(speedup, samples_per_range, range_upper_bound, check, rtol, atol,
+                             benchmark_with_cudagraphs, tuning_budget_s)
     if configs is not None and config_generator is not None:
         raise ConfigError("Expected configs or config_generator, not both; config_generator builds the configs")
     if configs is not None and (not isinstance(configs, (list, tuple)) or not configs):
@@ -133,6 +139,8 @@ def make_settings(
     check: bool,
     rtol: float | None,
     atol: float | None,
+    cuda_graphs: bool = False,
+    budget_s: float | None = 60.0,
 ) -> TunerSettings:
     if not isinstance(min_speedup, (int, float)) or min_speedup < 1.0:
         raise ConfigError(
@@ -148,7 +156,14 @@ def make_settings(
     for label, tol in (("rtol", rtol), ("atol", atol)):
         if tol is not None and (not isinstance(tol, (int, float)) or tol < 0):
             raise ConfigError(f"Expected a non-negative tolerance but got {describe(label, tol)}")
+    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or budget_s <= 0):
+        raise ConfigError(
+            f"Expected a positive number of seconds (or None for no budget) but got "
+            f"{describe('tuning_budget_s', budget_s)}"
+        )
     return TunerSettings(
+        cuda_graphs=bool(cuda_graphs),
+        budget_s=None if budget_s is None else float(budget_s),
         samples_per_range=samples_per_range,
         upper_bound=range_upper_bound,
         min_speedup=float(min_speedup),
@@ -175,6 +190,8 @@ def range_dispatch(
     rtol: float | None = None,
     atol: float | None = None,
     benchmarker: Benchmarker | None = None,
+    benchmark_with_cudagraphs: bool = False,
+    tuning_budget_s: float | None = 60.0,
     cache: bool = True,
 ) -> Any:
     """Decorate a reference function; add candidates with ``@op.register_impl``.
@@ -194,7 +211,8 @@ def range_dispatch(
         >>> scale(torch.ones(1, 4, 2), torch.ones(2)).shape
         torch.Size([1, 4, 2])
     """
-    settings = make_settings(min_speedup, samples_per_range, range_upper_bound, check, rtol, atol)
+    settings = make_settings(min_speedup, samples_per_range, range_upper_bound, check, rtol, atol,
+                             benchmark_with_cudagraphs, tuning_budget_s)
 
     def wrap(reference: Callable[..., Any]) -> RangeDispatchOp:
         return RangeDispatchOp(

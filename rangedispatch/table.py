@@ -35,6 +35,8 @@ class RangeResult:
         timings: candidate name -> median milliseconds per sample size (``inf``: failed).
         disqualified: candidate name -> why it lost the range (error, NaN, wrong values).
         noise: relative run-to-run noise measured for this range.
+        dropped: candidate name -> why it was not timed at every sample size (far slower
+            than the fastest at one of them); its other times are ``inf``.
     """
 
     range: Range
@@ -43,6 +45,7 @@ class RangeResult:
     timings: Mapping[str, tuple[float, ...]]
     disqualified: Mapping[str, str] = field(default_factory=dict)
     noise: float = 0.0
+    dropped: Mapping[str, str] = field(default_factory=dict)
 
     def ratio(self, name: str, reference: str) -> float:
         """Geometric mean over samples of ``time(name) / time(reference)``."""
@@ -66,6 +69,7 @@ class RangeResult:
             "timings_ms": {k: [_num(v) for v in vs] for k, vs in self.timings.items()},
             "disqualified": dict(self.disqualified),
             "noise": self.noise,
+            "dropped": dict(self.dropped),
         }
 
     @classmethod
@@ -77,6 +81,7 @@ class RangeResult:
             {k: tuple(float(v) for v in vs) for k, vs in data["timings_ms"].items()},
             dict(data.get("disqualified", {})),
             float(data.get("noise", 0.0)),
+            dict(data.get("dropped", {})),
         )
 
 
@@ -185,6 +190,8 @@ class TuningTable:
             for n in names:
                 if n in r.disqualified:
                     cells.append("disq.")
+                elif n in r.dropped:
+                    cells.append("slower")
                 elif n in r.timings:
                     cells.append(_ms(sum(r.timings[n]) / len(r.timings[n])))
                 else:

@@ -50,3 +50,139 @@ class FakeBenchmarker:
     def sizes(self) -> list[int]:
         """Distinct sizes benchmarked, in order of first appearance."""
         return list(dict.fromkeys(size for _, size in self.calls))
+
+
+class ReplayTimer:
+    """A :class:`~rangedispatch.timing.Timer` that replays recorded per-call GPU timings.
+
+    ``rows`` are recorded sizes, each ``{"size": n, "raw": {name: [us, ...]}, "failed": [...]}``
+    with the raw calls in interleaved rounds of ``round_calls`` (the format of the shared H100
+    recordings). A job at any size replays the row of the nearest recorded size (in log
+    space): ``once`` returns the next recorded call, ``batch`` the next recorded round. Lets
+    the measurement core and the tuner's decisions be tested against real GPU noise on a CPU.
+
+    Args:
+        rows: the recorded rows.
+        names: our candidate name -> the recording's name (default: the same).
+        round_calls: calls per recorded round.
+        unit_ms: milliseconds per recorded unit (1e-3 for microseconds).
+    """
+
+    device_type = "replay"
+
+    def __init__(self, rows: Sequence[Mapping[str, object]], *, names: Mapping[str, str] | None = None,
+                 round_calls: int = 30, unit_ms: float = 1e-3) -> None:
+        self.rows = sorted(rows, key=lambda r: int(r["size"]))  # type: ignore[arg-type]
+        self.names = dict(names or {})
+        self.round_calls = round_calls
+        self.unit_ms = unit_ms
+        self._cursor: dict[tuple[str, int], int] = {}
+        self._round: dict[tuple[str, int], int] = {}
+        self.device_ms = 0.0  # simulated device time spent timing
+
+    def row(self, size: int) -> Mapping[str, object]:
+        import math
+
+        target = math.log(max(int(size), 1))
+        return min(self.rows, key=lambda r: abs(math.log(max(int(r["size"]), 1)) - target))  # type: ignore[arg-type]
+
+    def _raw(self, job: Job) -> tuple[tuple[str, int], list[float]]:
+        name = self.names.get(job.name, job.name)
+        row = self.row(int(job.size or 1))
+        if name in (row.get("failed") or ()):  # type: ignore[operator]
+            raise RuntimeError(f"{name} has no kernel at size {row['size']}")
+        return (name, int(row["size"])), [t * self.unit_ms for t in row["raw"][name]]  # type: ignore[index]
+
+    def warm_device(self) -> None:
+        return None
+
+    def once(self, job: Job) -> float:
+        key, raw = self._raw(job)
+        i = self._cursor.get(key, 0)
+        self._cursor[key] = i + 1
+        self.device_ms += raw[i % len(raw)]
+        return raw[i % len(raw)]
+
+    def warm_up(self, job: Job, ms: float, estimate_ms: float) -> None:
+        self._raw(job)
+
+    def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
+        key, raw = self._raw(job)
+        r = self._round.get(key, 0)
+        self._round[key] = r + 1
+        rounds = max(1, len(raw) // self.round_calls)
+        start = (r % rounds) * self.round_calls
+        out = raw[start:start + self.round_calls]
+        self.device_ms += sum(out)
+        return out
+
+
+def replay_tuning(
+    rows: Sequence[Mapping[str, object]],
+    *,
+    reference: str,
+    candidates: Sequence[str],
+    split_points: Sequence[int] | str | None,
+    upper_bound: int | None = None,
+    benchmark_options: Mapping[str, object] | None = None,
+    **op_options: object,
+) -> dict[str, object]:
+    """Tune an op whose candidates are recorded GPU kernels and score its decisions.
+
+    The op dispatches on the length of a 1-d tensor; each candidate returns a copy of its
+    input (raising where the recording says the kernel failed); the measurement core times
+    them through a :class:`ReplayTimer`. Every recorded size is then scored with the recorded
+    robust times (``truth``): the time of the candidate the table dispatches to over the
+    fastest candidate's at that size.
+
+    Returns a dict with ``op``, ``table``, ``losses`` (size -> (chosen, loss)), ``geomean``,
+    ``worst``, ``device_ms`` (simulated timing time) and ``timer``.
+    """
+    import math
+
+    import torch
+
+    import rangedispatch as rd
+
+    from .timing import Benchmark
+
+    timer = ReplayTimer(rows)
+
+    def make(name: str) -> Callable[..., object]:
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            row = timer.row(max(int(x.shape[0]), 1))
+            if name in (row.get("failed") or ()):  # type: ignore[operator]
+                raise RuntimeError(f"{name} has no kernel at size {row['size']}")
+            return x.clone()
+
+        fn.__name__ = fn.__qualname__ = name
+        return fn
+
+    top = upper_bound or max(int(r["size"]) for r in rows)  # type: ignore[arg-type]
+    bench = Benchmark(timer, **dict(benchmark_options or {}))  # type: ignore[arg-type]
+    op = rd.range_dispatch(make(reference), dispatch_on=("x", 0), split_points=split_points,
+                           range_upper_bound=top, benchmarker=bench, cache=False, **op_options)
+    for name in candidates:
+        op.register_impl(make(name), name=name)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = op.tune(torch.zeros(max(1, int(rows[0]["size"]))))  # type: ignore[arg-type]
+    names = [reference, *candidates]
+    losses: dict[int, tuple[str, float]] = {}
+    for row in rows:
+        size = int(row["size"])  # type: ignore[arg-type]
+        truth = {n: t for n, t in row["truth"].items() if n in names}  # type: ignore[union-attr]
+        chosen = table.partition.lookup(size).owner or reference
+        losses[size] = (chosen, truth.get(chosen, math.inf) / min(truth.values()))
+    logs = [math.log(v) for _, v in losses.values()]
+    return {
+        "op": op,
+        "table": table,
+        "losses": losses,
+        "geomean": math.exp(sum(logs) / len(logs)),
+        "worst": max(v for _, v in losses.values()),
+        "device_ms": timer.device_ms,
+        "timer": timer,
+    }

@@ -1,9 +1,30 @@
-"""How candidates are timed: the :class:`Benchmarker` protocol and its CPU and CUDA versions.
+"""The measurement core: how everything in rangedispatch times candidates.
 
-The tuner hands a benchmarker a list of :class:`Job` (candidate name, sample size, a
-zero-argument callable). The benchmarker returns, per job, a list of per-repetition times
-in milliseconds. Jobs are interleaved (round-robin, rotating the start) so drift in clock
-or temperature spreads over every candidate instead of favouring whichever ran first.
+The tuner, ``MultiKernel``'s ``benchmark`` policy and ``tuned_configs``, the plugin's bench
+cases and the scripts in ``bench/`` all time through :class:`Benchmark`. It reaches the robust
+per-size time of a GPU kernel, the one a careful ``triton.testing.do_bench`` run gives:
+
+1. the device is warmed to steady clocks once per process (an idle GPU starts at a few hundred
+   MHz and the first candidate timed would pay for the ramp);
+2. each job runs once untimed, then a pilot of three timed calls; a job whose one call is
+   slower than ``call_limit_ms`` is not called again (a hung or extremely slow candidate
+   cannot stall tuning), and one far slower than the fastest pilot (``race_factor``
+   squared) is dropped at once (racing);
+3. each remaining job is warmed up, then timed in interleaved rounds (rotating the order, so
+   drift spreads over every job). A round of one job is a Triton ``do_bench`` batch on CUDA
+   (events around each call, L2 flushed before each call) or ``perf_counter`` loops on the CPU;
+   the round's statistic is its median;
+4. a job's time is the least of its round medians (interference only ever adds time). After
+   ``min_rounds``, jobs slower than ``race_factor`` x the fastest are dropped; the fastest and
+   every job whose difference from it is not yet resolved get more rounds, up to
+   ``max_rounds`` or the time budget. A difference is resolved when the paired per-round
+   ratios agree on its sign beyond their spread, or when it is below ``resolution`` (a tie).
+
+A :class:`Timer` does the device-specific part; a fake timer replays recorded GPU timings
+through the same logic on the CPU (``rangedispatch.testing.ReplayTimer``).
+
+Any object with ``measure(jobs) -> list[list[float]]`` is still accepted where a benchmarker
+is expected (unit tests script times that way); :func:`measure_jobs` adapts it.
 """
 
 from __future__ import annotations
@@ -11,7 +32,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 
@@ -20,11 +41,48 @@ class Job:
     """One thing to time: ``fn()`` runs candidate ``name`` at dispatch size ``size``."""
 
     name: str
-    size: int
+    size: Any
     fn: Callable[[], Any]
 
     def __call__(self) -> Any:
         return self.fn()
+
+
+OK, RACED, SLOW, FAILED = "ok", "raced", "slow", "failed"
+
+PILOT_CALLS = 3  # the pilot estimate is the median of this many single calls
+# Racing before the rounds saves time only on slow jobs, and single calls of fast kernels are
+# noisy (a cold call can take 20x its steady time): a job is raced out on its first call only
+# past FIRST_RACE_MS, on its pilot only past PILOT_RACE_MS; the rounds race the rest.
+FIRST_RACE_MS = 10.0
+PILOT_RACE_MS = 1.0
+
+
+@dataclass
+class Measurement:
+    """What the core found for one job.
+
+    Args:
+        ms: the robust time per call in milliseconds (least of the round medians; for a job
+            dropped after its pilot, the pilot's time).
+        rounds: the per-round medians.
+        spread: the relative spread of the round medians, ``(max - min) / min``.
+        status: ``ok``; ``raced`` (dropped early as clearly slower than the fastest: ``ms``
+            is a lower bound of its time); ``slow`` (one call exceeded the call limit);
+            ``failed`` (it raised while being timed).
+    """
+
+    name: str
+    size: Any
+    ms: float
+    rounds: list[float] = field(default_factory=list)
+    spread: float = 0.0
+    status: str = OK
+    calls: int = 0
+
+    @property
+    def samples(self) -> list[float]:
+        return self.rounds or [self.ms]
 
 
 class Benchmarker(Protocol):
@@ -33,98 +91,369 @@ class Benchmarker(Protocol):
     def measure(self, jobs: Sequence[Job]) -> list[list[float]]: ...
 
 
-def _rounds(reps: int, n: int) -> list[list[int]]:
-    """Round-robin order, rotated each repetition."""
-    return [[(r + i) % n for i in range(n)] for r in range(reps)]
+class Timer(Protocol):
+    """The device-specific part of a measurement."""
+
+    device_type: str
+
+    def warm_device(self) -> None: ...
+
+    def once(self, job: Job) -> float:
+        """Milliseconds of one call, synchronised."""
+        ...
+
+    def warm_up(self, job: Job, ms: float, estimate_ms: float) -> None: ...
+
+    def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
+        """Per-call milliseconds of about ``ms`` worth of calls."""
+        ...
 
 
-@dataclass
-class CpuBenchmarker:
-    """``perf_counter`` medians for CPU tensors.
+# -- timers ---------------------------------------------------------------------------------
+
+class CpuTimer:
+    """``perf_counter`` on the host. A sample runs the job enough times to last
+    ``min_sample_ms`` so clock resolution and call overhead do not dominate tiny ops."""
+
+    device_type = "cpu"
+
+    def __init__(self, min_sample_ms: float = 0.2) -> None:
+        self.min_sample_ms = min_sample_ms
+
+    def warm_device(self) -> None:
+        return None
+
+    def once(self, job: Job) -> float:
+        t0 = time.perf_counter()
+        job.fn()
+        return max(time.perf_counter() - t0, 1e-7) * 1e3
+
+    def warm_up(self, job: Job, ms: float, estimate_ms: float) -> None:
+        for _ in range(int(min(1000, ms // max(estimate_ms, 1e-4)))):
+            job.fn()
+
+    def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
+        fn = job.fn
+        number = max(1, math.ceil(self.min_sample_ms / max(estimate_ms, 1e-5)))
+        count = int(min(50, max(3, ms // max(estimate_ms * number, 1e-5))))
+        clock, out = time.perf_counter, []
+        for _ in range(count):
+            t0 = clock()
+            for _ in range(number):
+                fn()
+            out.append((clock() - t0) * 1e3 / number)
+        return out
+
+
+_WARMED: set[int] = set()
+
+
+class CudaTimer:
+    """CUDA events through ``triton.testing.do_bench`` (the L2 flushed before every call, events
+    around the call only), with a fallback to the same loop written out when Triton is missing.
 
     Args:
-        budget_ms: time spent per job after warm-up (spread over repetitions).
-        min_sample_ms: each sample runs the job enough times to last at least this long,
-            so the clock's resolution and call overhead do not dominate tiny ops.
-        min_reps, max_reps: bounds on the number of samples per job.
+        warm_device_ms: how long the GPU is kept busy once per process so its clocks leave the
+            idle state before the first measurement.
+        graphs: time CUDA-graph replay of the call (``benchmark_with_cudagraphs=True``): the
+            launch gaps of a captured region, not of eager launches.
     """
 
-    budget_ms: float = 20.0
-    min_sample_ms: float = 0.2
-    min_reps: int = 5
-    max_reps: int = 41
+    device_type = "cuda"
 
-    def measure(self, jobs: Sequence[Job]) -> list[list[float]]:
-        estimates = []
-        for job in jobs:
-            job()  # warm-up: allocator, caches, lazy init
-            t0 = time.perf_counter()
-            job()
-            estimates.append(max(time.perf_counter() - t0, 1e-7) * 1e3)
-        number = [max(1, math.ceil(self.min_sample_ms / est)) for est in estimates]
-        per_sample = max(est * k for est, k in zip(estimates, number))
-        reps = int(min(self.max_reps, max(self.min_reps, self.budget_ms // per_sample)))
-        samples: list[list[float]] = [[] for _ in jobs]
-        clock = time.perf_counter
-        for order in _rounds(reps, len(jobs)):
-            for i in order:
-                fn, k = jobs[i].fn, number[i]
-                t0 = clock()
-                for _ in range(k):
-                    fn()
-                samples[i].append((clock() - t0) * 1e3 / k)
-        return samples
+    def __init__(self, warm_device_ms: float = 200.0, graphs: bool = False) -> None:
+        self.warm_device_ms = warm_device_ms
+        self.graphs = graphs
+        self._flush: Any = None
+        self._graph_cache: dict[int, tuple[Any, Any, int]] = {}
 
+    def warm_device(self) -> None:
+        import torch
 
-@dataclass
-class CudaBenchmarker:
-    """CUDA-event timing with warm-up and an L2 flush before every repetition.
+        index = torch.cuda.current_device()
+        if index in _WARMED:
+            return
+        _WARMED.add(index)
+        a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        while (time.perf_counter() - t0) * 1e3 < self.warm_device_ms:
+            for _ in range(10):
+                a @ a
+            torch.cuda.synchronize()
 
-    As in Triton's ``do_bench``: a buffer larger than L2 is zeroed before each timed run so
-    every candidate starts cold, and events bracket only the candidate.
-    """
-
-    budget_ms: float = 25.0
-    warmup_ms: float = 5.0
-    min_reps: int = 10
-    max_reps: int = 200
-    flush_bytes: int = 256 * 1024 * 1024
-
-    def measure(self, jobs: Sequence[Job]) -> list[list[float]]:
+    def once(self, job: Job) -> float:
         import torch
 
         torch.cuda.synchronize()
-        cache = torch.empty(self.flush_bytes, dtype=torch.int8, device="cuda")
-        estimates = []
-        for job in jobs:
-            job()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        job.fn()
+        end.record()
+        torch.cuda.synchronize()
+        return max(start.elapsed_time(end), 1e-4)
+
+    def warm_up(self, job: Job, ms: float, estimate_ms: float) -> None:
+        import torch
+
+        for _ in range(int(min(200, ms // max(estimate_ms, 1e-3)))):
+            job.fn()
+        torch.cuda.synchronize()
+
+    def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
+        fn = job.fn
+        if self.graphs:
+            return self._graph_batch(fn, ms, estimate_ms)
+        try:
+            from triton.testing import do_bench
+        except ImportError:  # pragma: no cover - Triton ships with Linux CUDA builds of torch
+            return self._event_batch(fn, ms, estimate_ms)
+        times = do_bench(fn, warmup=0, rep=ms, return_mode="all")
+        return [float(t) for t in times] if isinstance(times, (list, tuple)) else [float(times)]
+
+    def _event_batch(self, fn: Callable[[], Any], ms: float, estimate_ms: float) -> list[float]:
+        import torch
+
+        if self._flush is None:
+            self._flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+        n = int(min(1000, max(1, ms // max(estimate_ms, 1e-3))))
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+        for start, end in events:
+            self._flush.zero_()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return [s.elapsed_time(e) for s, e in events]
+
+    def _graph_batch(self, fn: Callable[[], Any], ms: float, estimate_ms: float) -> list[float]:
+        """Replays of one captured graph of ``n`` calls; per-call time of each replay."""
+        import torch
+
+        key = id(fn)
+        if key not in self._graph_cache or self._graph_cache[key][0] is not fn:
+            n = int(min(200, max(1, ms // max(estimate_ms, 1e-3))))
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                fn()  # warm on a side stream, as capture requires
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(n):
+                    fn()
+            torch.cuda.synchronize()
+            self._graph_cache[key] = (fn, graph, n)
+        _, graph, n = self._graph_cache[key]
+        out = []
+        for _ in range(3):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            for _ in range(3):
-                job()
+            graph.replay()
             end.record()
             torch.cuda.synchronize()
-            estimates.append(max(start.elapsed_time(end) / 3, 1e-4))
-            for _ in range(int(min(100, self.warmup_ms // estimates[-1]))):
-                job()
-        reps = int(min(self.max_reps, max(self.min_reps, self.budget_ms // max(estimates))))
-        events = [
-            [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-            for _ in jobs
-        ]
-        for r, order in enumerate(_rounds(reps, len(jobs))):
+            out.append(start.elapsed_time(end) / n)
+        return out
+
+    def release(self) -> None:
+        self._graph_cache.clear()
+
+
+# -- the core -------------------------------------------------------------------------------
+
+@dataclass
+class Benchmark:
+    """The measurement core (see the module docstring). ``measure_jobs`` returns a
+    :class:`Measurement` per job; ``measure`` is the plain :class:`Benchmarker` form.
+
+    Args:
+        timer: the device part (:class:`CpuTimer`, :class:`CudaTimer`, or a replay).
+        round_ms: time spent on one job in one round.
+        warmup_ms: warm-up per job before its first round.
+        min_rounds, max_rounds: rounds per job before a decision is allowed / at most.
+        race_factor: after ``min_rounds``, a job slower than this times the fastest is dropped;
+            after the pilot, one slower than its square is.
+        resolution: relative differences below this are ties (no more rounds spent on them).
+        call_limit_ms: a job whose single call takes longer is timed no further (``slow``).
+        budget_s: wall-clock budget of one ``measure_jobs`` call; past it no new rounds start.
+    """
+
+    timer: Any = field(default_factory=CpuTimer)
+    round_ms: float = 2.0
+    warmup_ms: float = 5.0
+    min_rounds: int = 3
+    max_rounds: int = 9
+    race_factor: float = 2.0
+    resolution: float = 0.005
+    call_limit_ms: float = 2000.0
+    budget_s: float | None = None
+
+    def measure(self, jobs: Sequence[Job]) -> list[list[float]]:
+        return [m.samples for m in self.measure_jobs(jobs)]
+
+    def measure_jobs(self, jobs: Sequence[Job], *, deadline: float | None = None,
+                     warm: bool = False) -> list[Measurement]:
+        """Measure ``jobs`` together. ``warm=True``: every job already ran once (the tuner's
+        correctness check), so the cold call is skipped. Past ``deadline`` (a
+        ``perf_counter`` value) no new round starts once every job has had one."""
+        try:
+            return self._measure(jobs, deadline, warm)
+        finally:
+            release = getattr(self.timer, "release", None)
+            if release is not None:
+                release()
+
+    def _measure(self, jobs: Sequence[Job], deadline: float | None, warm: bool) -> list[Measurement]:
+        timer = self.timer
+        clock = time.perf_counter
+        if self.budget_s is not None:
+            own = clock() + self.budget_s
+            deadline = own if deadline is None else min(deadline, own)
+        timer.warm_device()
+        out = [Measurement(j.name, j.size, math.inf) for j in jobs]
+        firsts = self._first_calls(jobs, out, warm)
+        pilot: dict[int, float] = {}
+        quickest = min(firsts.values(), default=math.inf)
+        for i, first in firsts.items():
+            if first > max(self.race_factor ** 4 * quickest, FIRST_RACE_MS):
+                out[i].ms, out[i].status = first, RACED  # far slower on its very first call
+                continue
+            try:
+                calls = [first] + [timer.once(jobs[i]) for _ in range(PILOT_CALLS - 1)]
+            except Exception:
+                out[i].status = FAILED
+                continue
+            out[i].calls += PILOT_CALLS - 1
+            pilot[i] = statistics.median(calls)
+        if not pilot:
+            return out
+        fastest = min(pilot.values())
+        active = []
+        for i, ms in pilot.items():
+            if ms > max(fastest * self.race_factor ** 2, PILOT_RACE_MS):
+                out[i].ms, out[i].status = ms, RACED
+            else:
+                active.append(i)
+        for i in active:
+            timer.warm_up(jobs[i], self.warmup_ms, pilot[i])
+        rounds: dict[int, list[float]] = {i: [] for i in active}
+        for r in range(self.max_rounds):
+            if r >= 1 and deadline is not None and clock() > deadline:
+                break
+            order = active[r % len(active):] + active[: r % len(active)]
             for i in order:
-                cache.zero_()
-                events[i][r][0].record()
-                jobs[i].fn()
-                events[i][r][1].record()
-        torch.cuda.synchronize()
-        return [[s.elapsed_time(e) for s, e in evs] for evs in events]
+                try:
+                    samples = timer.batch(jobs[i], self.round_ms, pilot[i])
+                except Exception:
+                    out[i].status = FAILED
+                    continue
+                out[i].calls += len(samples)
+                rounds[i].append(statistics.median(samples))
+            active = [i for i in active if out[i].status == OK]
+            if not active:
+                break
+            for i in active:
+                out[i].ms = min(rounds[i])
+            if r + 1 < self.min_rounds:
+                continue
+            active = self._still_open(active, rounds, out)
+            if len(active) <= 1:
+                break
+        for i, rs in rounds.items():
+            out[i].rounds = rs
+            if rs:
+                out[i].ms = min(rs)
+                out[i].spread = (max(rs) - min(rs)) / min(rs) if min(rs) > 0 else 0.0
+        return out
+
+    def _first_calls(self, jobs: Sequence[Job], out: list[Measurement], warm: bool) -> dict[int, float]:
+        """One timed call per job (after a cold one unless ``warm``); jobs over the call limit
+        are marked ``slow`` and jobs that raise ``failed``."""
+        firsts: dict[int, float] = {}
+        for i, job in enumerate(jobs):
+            try:
+                if not warm:
+                    cold = self.timer.once(job)  # compilation, handles, caches
+                    out[i].calls += 1
+                    if cold > self.call_limit_ms:
+                        out[i].ms, out[i].status = cold, SLOW
+                        continue
+                first = self.timer.once(job)
+                out[i].calls += 1
+            except Exception:  # a candidate that raises while timed loses, never crashes tuning
+                out[i].status = FAILED
+                continue
+            if first > self.call_limit_ms:
+                out[i].ms, out[i].status = first, SLOW
+            else:
+                firsts[i] = first
+        return firsts
+
+    def _still_open(self, active: list[int], rounds: dict[int, list[float]], out: list[Measurement]) -> list[int]:
+        """Race out clearly slower jobs; keep the fastest and the jobs not yet resolved against it."""
+        best = min(active, key=lambda i: out[i].ms)
+        keep = [best]
+        for i in active:
+            if i == best:
+                continue
+            if out[i].ms > out[best].ms * self.race_factor:
+                out[i].status = RACED
+                continue
+            if not resolved(rounds[i], rounds[best], self.resolution):
+                keep.append(i)
+        return keep
 
 
-def default_benchmarker(device_type: str) -> Benchmarker:
-    """CUDA events on a CUDA device, ``perf_counter`` everywhere else."""
-    return CudaBenchmarker() if device_type == "cuda" else CpuBenchmarker()
+def resolved(a: Sequence[float], b: Sequence[float], resolution: float) -> bool:
+    """Whether paired round medians ``a`` and ``b`` say which is faster, or that they tie.
+
+    The log ratio of the two robust times is compared with the spread of the paired per-round
+    log ratios (their standard error, doubled): a difference beyond it is real; a difference
+    (and its uncertainty) below ``resolution`` is a tie.
+    """
+    n = min(len(a), len(b))
+    if n < 2:
+        return False
+    logs = [math.log(x / y) for x, y in zip(a[:n], b[:n]) if x > 0 and y > 0]
+    if len(logs) < 2:
+        return True
+    diff = abs(math.log(min(a) / min(b)))
+    err = 2 * statistics.stdev(logs) / math.sqrt(len(logs))
+    return diff > err or (diff + err) < resolution
+
+
+def measure_jobs(benchmarker: Any, jobs: Sequence[Job], *, deadline: float | None = None,
+                 warm: bool = False) -> list[Measurement]:
+    """Measurements from any benchmarker: the core's own, or a plain ``measure(jobs)`` one
+    (its median per job, and the inter-quartile spread as noise)."""
+    if not jobs:
+        return []
+    detailed = getattr(benchmarker, "measure_jobs", None)
+    if detailed is not None:
+        return detailed(jobs, deadline=deadline, warm=warm)
+    out = []
+    for job, samples in zip(jobs, benchmarker.measure(jobs)):
+        out.append(Measurement(job.name, job.size, median(samples), list(samples), relative_spread(samples),
+                               calls=len(samples)))
+    return out
+
+
+def default_benchmarker(device_type: str, *, cuda_graphs: bool = False) -> Benchmark:
+    """The measurement core for a device: CUDA events (or graph replay) on CUDA,
+    ``perf_counter`` everywhere else."""
+    if device_type == "cuda":
+        return Benchmark(CudaTimer(graphs=cuda_graphs), round_ms=2.0, warmup_ms=10.0)
+    return Benchmark(CpuTimer(), round_ms=3.0, warmup_ms=2.0)
+
+
+def CpuBenchmarker(**options: Any) -> Benchmark:  # noqa: N802 - the name of earlier releases
+    """The core with a CPU timer (``Benchmark(CpuTimer(), **options)``)."""
+    return Benchmark(CpuTimer(), **options)
+
+
+def CudaBenchmarker(*, cuda_graphs: bool = False, **options: Any) -> Benchmark:  # noqa: N802
+    """The core with a CUDA timer (``Benchmark(CudaTimer(graphs=...), **options)``)."""
+    return Benchmark(CudaTimer(graphs=cuda_graphs), **options)
 
 
 def median(values: Sequence[float]) -> float:

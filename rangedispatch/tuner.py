@@ -9,18 +9,19 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 from .candidates import Candidate
-from .compare import compare
 from .config import Plan
 from .environment import Environment
 from .inputs import InputFactory
 from .ranges import Range
 from .table import RangeResult, TuningTable
-from .timing import Benchmarker, Job, median, relative_spread
+from .timing import FAILED, OK, RACED, SLOW, Benchmarker, Job, measure_jobs
+from .verify import reference_run, run_candidate, truth_of
 
 log = logging.getLogger("rangedispatch")
 
@@ -37,8 +38,13 @@ class TunerSettings:
         upper_bound: largest size benchmarked for an unbounded range (default
             ``max(2 * lo, 256)``).
         min_speedup: a candidate replaces the reference only if at least this much faster.
-        noise_floor: the smallest relative margin treated as a real difference; the
+        noise_floor: the smallest margin by which a candidate must beat the reference; the
             measured noise is used when larger.
+        tie: candidates within this relative difference of the fastest tie; the first
+            declared of them wins.
+        budget_s: wall-clock budget for the timing of one tuning run (``None``: no budget);
+            past it, measurements stop after one round per candidate.
+        cuda_graphs: on CUDA, time CUDA-graph replays of each candidate.
         check: compare every candidate's output with the reference's during tuning.
         rtol, atol: override the dtype-aware tolerances of that check.
     """
@@ -47,6 +53,9 @@ class TunerSettings:
     upper_bound: int | None = None
     min_speedup: float = 1.0
     noise_floor: float = 0.02
+    tie: float = 0.005
+    budget_s: float | None = 60.0
+    cuda_graphs: bool = False
     check: bool = True
     rtol: float | None = None
     atol: float | None = None
@@ -115,6 +124,8 @@ def tune_plan(
     log.info("Dispatch dimension: %s", plan.dispatch if plan.dispatch else "(none: one global choice)")
     upper = effective_upper_bound(plan.dispatch, settings)
     results = []
+    budget = Budget(settings.budget_s, len(plan.ranges) * (settings.samples_per_range if plan.dispatch else 1))
+    too_slow: dict[str, str] = {}
     for rng in plan.ranges:
         cands = [c for c in plan.candidates[rng] if c.name != reference.name]
         sizes = (
@@ -123,7 +134,7 @@ def tune_plan(
             else (None,)
         )
         result = _tune_range(
-            op_name, rng, reference, cands, sizes, factory, benchmarker, settings, device_type
+            op_name, rng, reference, cands, sizes, factory, benchmarker, settings, device_type, budget, too_slow
         )
         n = len(plan.candidates[rng])
         log.info(
@@ -163,6 +174,22 @@ def log_summary(table: TuningTable) -> None:
         log.info("Generated runtime dispatch for %s with %d ranges", table.dispatch, len(segments))
 
 
+class Budget:
+    """A wall-clock budget shared by the measurements of one tuning run: each measurement
+    gets an equal share of what is left."""
+
+    def __init__(self, seconds: float | None, measurements: int) -> None:
+        self.end = None if seconds is None else time.perf_counter() + seconds
+        self.left = max(1, measurements)
+
+    def next_deadline(self) -> float | None:
+        if self.end is None:
+            return None
+        share = max(0.0, self.end - time.perf_counter()) / self.left
+        self.left = max(1, self.left - 1)
+        return time.perf_counter() + share
+
+
 def _tune_range(
     op_name: str,
     rng: Range,
@@ -173,17 +200,24 @@ def _tune_range(
     benchmarker: Benchmarker,
     settings: TunerSettings,
     device_type: str,
+    budget: Budget | None = None,
+    too_slow: dict[str, str] | None = None,
 ) -> RangeResult:
     timings: dict[str, list[float]] = {c.name: [] for c in [reference, *cands]}
     disqualified: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    too_slow = {} if too_slow is None else too_slow
     used_sizes: list[int] = []
     noises: list[float] = []
+    names = factory.template.names
+    sync = (lambda: _sync(device_type)) if device_type == "cuda" else None
+    race = getattr(benchmarker, "race_factor", 2.0) ** 2
+    budget = budget or Budget(None, 1)
     for size in sizes:
         where = f"size {size}" if size is not None else "the example inputs"
         try:
             args, kwargs = factory.make(size)
-            expected = reference.call(*args, **kwargs)
-            _sync(device_type)
+            expected, owned = reference_run(reference.call, args, kwargs, names, sync)
         except Exception as exc:
             warnings.warn(
                 f"{op_name}: range {rng}: the reference {reference.name!r} failed at {where} "
@@ -192,11 +226,15 @@ def _tune_range(
                 stacklevel=4,
             )
             continue
+        truth = truth_of(reference.call, args, kwargs)
         jobs = [Job(reference.name, size or 0, _bind(reference.call, args, kwargs))]
         for cand in cands:
-            if cand.name in disqualified:
+            if cand.name in too_slow and cand.name not in disqualified:
+                disqualified[cand.name] = too_slow[cand.name]
+            if cand.name in disqualified or cand.name in dropped:
                 continue
-            reason = _check(cand, args, kwargs, expected, settings, device_type)
+            _, reason = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
+                                      rtol=settings.rtol, atol=settings.atol, check=settings.check, sync=sync)
             if reason is not None:
                 disqualified[cand.name] = f"{reason} at {where}"
                 warnings.warn(
@@ -206,20 +244,37 @@ def _tune_range(
                 )
                 continue
             jobs.append(Job(cand.name, size or 0, _bind(cand.call, args, kwargs)))
-        measured = benchmarker.measure(jobs)
+        measured = measure_jobs(benchmarker, jobs, deadline=budget.next_deadline(), warm=True)
         used_sizes.append(size or 0)
-        for job, samples in zip(jobs, measured):
-            timings[job.name].append(median(samples))
-            noises.append(relative_spread(samples))
-        del args, kwargs, expected, jobs
+        fastest = min((m.ms for m in measured if m.status in (OK, RACED)), default=math.inf)
+        for m in measured:
+            if m.status in (SLOW, FAILED):
+                why = (f"too slow: one call took {m.ms:.0f} ms, past the per-call limit" if m.status == SLOW
+                       else "raised while being timed")
+                if m.name == reference.name:
+                    timings[m.name].append(m.ms if m.status == SLOW else math.inf)
+                    continue
+                disqualified[m.name] = f"{why} at {where}"
+                if m.status == SLOW:
+                    too_slow[m.name] = disqualified[m.name]
+                warnings.warn(f"{op_name}: candidate {m.name!r} loses range {rng}: {why} at {where}",
+                              RuntimeWarning, stacklevel=4)
+                continue
+            timings[m.name].append(m.ms)
+            if m.status == OK and m.rounds:
+                noises.append(m.spread)
+            if m.status == RACED and m.ms > race * fastest and m.name != reference.name:
+                dropped[m.name] = (f"{m.ms / fastest:.1f}x slower than the fastest at {where}; "
+                                   "not timed at the range's other sizes")
+        del args, kwargs, expected, jobs, truth
     n = len(used_sizes)
-    final = {
-        name: tuple(ts) if name not in disqualified and len(ts) == n else tuple([math.inf] * n)
+    final = {  # a dropped candidate keeps the times it has; sizes it skipped are inf
+        name: tuple([math.inf] * n) if name in disqualified else tuple(ts[:n]) + (math.inf,) * (n - len(ts))
         for name, ts in timings.items()
     }
     noise = statistics.median(noises) if noises else 0.0
     winner = decide(reference.name, [c.name for c in cands], final, disqualified, noise, settings)
-    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise)
+    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped)
 
 
 def decide(
@@ -230,44 +285,21 @@ def decide(
     noise: float,
     settings: TunerSettings,
 ) -> str:
-    """The winner: the reference unless a candidate beats it by more than the noise margin
-    and ``min_speedup``; among candidates within the noise of the fastest, the first declared."""
+    """The winner of a range: the fastest eligible candidate (geometric mean over the sample
+    sizes of its time over the reference's), if it beats the reference by more than the noise
+    margin and ``min_speedup``; else the reference. Candidates within ``settings.tie`` of the
+    fastest are a tie, which the first declared wins: a candidate measurably slower than
+    another eligible one is never chosen."""
     probe = RangeResult(Range(0), reference, (), timings)
     ratios = {n: probe.ratio(n, reference) for n in order if n not in disqualified}
     ratios = {n: r for n, r in ratios.items() if math.isfinite(r)}
     if not ratios:
         return reference
-    margin = 1 + max(noise, settings.noise_floor)
-    threshold = max(settings.min_speedup, margin)
     best = min(ratios.values())
-    if best * threshold > 1:
-        return reference
-    for name in order:
-        r = ratios.get(name)
-        if r is not None and r <= best * margin and r * threshold <= 1:
-            return name
-    raise AssertionError("the fastest candidate is always eligible")  # pragma: no cover
+    winner = next(n for n in order if n in ratios and ratios[n] <= best * (1 + settings.tie))
+    threshold = max(settings.min_speedup, 1 + max(noise, settings.noise_floor))
+    return winner if ratios[winner] * threshold <= 1 else reference
 
 
 def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
     return lambda: fn(*args, **kwargs)
-
-
-def _check(
-    cand: Candidate,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    expected: Any,
-    settings: TunerSettings,
-    device_type: str,
-) -> str | None:
-    """``None`` if the candidate runs and matches the reference, else why not."""
-    try:
-        out = cand.call(*args, **kwargs)
-        _sync(device_type)
-    except Exception as exc:
-        return f"raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if not settings.check:
-        return None
-    found = compare(out, expected, rtol=settings.rtol, atol=settings.atol)
-    return None if found is None else f"wrong output ({found})"

@@ -107,12 +107,25 @@ def test_min_speedup_threshold():
     assert set(op2.table.winners.values()) == {"a"}
 
 
-def test_ties_break_by_declaration_order():
+def test_only_true_ties_break_by_declaration_order():
     s = TunerSettings()
-    timings = {"ref": (1.0,), "x": (0.5,), "y": (0.495,)}
-    assert decide("ref", ["x", "y"], timings, {}, 0.0, s) == "x"
-    assert decide("ref", ["y", "x"], timings, {}, 0.0, s) == "y"
+    tied = {"ref": (1.0,), "x": (0.5,), "y": (0.498,)}  # 0.4 % apart: below the tie band
+    assert decide("ref", ["x", "y"], tied, {}, 0.0, s) == "x"
+    assert decide("ref", ["y", "x"], tied, {}, 0.0, s) == "y"
+    apart = {"ref": (1.0,), "x": (0.5,), "y": (0.49,)}  # 2 % apart: measurable, the faster wins
+    assert decide("ref", ["x", "y"], apart, {}, 0.0, s) == "y"
     assert decide("ref", ["x", "y"], {"ref": (1.0,), "x": (0.6,), "y": (0.4,)}, {}, 0.0, s) == "y"
+
+
+def test_large_noise_protects_the_reference_but_never_hands_the_range_to_the_first_declared():
+    s = TunerSettings()
+    # 40 % noise: the old rule let every candidate within 40 % of the fastest win, so the first
+    # declared (flash, 1.9x slower) took the range
+    timings = {"math": (50.0, 60.0), "flash": (24.0, 26.0), "cudnn": (12.0, 14.0)}
+    assert decide("math", ["flash", "cudnn"], timings, {}, 0.4, s) == "cudnn"
+    # the same noise keeps the reference when the best gain is within it
+    assert decide("math", ["flash", "cudnn"], {"math": (1.0,), "flash": (0.8,), "cudnn": (0.75,)}, {}, 0.4, s) \
+        == "math"
 
 
 def test_geometric_mean_over_samples():
