@@ -9,8 +9,9 @@ Two policies, switchable at any time:
   (L1 distance in log2 space) is chosen, and cached per shape too.
 
 Hints are sequences of ints compared with the call's *sizes*: by default every dimension of
-every tensor argument in order; pass ``sizes=lambda a, b: (a.shape[0], b.shape[1])`` to compare
-fewer numbers. Dimensions on which all hints agree do not count in the distance. A shape that
+every tensor argument in order, or the first tensor's dimensions when those have as many
+numbers as the hints; pass ``sizes=lambda a, b: (a.shape[0], b.shape[1])`` to compare
+other numbers. Dimensions on which all hints agree do not count in the distance. A shape that
 equals a variant's hint exactly picks that variant without timing under either policy.
 A variant without a hint (``hint=None``, e.g. a library kernel) is timed by ``benchmark`` but
 never chosen by ``nearest``.
@@ -89,6 +90,15 @@ def _default_sizes(*args: Any, **kwargs: Any) -> tuple[int, ...]:
         if isinstance(value, torch.Tensor):
             dims.extend(int(d) for d in value.shape)
     return tuple(dims)
+
+
+def _first_tensor_sizes(args: Sequence[Any], kwargs: Mapping[str, Any], rank: int) -> tuple[int, ...] | None:
+    """The first tensor's shape when it has as many dims as the hints (the default sizes of
+    every tensor's dims do not fit: ``add(x, y)`` with 1-d hints)."""
+    import torch
+
+    first = next((v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)), None)
+    return tuple(int(d) for d in first.shape) if first is not None and first.dim() == rank else None
 
 
 def _shape_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -242,6 +252,8 @@ class MultiKernel:
                     return self._choice[key]
             self._stats["misses"] += 1
             sizes = tuple(int(s) for s in self.sizes_fn(*args, **kwargs))
+            if len(sizes) != self.rank and self.sizes_fn is _default_sizes:
+                sizes = _first_tensor_sizes(args, kwargs, self.rank) or sizes
             if len(sizes) != self.rank:
                 raise ConfigError(
                     f"{self.name}: the call's sizes {list(sizes)} have {len(sizes)} numbers but the hints have "
