@@ -438,22 +438,28 @@ def measure_jobs(benchmarker: Any, jobs: Sequence[Job], *, deadline: float | Non
     return out
 
 
+class CpuBenchmarker(Benchmark):
+    """The core with a CPU timer."""
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("round_ms", 3.0)
+        options.setdefault("warmup_ms", 2.0)
+        super().__init__(CpuTimer(), **options)
+
+
+class CudaBenchmarker(Benchmark):
+    """The core with a CUDA timer (``cuda_graphs=True``: CUDA-graph replays)."""
+
+    def __init__(self, *, cuda_graphs: bool = False, **options: Any) -> None:
+        options.setdefault("round_ms", 2.0)
+        options.setdefault("warmup_ms", 10.0)
+        super().__init__(CudaTimer(graphs=cuda_graphs), **options)
+
+
 def default_benchmarker(device_type: str, *, cuda_graphs: bool = False) -> Benchmark:
     """The measurement core for a device: CUDA events (or graph replay) on CUDA,
     ``perf_counter`` everywhere else."""
-    if device_type == "cuda":
-        return Benchmark(CudaTimer(graphs=cuda_graphs), round_ms=2.0, warmup_ms=10.0)
-    return Benchmark(CpuTimer(), round_ms=3.0, warmup_ms=2.0)
-
-
-def CpuBenchmarker(**options: Any) -> Benchmark:  # noqa: N802 - the name of earlier releases
-    """The core with a CPU timer (``Benchmark(CpuTimer(), **options)``)."""
-    return Benchmark(CpuTimer(), **options)
-
-
-def CudaBenchmarker(*, cuda_graphs: bool = False, **options: Any) -> Benchmark:  # noqa: N802
-    """The core with a CUDA timer (``Benchmark(CudaTimer(graphs=...), **options)``)."""
-    return Benchmark(CudaTimer(graphs=cuda_graphs), **options)
+    return CudaBenchmarker(cuda_graphs=cuda_graphs) if device_type == "cuda" else CpuBenchmarker()
 
 
 def median(values: Sequence[float]) -> float:
