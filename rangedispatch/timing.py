@@ -66,7 +66,8 @@ class Measurement:
         ms: the robust time per call in milliseconds (least of the round medians; for a job
             dropped after its pilot, the pilot's time).
         rounds: the per-round medians.
-        spread: the relative spread of the round medians, ``(max - min) / min``.
+        spread: the relative uncertainty of ``ms``: two standard errors of the round medians
+            (relative to their mean), or their relative range when there are only two.
         status: ``ok``; ``raced`` (dropped early as clearly slower than the fastest: ``ms``
             is a lower bound of its time); ``slow`` (one call exceeded the call limit);
             ``failed`` (it raised while being timed).
@@ -363,7 +364,7 @@ class Benchmark:
             out[i].rounds = rs
             if rs:
                 out[i].ms = min(rs)
-                out[i].spread = (max(rs) - min(rs)) / min(rs) if min(rs) > 0 else 0.0
+                out[i].spread = uncertainty(rs)
         return out
 
     def _first_calls(self, jobs: Sequence[Job], out: list[Measurement], warm: bool) -> dict[int, float]:
@@ -402,6 +403,15 @@ class Benchmark:
             if not resolved(rounds[i], rounds[best], self.resolution):
                 keep.append(i)
         return keep
+
+
+def uncertainty(rounds: Sequence[float]) -> float:
+    """Relative uncertainty of a time from its round medians (two standard errors)."""
+    if len(rounds) < 2 or min(rounds) <= 0:
+        return 0.0
+    if len(rounds) == 2:
+        return (max(rounds) - min(rounds)) / min(rounds)
+    return 2 * statistics.stdev(rounds) / statistics.fmean(rounds) / math.sqrt(len(rounds))
 
 
 def resolved(a: Sequence[float], b: Sequence[float], resolution: float) -> bool:

@@ -1,0 +1,79 @@
+"""Decisions against real GPU noise: recorded H100 per-call timings replayed through the
+measurement core and the tuner, scored with the recorded robust per-size times."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rangedispatch.testing import replay_tuning
+
+# the recordings live in shared/data beside the checkout
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "h100_recorded_timings.json"
+
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason="the recorded timings (shared/data) are not here")
+
+ATTENTION = ["flash_attention", "efficient_attention", "cudnn_attention"]
+
+
+def workload(name):
+    return json.loads(DATA.read_text())["workloads"][name]["rows"]
+
+
+def oracle(rows, table, names):
+    """The geomean loss of the best fixed choice per range (the floor for these split points)."""
+    logs = []
+    for r in table.results:
+        inside = [row for row in rows if row["size"] in r.range]
+        if not inside:
+            continue
+        def loss(n):
+            return [math.log(row["truth"].get(n, math.inf) / min(row["truth"][m] for m in names if m in row["truth"]))
+                    for row in inside]
+        logs += min((loss(n) for n in names), key=sum)
+    return math.exp(sum(logs) / len(logs))
+
+
+@pytest.mark.parametrize("label, name, reference, candidates, split_points, goal", [
+    ("attention, math reference", "attention", "math", ATTENTION, [128, 512, 2048], 1.02),
+    ("attention, default reference", "attention", "default", ATTENTION, [128, 512, 2048], 1.05),
+    ("split-K", "splitk", "mm", ["splitk4", "splitk16", "splitk64"], [4096, 65536], 1.02),
+    ("top-k", "topk", "topk", ["sort"], [1024, 16384], 1.01),
+])
+def test_replayed_decisions_lose_little_against_the_robust_truth(label, name, reference, candidates, split_points,
+                                                                 goal):
+    rows = workload(name)
+    result = replay_tuning(rows, reference=reference, candidates=candidates, split_points=split_points)
+    floor = oracle(rows, result["table"], [reference, *candidates])
+    assert result["geomean"] <= goal, (label, result["geomean"], result["losses"])
+    assert result["geomean"] <= floor * 1.04, (label, result["geomean"], floor)
+
+
+def test_the_old_first_declared_rule_loses_what_the_new_rule_keeps():
+    # the [129, 513) attention range: flash is declared first, cuDNN is the fastest
+    rows = workload("attention")
+    result = replay_tuning(rows, reference="math", candidates=ATTENTION, split_points=[128, 512, 2048])
+    mid = next(r for r in result["table"].results if r.range.lo == 129)
+    assert mid.winner == "cudnn_attention"
+    assert result["losses"][256][1] < 1.05
+
+
+def test_a_kernel_missing_at_some_sizes_loses_only_its_range():
+    rows = workload("attention")  # cuDNN has no kernel at seq 1
+    result = replay_tuning(rows, reference="math", candidates=ATTENTION, split_points=[128, 512, 2048])
+    first = result["table"].results[0]
+    assert "cudnn_attention" in first.disqualified
+    assert all(r.winner == "cudnn_attention" for r in result["table"].results[1:])
+
+
+def test_replayed_tuned_times_track_the_robust_truth_where_the_recording_is_steady():
+    rows = workload("topk")
+    result = replay_tuning(rows, reference="topk", candidates=["sort"], split_points=[1024, 16384])
+    timer = result["timer"]
+    for r in result["table"].results:
+        for i, size in enumerate(r.samples):
+            truth = timer.row(size)["truth"]
+            for name, times in r.timings.items():
+                if math.isfinite(times[i]) and name not in r.dropped:
+                    assert times[i] * 1e3 == pytest.approx(truth[name], rel=0.10), (name, size)
