@@ -19,6 +19,32 @@ from typing import Any, Callable, Sequence
 from torch.compiler import is_compiling
 
 
+def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], env: dict[str, Any]) -> list[str]:
+    """Python conditions that hold exactly when a call has ``template``'s signature: each
+    tensor's dtype, device type, rank and every dim but the dispatch dims, and the values of
+    plain scalar arguments. Constants go into ``env``."""
+    from .inputs import TensorSpec
+
+    conds = []
+    for name in names:
+        value = template.get(name)
+        if isinstance(value, TensorSpec):
+            env[f"_rd_dt_{name}"] = value.dtype
+            conds.append(f"{name}.dtype is _rd_dt_{name}")
+            conds.append(f"{name}.is_cuda is {value.device.type == 'cuda'}")
+            shape = f"(_rd_s_{name} := {name}.shape)"
+            conds.append(f"len({shape}) == {len(value.shape)}")
+            skip = resized.get(name)
+            skip = None if skip is None else skip % max(len(value.shape), 1)
+            conds += [f"_rd_s_{name}[{i}] == {int(d)}" for i, d in enumerate(value.shape) if i != skip]
+        elif value is None:
+            conds.append(f"{name} is None")
+        elif isinstance(value, (bool, int, float, str)):
+            env[f"_rd_v_{name}"] = value
+            conds.append(f"{name} == _rd_v_{name}")
+    return conds
+
+
 def generate_call(
     reference: Callable[..., Any],
     *,
@@ -27,12 +53,18 @@ def generate_call(
     bounds: Sequence[int],
     fns: Sequence[Callable[..., Any]],
     traced: Callable[..., Any] | None,
+    template: Any = None,
+    resized: dict[str, int] | None = None,
+    miss: Callable[..., Any] | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
 
     With ``traced=None`` the result is a plain function without ``self`` and without the
-    compile check: a custom op's kernel, which only ever sees real tensors."""
+    compile check: a custom op's kernel, which only ever sees real tensors.
+
+    With a ``template``, a call whose signature differs from it (dtypes, devices, ranks,
+    non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -89,13 +121,21 @@ def generate_call(
             "    if _is_compiling():",
             f"        return _traced(self, {pos_src}, {{{', '.join(kw)}}})",
         ]
+    plain = [n for n in names if sig.parameters[n].kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                                 inspect.Parameter.VAR_KEYWORD)]
+    conds = guard_source(template, resized or {}, plain, env) if template is not None and miss is not None else []
+    if conds:
+        env["_rd_miss"] = miss
+        lines.append(f"    if not ({' and '.join(conds)}):")
+        lines.append(f"        return _rd_miss({pos_src}, {{{', '.join(kw)}}})")
     if len(fns) == 1 or tensor is None:
         lines.append(f"    return _fn0({args_src})")
     else:
         if tensor not in names or sig.parameters[tensor].kind in (inspect.Parameter.VAR_POSITIONAL,
                                                                  inspect.Parameter.VAR_KEYWORD):
             return None
-        lines.append(f"    return _fns[_bisect(_bounds, {tensor}.shape[{int(dim)}])]({args_src})")
+        shape = f"_rd_s_{tensor}" if conds and f"_rd_s_{tensor} :=" in " ".join(conds) else f"{tensor}.shape"
+        lines.append(f"    return _fns[_bisect(_bounds, {shape}[{int(dim)}])]({args_src})")
     source = "\n".join(lines)
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env, namespace)

@@ -119,10 +119,10 @@ class CallTemplate:
         items = [(n, self.args[i]) for n, i in self.positions.items()] + list(self.kwargs.items())
         for name, value in items:
             if isinstance(value, TensorSpec):
-                shape = list(value.shape)
+                dims = [str(d) for d in value.shape]
                 if name in resized:
-                    shape[resized[name]] = "*"
-                parts.append(f"{name}:{str(value.dtype).replace('torch.', '')}{shape}@{value.device.type}")
+                    dims[resized[name]] = "*"
+                parts.append(f"{name}:{str(value.dtype).replace('torch.', '')}[{', '.join(dims)}]@{value.device.type}")
             elif isinstance(value, (int, float, bool, str, type(None))):
                 parts.append(f"{name}={value!r}")
             else:

@@ -93,6 +93,7 @@ class RangeDispatchOp:
         self._template: CallTemplate | None = None
         self._by_name: dict[str, Candidate] = {self._ref.name: self._ref}
         self._warned_capture = False
+        self.max_signatures = 8  # tables per op, one per input signature
         self._compiled_plan: Any = None
         self._custom_op: Any = None  # the CustomOpDef whose kernel this op is, if any
         from .traced import register_op
@@ -180,6 +181,8 @@ class RangeDispatchOp:
 
     def _set_untuned(self) -> None:
         self._table = None
+        self._tables: dict[str, TuningTable] = {}
+        self._routes: dict[str, Any] = {}
         self._compiled_plan = None
         self._route: tuple[tuple[int, ...], tuple[Callable[..., Any], ...]] = ((), (self._first_call,))
         spec = self.dispatch
@@ -255,6 +258,14 @@ class RangeDispatchOp:
             return self._setup(args, kwargs, force=force)
 
     def _setup(self, args: Sequence[Any], kwargs: Mapping[str, Any], *, force: bool) -> TuningTable:
+        table, template = self._tune_table(args, kwargs, force=force)
+        self._template = template
+        self._install(table)
+        return table
+
+    def _tune_table(self, args: Sequence[Any], kwargs: Mapping[str, Any], *,
+                    force: bool) -> tuple[TuningTable, CallTemplate]:
+        """The table for this call's signature: from the cache, or tuned (and cached)."""
         import torch
 
         template = CallTemplate.from_call(self.reference_fn, args, kwargs)
@@ -266,7 +277,6 @@ class RangeDispatchOp:
                 "registered; add one with @op.register_impl or pass configs=[...]"
             )
         template.check(self._plan.dispatch)
-        self._template = template
         device = _device_of(template, self._plan.dispatch)
         environment = Environment.current(device)
         factory = InputFactory(template, self._plan.dispatch, self.input_gen_fns, op_name=self.name)
@@ -280,8 +290,7 @@ class RangeDispatchOp:
             if cached is not None and self._fits(cached):
                 log.info("%s: loaded tuning table from %s (no benchmarking)", self.name, path)
                 log_summary(cached)
-                self._install(cached)
-                return cached
+                return cached, template
         benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)),
                                                               cuda_graphs=self.settings.cuda_graphs)
         with _disable_current_modes(), torch.no_grad():
@@ -295,14 +304,13 @@ class RangeDispatchOp:
                 environment=environment,
                 device_type=getattr(device, "type", str(device)),
             )
-        self._install(table)
         if path is not None:
             try:
                 table.save(path)
             except OSError as exc:
                 warnings.warn(f"{self.name}: could not write tuning cache {str(path)!r}: {exc}",
                               RuntimeWarning, stacklevel=3)
-        return table
+        return table, template
 
     def _generate_plan(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Plan:
         import inspect
@@ -338,29 +346,82 @@ class RangeDispatchOp:
         names_ok = all(r.winner in self._by_name for r in table.results)
         return ranges_ok and names_ok
 
-    def _install(self, table: TuningTable) -> None:
+    def _route_of(self, table: TuningTable) -> tuple[tuple[int, ...], tuple[Callable[..., Any], ...]]:
         fns = []
         for seg in table.partition.segments:
             if seg.owner is None:
                 fns.append(self._gap_fn(seg.range))
             else:
                 fns.append(self._by_name[seg.owner].call)
-        bounds = table.partition.bounds if len(fns) > 1 else ()
+        bounds = tuple(table.partition.bounds) if len(fns) > 1 else ()
+        return bounds, tuple(fns)
+
+    def _install(self, table: TuningTable) -> None:
+        bounds, fns = self._route_of(table)
         self._table = table
         self._compiled_plan = None
-        self._route = (bounds, tuple(fns))
+        self._route = (bounds, fns)
+        self._tables[table.signature] = table
+        self._routes[table.signature] = self._route
         self._specialise(bounds, fns)
+
+    @property
+    def tables(self) -> dict[str, TuningTable]:
+        """Every table in force, by input signature (dtypes, devices, non-dispatch dims)."""
+        return dict(self._tables)
+
+    def _other_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call whose signature differs from the main table's: its own table (tuned on
+        first sight, at most ``max_signatures`` of them), never another signature's."""
+        template = CallTemplate.from_call(self.reference_fn, args, kwargs)
+        signature = template.signature(self.dispatch)
+        route = self._routes.get(signature)
+        if route is None:
+            with self._lock:
+                route = self._routes.get(signature)
+                if route is None:
+                    route = self._route_for_new_signature(args, kwargs, signature)
+        bounds, fns = route
+        if bounds:
+            try:
+                t = args[self._pos]
+            except IndexError:
+                t = kwargs[self._tensor]
+            return fns[bisect_right(bounds, t.shape[self._dim])](*args, **kwargs)
+        return fns[0](*args, **kwargs)
+
+    def _route_for_new_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any], signature: str) -> Any:
+        if len(self._tables) >= self.max_signatures or _capturing_cuda_graph():
+            warnings.warn(
+                f"{self.name}: a call with input signature {signature} has no table and "
+                + ("cannot be tuned inside CUDA-graph capture" if _capturing_cuda_graph() else
+                   f"the op already holds {len(self._tables)} tables (max_signatures)")
+                + f"; running the reference {self._ref.name!r} for it. Tune it beforehand with "
+                "op.tune(*example) or raise op.max_signatures",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            route: Any = ((), (self.reference_fn,))
+        else:
+            log.info("%s: new input signature %s; tuning a table for it", self.name, signature)
+            table, _ = self._tune_table(args, kwargs, force=False)
+            self._tables[signature] = table
+            route = self._route_of(table)
+        self._routes[signature] = route
+        return route
 
     def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
         """Give this op a generated ``__call__`` for its signature and table (see fastcall)."""
         from .fastcall import generate_call
         from .traced import traced_call
 
+        guard = dict(template=self._template, miss=self._other_signature,
+                     resized=dict(self.dispatch.resized) if self.dispatch else {})
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                             bounds=bounds, fns=fns, traced=traced_call)
+                             bounds=bounds, fns=fns, traced=traced_call, **guard)
         if self._custom_op is not None:
             kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                                   bounds=bounds, fns=fns, traced=None)
+                                   bounds=bounds, fns=fns, traced=None, **guard)
             for device in list(self._custom_op._backend_fns) or [None]:
                 self._custom_op.register_kernel(device, kernel or self.eager)
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
@@ -454,6 +515,8 @@ class RangeDispatchOp:
             status = f"disqualified: {result.disqualified[name]}" if name in result.disqualified else f"{r:.3f}x reference time"
             lines.append(f"  {name}: {status}")
         lines.append(f"  noise margin {max(result.noise, self.settings.noise_floor) * 100:.1f}%")
+        lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"
+                     + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -85,11 +85,11 @@ def test_correct_op_passes_with_readable_ids(pytester):
         ("odd", 3, ["*range x?1? in ?1, 65), x?1?=1 (*candidate 'medium' differs*max abs err*first mismatch at index*",
                     "*range x?1? in ?65, 513), x?1?=65 (*candidate 'medium' differs*",
                     "*range x?1? in ?513, inf), x?1?=513 (*candidate 'medium' differs*"]),
-        # wrong for float16: 'long' in every range, and the dispatched op where it reaches 'long'
-        # (513, across the boundary of [65, 513), and inside [513, inf))
-        ("half", 5, ["*range x?1? in ?1, 65), x?1?=1 (dtype float16*candidate 'long' differs*",
-                     "*range x?1? in ?65, 513), x?1?=513 (dtype float16*the dispatched op differs*",
-                     "FAILED *test_ws?ws-x?1?in?513,inf)-dispatch?*"]),
+        # wrong for float16: 'long' in every range. The dispatched op passes: float16 calls have
+        # their own table, whose tuning disqualified 'long' (a float32 table is not reused)
+        ("half", 3, ["*range x?1? in ?1, 65), x?1?=1 (dtype float16*candidate 'long' differs*",
+                     "*range x?1? in ?65, 513), x?1?=65 (dtype float16*candidate 'long' differs*",
+                     "*range x?1? in ?513, inf), x?1?=513 (dtype float16*candidate 'long' differs*"]),
     ],
 )
 def test_a_wrong_candidate_fails_naming_range_candidate_and_smallest_size(pytester, bug, failed, lines, monkeypatch):

@@ -1,0 +1,82 @@
+"""One table per input signature: a table tuned for one dtype, device, rank or set of
+non-dispatch dims is never used for another."""
+
+import pytest
+import torch
+
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+
+def build(times, **options):
+    bench = FakeBenchmarker(times)
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[50], benchmarker=bench, cache=False, **options)
+    def double(x):
+        return x * 2
+
+    @double.register_impl
+    def add_self(x):
+        return x + x
+
+    return double, bench
+
+
+def test_each_signature_gets_its_own_table_and_the_first_stays_on_the_fast_path():
+    op, bench = build({"double": 2.0, "add_self": 1.0})
+    x32 = torch.randn(100, 8)
+    op(x32)
+    assert len(op.tables) == 1
+    first = op.table
+    seen = []
+    for x in (torch.randn(100, 8, dtype=torch.float64), torch.arange(800).reshape(100, 8),
+              torch.randn(100, 8, 3), torch.randn(100, 16)):
+        bench.calls.clear()
+        torch.testing.assert_close(op(x), x * 2)
+        assert bench.calls, f"no tuning for {x.dtype} {tuple(x.shape)}"
+        seen.append(x)
+    assert len(op.tables) == 5
+    assert op.table is first  # the main table is still the first signature's
+    signatures = set(op.tables)
+    assert any("float64[*, 8]" in s for s in signatures) and any("int64[*, 8]" in s for s in signatures)
+    assert any("float32[*, 8, 3]" in s for s in signatures) and any("float32[*, 16]" in s for s in signatures)
+    # calling again with a known signature does not tune again, and the dispatch size may vary
+    bench.calls.clear()
+    for x in seen + [torch.randn(7, 8), torch.randn(300, 8, dtype=torch.float64)]:
+        torch.testing.assert_close(op(x), x * 2)
+    assert bench.calls == []
+
+
+def test_a_candidate_wrong_only_for_one_dtype_is_disqualified_only_in_that_signatures_table():
+    bench = FakeBenchmarker({"ref": 2.0, "bad_for_ints": 1.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[50], benchmarker=bench, cache=False)
+    def ref(x):
+        return x * 2
+
+    @ref.register_impl
+    def bad_for_ints(x):
+        return x * 2 if x.is_floating_point() else x * 3
+
+    x = torch.randn(10)
+    torch.testing.assert_close(ref(x), x * 2)
+    assert set(ref.table.winners.values()) == {"bad_for_ints"}
+    with pytest.warns(RuntimeWarning, match="bad_for_ints"):
+        out = ref(torch.arange(10))
+    assert out.tolist() == [2 * i for i in range(10)]
+
+
+def test_past_max_signatures_the_reference_runs_with_one_warning():
+    op, bench = build({"double": 2.0, "add_self": 1.0})
+    op.max_signatures = 1
+    op(torch.randn(100, 8))
+    with pytest.warns(RuntimeWarning, match="max_signatures"):
+        out = op(torch.randn(100, 8, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    assert len(op.tables) == 1
+
+
+def test_explain_names_the_signature():
+    op, _ = build({"double": 2.0, "add_self": 1.0})
+    op(torch.randn(100, 8))
+    assert "input signature x:float32[*, 8]@cpu" in op.explain(10)
