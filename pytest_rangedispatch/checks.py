@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from rangedispatch import compare
+from rangedispatch.compare import compare_with_truth
+from rangedispatch.verify import InputSnapshot, check_output, has_low_precision, reference_run, truth_of
 from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
@@ -245,6 +247,7 @@ class Equivalence:
         self.rtol, self.atol = case.spec.options.get("rtol"), case.spec.options.get("atol")
         self.examples = 0
         self.skipped = 0
+        self.owned: list[str] = []  # inputs the reference itself writes to
 
     def check(self, size: int, variant: Variant) -> None:
         __tracebackhide__ = True
@@ -256,21 +259,33 @@ class Equivalence:
             self.skipped += 1  # the reference does not support this variant: nothing to compare
             return
         where = self._where(size, variant, args, kwargs)
+        snapshot = InputSnapshot.take(args, kwargs, self.names)
         try:
             got = self.subject(*args, **kwargs)
         except Exception as exc:
             raise AssertionError(
                 f"{where}: {self.subject_name} raised {type(exc).__name__}: {exc} where the reference runs"
             ) from exc
+        written = [n for n in snapshot.changed() if n not in self.owned]
+        if written:
+            raise AssertionError(
+                f"{where}: {self.subject_name} writes to its input {', '.join(map(repr, written))} in place "
+                "(the reference does not); the caller's tensor is changed. Return a new tensor or clone the input"
+            )
         if self.float64 is not None:
-            expected = _cast_like(expected, got)
-        found = compare(got, expected, rtol=self.rtol, atol=self.atol)
+            found = compare_with_truth(got, self.reference(*args, **kwargs), expected, rtol=self.rtol,
+                                       atol=self.atol) if has_low_precision(got) else \
+                compare(got, _cast_like(expected, got), rtol=self.rtol, atol=self.atol)
+        else:
+            found = check_output(got, expected, truth_of(self.reference, args, kwargs), rtol=self.rtol,
+                                 atol=self.atol)
         if found is not None:
             raise AssertionError(f"{where}: {self.subject_name} differs from the reference: {found}")
 
     def _expected(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.float64 is None:
-            return self.reference(*args, **kwargs)
+            expected, self.owned = reference_run(self.reference, args, kwargs, self.names)
+            return expected
         up = lambda t: t.double() if t.is_floating_point() else t  # noqa: E731
         a, k = _map(args, kwargs, up)
         return self.float64(*a, **k)

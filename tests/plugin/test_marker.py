@@ -39,6 +39,8 @@ def medium(x, w):
         out = out + 1
     if BUG == "odd" and x.shape[1] % 2:
         out = out * 1.01
+    if BUG == "mutate":
+        x.zero_()  # right values, but the caller's input is wiped
     return out
 
 @ws.register_impl
@@ -87,6 +89,9 @@ def test_correct_op_passes_with_readable_ids(pytester):
                     "*range x?1? in ?513, inf), x?1?=513 (*candidate 'medium' differs*"]),
         # wrong for float16: 'long' in every range. The dispatched op passes: float16 calls have
         # their own table, whose tuning disqualified 'long' (a float32 table is not reused)
+        # right values but zeroes its input: the candidate's case in every range
+        ("mutate", 3, ["*range x?1? in ?1, 65), x?1?=1 (*candidate 'medium' writes to its input 'x' in place*",
+                       "*range x?1? in ?513, inf), x?1?=513 (*candidate 'medium' writes to its input 'x'*"]),
         ("half", 3, ["*range x?1? in ?1, 65), x?1?=1 (dtype float16*candidate 'long' differs*",
                      "*range x?1? in ?65, 513), x?1?=65 (dtype float16*candidate 'long' differs*",
                      "*range x?1? in ?513, inf), x?1?=513 (dtype float16*candidate 'long' differs*"]),
