@@ -221,7 +221,11 @@ class RangeDispatchOp:
 
     def eager(self, *args: Any, **kwargs: Any) -> Any:
         """The eager dispatch without the compile check (a custom op's kernel)."""
-        bounds, fns = self._route
+        return self._along(self._route, args, kwargs)
+
+    def _along(self, route: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call the target of ``route`` (bounds, fns) for this call's dispatch size."""
+        bounds, fns = route
         if bounds:
             try:
                 t = args[self._pos]
@@ -381,14 +385,7 @@ class RangeDispatchOp:
                 route = self._routes.get(signature)
                 if route is None:
                     route = self._route_for_new_signature(args, kwargs, signature)
-        bounds, fns = route
-        if bounds:
-            try:
-                t = args[self._pos]
-            except IndexError:
-                t = kwargs[self._tensor]
-            return fns[bisect_right(bounds, t.shape[self._dim])](*args, **kwargs)
-        return fns[0](*args, **kwargs)
+        return self._along(route, args, kwargs)
 
     def _route_for_new_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any], signature: str) -> Any:
         if len(self._tables) >= self.max_signatures or _capturing_cuda_graph():
