@@ -339,7 +339,26 @@ class Equivalence:
                 f"{self.case.spec.name}: the reference raised on every input built from the example; "
                 "check the marker's example, dtypes and devices"
             )
+        if self.case.kind == DISPATCH:
+            self.opcheck(sizes[len(sizes) // 2] if sizes else None, variants[0])
         return self.examples
+
+    def opcheck(self, size: Any, variant: Variant) -> None:
+        """``torch.library.opcheck`` of a registered custom op at one size of the range: its
+        schema (undeclared input mutation, aliasing), fake-tensor kernel and autograd
+        registration. The compile-based test is left to the compiled checks."""
+        __tracebackhide__ = True
+        custom = getattr(self.op, "_custom_op", None)
+        opcheck = getattr(torch.library, "opcheck", None)
+        if custom is None or opcheck is None:
+            return
+        args, kwargs = self.inputs.make(size, variant)
+        try:
+            opcheck(custom, args, kwargs,
+                    test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+        except Exception as exc:
+            where = self._where(size, variant, args, kwargs)
+            raise AssertionError(f"{where}: torch.library.opcheck failed: {str(exc).splitlines()[0]}") from exc
 
 
 def _cast_like(expected: Any, got: Any) -> Any:

@@ -261,3 +261,44 @@ def test_benchmark(range_benchmark):
 """)
     result = pytester.runpytest(*LOAD, "-q")
     result.assert_outcomes(passed=2)
+
+
+CUSTOM_OP_FILE = """
+import os, pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+BAD_FAKE = os.environ.get("RD_BAD_FAKE") == "1"
+
+@torch.library.custom_op("rdtest::scale_{suffix}", mutates_args=())
+def scale(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x * w
+
+@scale.register_fake
+def _(x, w):
+    return x.new_empty(x.shape[0], 1, x.shape[2]) if BAD_FAKE else torch.empty_like(x)
+
+def einsum_impl(x, w):
+    return torch.einsum("bsh,h->bsh", x, w)
+
+rd.register_custom_op_autotuning(scale, configs=[rd.CustomOpConfig(einsum_impl)],
+                                 dispatch_on={"tensor_name": "x", "dim": 1}, split_points=[64],
+                                 benchmarker=FakeBenchmarker({}), cache=False)
+
+@pytest.mark.range_autotune(scale, example=lambda: (torch.randn(2, 100, 8), torch.randn(8)), benchmark=False,
+                            dtypes=[torch.float32], layouts=["contiguous"])
+def test_scale():
+    pass
+"""
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_custom_ops_get_torch_library_opcheck_in_the_dispatch_case(pytester, monkeypatch, bad):
+    monkeypatch.setenv("RD_BAD_FAKE", "1" if bad else "0")
+    pytester.makepyfile(test_op=CUSTOM_OP_FILE.replace("{suffix}", "bad" if bad else "good"))
+    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "-k", "dispatch")
+    if bad:
+        result.assert_outcomes(failed=2)
+        result.stdout.fnmatch_lines(["*torch.library.opcheck failed*"])
+    else:
+        result.assert_outcomes(passed=2)
