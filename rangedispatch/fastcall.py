@@ -56,6 +56,7 @@ def generate_call(
     template: Any = None,
     resized: dict[str, int] | None = None,
     miss: Callable[..., Any] | None = None,
+    record: Callable[[int], None] | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -64,7 +65,8 @@ def generate_call(
     compile check: a custom op's kernel, which only ever sees real tensors.
 
     With a ``template``, a call whose signature differs from it (dtypes, devices, ranks,
-    non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead."""
+    non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead.
+    With ``record``, every call passes its dispatch size to ``record(size)`` first."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -128,14 +130,21 @@ def generate_call(
         env["_rd_miss"] = miss
         lines.append(f"    if not ({' and '.join(conds)}):")
         lines.append(f"        return _rd_miss({pos_src}, {{{', '.join(kw)}}})")
+    dispatchable = tensor is not None and tensor in names and sig.parameters[tensor].kind not in (
+        inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    if tensor is not None and not dispatchable and (len(fns) > 1 or record is not None):
+        return None
+    shape = f"_rd_s_{tensor}" if conds and f"_rd_s_{tensor} :=" in " ".join(conds) else f"{tensor}.shape"
+    size = f"{shape}[{int(dim)}]"
+    if record is not None and dispatchable:
+        env["_rd_rec"] = record
+        lines.append(f"    _rd_size = {size}")
+        lines.append("    _rd_rec(_rd_size)")
+        size = "_rd_size"
     if len(fns) == 1 or tensor is None:
         lines.append(f"    return _fn0({args_src})")
     else:
-        if tensor not in names or sig.parameters[tensor].kind in (inspect.Parameter.VAR_POSITIONAL,
-                                                                 inspect.Parameter.VAR_KEYWORD):
-            return None
-        shape = f"_rd_s_{tensor}" if conds and f"_rd_s_{tensor} :=" in " ".join(conds) else f"{tensor}.shape"
-        lines.append(f"    return _fns[_bisect(_bounds, {shape}[{int(dim)}])]({args_src})")
+        lines.append(f"    return _fns[_bisect(_bounds, {size})]({args_src})")
     source = "\n".join(lines)
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env, namespace)

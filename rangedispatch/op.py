@@ -29,6 +29,8 @@ from .inputs import CallTemplate, InputFactory
 from .ranges import Range
 from .table import TuningTable
 from .timing import Benchmarker, default_benchmarker
+from .discover import AutoSettings, tune_auto
+from .profile import SizeProfile, profile_path
 from .tuner import TunerSettings, log_summary, tune_plan
 
 log = logging.getLogger("rangedispatch")
@@ -78,11 +80,24 @@ class RangeDispatchOp:
         self.name = name or short_name(reference)
         self._params = op_parameters(reference)
         self._ref = Candidate(reference, (), short_name(reference), is_reference=True)
+        self.settings = settings or TunerSettings()
+        self.auto: AutoSettings | None = None
+        if isinstance(split_points, str):
+            if split_points != "auto":
+                raise ConfigError(f"Expected split_points='auto' or a list of sizes but got {split_points!r}")
+            if dispatch_on is None:
+                raise ConfigError("Expected dispatch_on with split_points='auto'; name the size to split, "
+                                  "e.g. dispatch_on=('x', 1)")
+            if ranges is not None:
+                raise ConfigError("Expected split_points='auto' or ranges, not both")
+            self.auto = AutoSettings(hi=self.settings.upper_bound)
+            split_points = None
+        self.profile: SizeProfile | None = None
+        self._recording = False
         self._plan_args = dict(dispatch_on=dispatch_on, split_points=split_points, ranges=ranges, tie=tie)
         self._configs: list[Any] = list(configs)
         self._config_generator = config_generator
         self.input_gen_fns = check_input_gen_fns(input_gen_fns, self._params)
-        self.settings = settings or TunerSettings()
         self.benchmarker = benchmarker
         self.use_cache = cache
         self.traced = traced
@@ -251,13 +266,17 @@ class RangeDispatchOp:
         return self.eager(*args, **kwargs)
 
     # --- tuning ----------------------------------------------------------------------
-    def tune(self, *args: Any, force: bool = False, **kwargs: Any) -> TuningTable:
+    def tune(self, *args: Any, force: bool = False, profile: Any = None, **kwargs: Any) -> TuningTable:
         """Tune on example inputs (other dims, dtypes and devices are taken from them).
 
         Args:
             *args, **kwargs: an example call of the op.
             force: re-benchmark even if a valid cached table exists.
+            profile: recorded sizes (a :class:`SizeProfile` or the path of a saved one):
+                samples and automatic split points go where the traffic is.
         """
+        if profile is not None:
+            self.profile = profile if isinstance(profile, SizeProfile) else SizeProfile.load(profile)
         with self._lock:
             return self._setup(args, kwargs, force=force)
 
@@ -297,17 +316,14 @@ class RangeDispatchOp:
                 return cached, template
         benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)),
                                                               cuda_graphs=self.settings.cuda_graphs)
+        common = dict(op_name=self.name, plan=self._plan, reference=self._ref, factory=factory,
+                      benchmarker=benchmarker, settings=self.settings, environment=environment,
+                      device_type=getattr(device, "type", str(device)), profile=self.profile)
         with _disable_current_modes(), torch.no_grad():
-            table = tune_plan(
-                op_name=self.name,
-                plan=self._plan,
-                reference=self._ref,
-                factory=factory,
-                benchmarker=benchmarker,
-                settings=self.settings,
-                environment=environment,
-                device_type=getattr(device, "type", str(device)),
-            )
+            if self.auto is not None:
+                table = tune_auto(auto=self.auto, **common)
+            else:
+                table = tune_plan(**common)
         if path is not None:
             try:
                 table.save(path)
@@ -341,12 +357,14 @@ class RangeDispatchOp:
             "environment": environment.to_json(),
             "settings": self.settings.to_json(),
             "input_gen_fns": {k: _fn_id(v) for k, v in sorted(self.input_gen_fns.items())},
+            "auto": self.auto.to_json() if self.auto is not None else None,
+            "profile": sorted(self.profile.counts.items()) if self.profile is not None and self.profile.counts else None,
         })
         return cache_mod.cache_path(self.name, key)
 
     def _fits(self, table: TuningTable) -> bool:
         assert self._plan is not None
-        ranges_ok = [r.range for r in table.results] == list(self._plan.ranges)
+        ranges_ok = self.auto is not None or [r.range for r in table.results] == list(self._plan.ranges)
         names_ok = all(r.winner in self._by_name for r in table.results)
         return ranges_ok and names_ok
 
@@ -407,13 +425,25 @@ class RangeDispatchOp:
         self._routes[signature] = route
         return route
 
+    def record_sizes(self, on: bool = True) -> SizeProfile:
+        """Count the dispatch size of every eager call in ``op.profile`` (a compact histogram,
+        one dict update per call); ``op.save_table(path)`` saves it next to the table."""
+        with self._lock:
+            if self.profile is None:
+                self.profile = SizeProfile()
+            self._recording = bool(on) and self.dispatch is not None
+            if self._table is not None:
+                self._specialise(*self._route)
+        return self.profile
+
     def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
         """Give this op a generated ``__call__`` for its signature and table (see fastcall)."""
         from .fastcall import generate_call
         from .traced import traced_call
 
         guard = dict(template=self._template, miss=self._other_signature,
-                     resized=dict(self.dispatch.resized) if self.dispatch else {})
+                     resized=dict(self.dispatch.resized) if self.dispatch else {},
+                     record=self.profile.add if self._recording and self.profile is not None else None)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                              bounds=bounds, fns=fns, traced=traced_call, **guard)
         if self._custom_op is not None:
@@ -448,9 +478,12 @@ class RangeDispatchOp:
 
     # --- tables ----------------------------------------------------------------------
     def save_table(self, path: str | Path) -> Path:
-        """Write the table in force to ``path`` (atomically)."""
+        """Write the table in force to ``path`` (atomically), and the recorded sizes, if any,
+        to ``<path>.sizes.json`` beside it."""
         if self._table is None:
             raise TableError(f"{self.name}: Expected a tuned op but it has no table yet; call it or .tune() first")
+        if self.profile is not None and self.profile.counts:
+            self.profile.save(profile_path(path))
         return self._table.save(path)
 
     def load_table(self, path: str | Path, *, allow_other_environment: bool = False) -> TuningTable:
@@ -483,6 +516,9 @@ class RangeDispatchOp:
                     )
                 warnings.warn(f"{self.name}: using a table tuned elsewhere ({'; '.join(diffs)})",
                               RuntimeWarning, stacklevel=2)
+        side = profile_path(path)
+        if side.exists():
+            self.profile = SizeProfile.load(side)
         with self._lock:
             self._install(table)
         return table

@@ -80,8 +80,10 @@ def effective_upper_bound(plan_dispatch: Any, settings: TunerSettings) -> int | 
     return settings.upper_bound
 
 
-def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None) -> tuple[int, ...]:
-    """Sizes to benchmark inside ``rng``: near lo, geometric middle(s), near the top.
+def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None,
+                 profile: Any = None) -> tuple[int, ...]:
+    """Sizes to benchmark inside ``rng``: near lo, geometric middle(s), near the top; with a
+    ``profile`` that has traffic in the range, its traffic quantiles there instead.
 
     Example:
         >>> sample_sizes(Range(512, 2048))
@@ -90,6 +92,10 @@ def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None) 
         (2048, 2896, 4096)
     """
     lo = max(rng.lo, 1)
+    if profile is not None and profile.total(rng.lo, None if rng.hi is None else rng.hi - 1) > 0:
+        inside = profile.quantiles(count, lo=rng.lo, hi=None if rng.hi is None else rng.hi - 1)
+        if inside:
+            return tuple(inside)
     top = range_top(rng, upper_bound)
     if rng.hi is None:
         top = max(top, lo)
@@ -118,30 +124,35 @@ def tune_plan(
     settings: TunerSettings,
     environment: Environment,
     device_type: str = "cpu",
+    profile: Any = None,
 ) -> TuningTable:
-    """Tune every range of ``plan`` and return the table (logging as it goes)."""
+    """Tune every range of ``plan`` and return the table (logging as it goes). With a
+    ``profile`` of recorded sizes, a range with traffic is sampled at its traffic quantiles."""
     log.info("=== Range-based Autotuning for %s ===", op_name)
     log.info("Dispatch dimension: %s", plan.dispatch if plan.dispatch else "(none: one global choice)")
     upper = effective_upper_bound(plan.dispatch, settings)
     results = []
     budget = Budget(settings.budget_s, len(plan.ranges) * (settings.samples_per_range if plan.dispatch else 1))
-    too_slow: dict[str, str] = {}
+    prober = Prober(op_name, reference, factory, benchmarker, settings, device_type, budget)
     for rng in plan.ranges:
         cands = [c for c in plan.candidates[rng] if c.name != reference.name]
-        sizes = (
-            sample_sizes(rng, count=settings.samples_per_range, upper_bound=upper)
+        sizes: Sequence[int | None] = (
+            sample_sizes(rng, count=settings.samples_per_range, upper_bound=upper, profile=profile)
             if plan.dispatch is not None
             else (None,)
         )
-        result = _tune_range(
-            op_name, rng, reference, cands, sizes, factory, benchmarker, settings, device_type, budget, too_slow
-        )
+        result = _tune_range(rng, cands, sizes, prober)
         n = len(plan.candidates[rng])
         log.info(
             "Range %s: Selected implementation '%s' after benchmarking %d candidate%s",
             rng, result.winner, n, "" if n == 1 else "s",
         )
         results.append(result)
+    return make_table(op_name, plan, reference, results, factory, settings, environment)
+
+
+def make_table(op_name: str, plan: Plan, reference: Candidate, results: Sequence[RangeResult],
+               factory: InputFactory, settings: TunerSettings, environment: Environment) -> TuningTable:
     all_cands = {reference.name: reference}
     for rng in plan.ranges:
         for c in plan.candidates[rng]:
@@ -190,90 +201,126 @@ class Budget:
         return time.perf_counter() + share
 
 
-def _tune_range(
-    op_name: str,
-    rng: Range,
-    reference: Candidate,
-    cands: Sequence[Candidate],
-    sizes: Sequence[int | None],
-    factory: InputFactory,
-    benchmarker: Benchmarker,
-    settings: TunerSettings,
-    device_type: str,
-    budget: Budget | None = None,
-    too_slow: dict[str, str] | None = None,
-) -> RangeResult:
-    timings: dict[str, list[float]] = {c.name: [] for c in [reference, *cands]}
-    disqualified: dict[str, str] = {}
-    dropped: dict[str, str] = {}
-    too_slow = {} if too_slow is None else too_slow
-    used_sizes: list[int] = []
-    noises: list[float] = []
-    names = factory.template.names
-    sync = (lambda: _sync(device_type)) if device_type == "cuda" else None
-    race = getattr(benchmarker, "race_factor", 2.0) ** 2
-    budget = budget or Budget(None, 1)
-    for size in sizes:
+@dataclass
+class Probe:
+    """The candidates measured at one dispatch size: robust ms (``raced`` ones: a lower
+    bound), why some lost, the spreads of the fully measured ones."""
+
+    size: int
+    times: dict[str, float]
+    lost: dict[str, str]
+    raced: set[str]
+    spreads: list[float]
+
+    @property
+    def fastest(self) -> float:
+        return min(self.times.values(), default=math.inf)
+
+
+class Prober:
+    """Checks and times an op's candidates at one dispatch size at a time: the step shared by
+    range tuning and split-point discovery. Counts the (candidate, size) measurements."""
+
+    def __init__(self, op_name: str, reference: Candidate, factory: InputFactory, benchmarker: Benchmarker,
+                 settings: TunerSettings, device_type: str, budget: Budget | None = None) -> None:
+        self.op_name, self.reference, self.factory = op_name, reference, factory
+        self.benchmarker, self.settings, self.device_type = benchmarker, settings, device_type
+        self.budget = budget or Budget(None, 1)
+        self.too_slow: dict[str, str] = {}  # candidates never called again
+        self.benchmarks = 0
+        self.sync = (lambda: _sync(device_type)) if device_type == "cuda" else None
+
+    def probe(self, size: int | None, cands: Sequence[Candidate], label: str) -> Probe | None:
+        """Measure the reference and ``cands`` at ``size``; ``None`` if the reference fails."""
         where = f"size {size}" if size is not None else "the example inputs"
+        names = self.factory.template.names
         try:
-            args, kwargs = factory.make(size)
-            expected, owned = reference_run(reference.call, args, kwargs, names, sync)
+            args, kwargs = self.factory.make(size)
+            expected, owned = reference_run(self.reference.call, args, kwargs, names, self.sync)
         except Exception as exc:
             warnings.warn(
-                f"{op_name}: range {rng}: the reference {reference.name!r} failed at {where} "
+                f"{self.op_name}: {label}: the reference {self.reference.name!r} failed at {where} "
                 f"({type(exc).__name__}: {exc}); that size is skipped",
-                RuntimeWarning,
-                stacklevel=4,
+                RuntimeWarning, stacklevel=5,
             )
-            continue
-        truth = truth_of(reference.call, args, kwargs)
-        jobs = [Job(reference.name, size or 0, _bind(reference.call, args, kwargs))]
+            return None
+        truth = truth_of(self.reference.call, args, kwargs)
+        lost: dict[str, str] = {}
+        jobs = [Job(self.reference.name, size or 0, _bind(self.reference.call, args, kwargs))]
         for cand in cands:
-            if cand.name in too_slow and cand.name not in disqualified:
-                disqualified[cand.name] = too_slow[cand.name]
-            if cand.name in disqualified or cand.name in dropped:
+            if cand.name in self.too_slow:
+                lost[cand.name] = self.too_slow[cand.name]
                 continue
             _, reason = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
-                                      rtol=settings.rtol, atol=settings.atol, check=settings.check, sync=sync)
+                                      rtol=self.settings.rtol, atol=self.settings.atol, check=self.settings.check,
+                                      sync=self.sync)
             if reason is not None:
-                disqualified[cand.name] = f"{reason} at {where}"
-                warnings.warn(
-                    f"{op_name}: candidate {cand.name!r} loses range {rng}: {reason} at {where}",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+                lost[cand.name] = f"{reason} at {where}"
+                warnings.warn(f"{self.op_name}: candidate {cand.name!r} loses {label}: {reason} at {where}",
+                              RuntimeWarning, stacklevel=5)
                 continue
             jobs.append(Job(cand.name, size or 0, _bind(cand.call, args, kwargs)))
-        measured = measure_jobs(benchmarker, jobs, deadline=budget.next_deadline(), warm=True)
-        used_sizes.append(size or 0)
-        fastest = min((m.ms for m in measured if m.status in (OK, RACED)), default=math.inf)
+        measured = measure_jobs(self.benchmarker, jobs, deadline=self.budget.next_deadline(), warm=True)
+        self.benchmarks += len(jobs)
+        out = Probe(size or 0, {}, lost, set(), [])
         for m in measured:
             if m.status in (SLOW, FAILED):
                 why = (f"too slow: one call took {m.ms:.0f} ms, past the per-call limit" if m.status == SLOW
                        else "raised while being timed")
-                if m.name == reference.name:
-                    timings[m.name].append(m.ms if m.status == SLOW else math.inf)
+                if m.name == self.reference.name:
+                    out.times[m.name] = m.ms if m.status == SLOW else math.inf
                     continue
-                disqualified[m.name] = f"{why} at {where}"
+                out.lost[m.name] = f"{why} at {where}"
                 if m.status == SLOW:
-                    too_slow[m.name] = disqualified[m.name]
-                warnings.warn(f"{op_name}: candidate {m.name!r} loses range {rng}: {why} at {where}",
-                              RuntimeWarning, stacklevel=4)
+                    self.too_slow[m.name] = out.lost[m.name]
+                warnings.warn(f"{self.op_name}: candidate {m.name!r} loses {label}: {why} at {where}",
+                              RuntimeWarning, stacklevel=5)
                 continue
-            timings[m.name].append(m.ms)
-            if m.status == OK and m.rounds:
-                noises.append(m.spread)
-            if m.status == RACED and m.ms > race * fastest and m.name != reference.name:
-                dropped[m.name] = (f"{m.ms / fastest:.1f}x slower than the fastest at {where}; "
-                                   "not timed at the range's other sizes")
-        del args, kwargs, expected, jobs, truth
+            out.times[m.name] = m.ms
+            if m.status == RACED:
+                out.raced.add(m.name)
+            elif m.rounds:
+                out.spreads.append(m.spread)
+        ranked = sorted(out.times, key=out.times.__getitem__)
+        log.info("%s: %s at %s: fastest %s (%.4g ms), %d measured, %d lost", self.op_name, label, where,
+                 ranked[0] if ranked else "-", out.fastest, len(out.times), len(out.lost))
+        return out
+
+
+def _tune_range(
+    rng: Range,
+    cands: Sequence[Candidate],
+    sizes: Sequence[int | None],
+    prober: Prober,
+) -> RangeResult:
+    reference = prober.reference
+    timings: dict[str, list[float]] = {c.name: [] for c in [reference, *cands]}
+    disqualified: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    used_sizes: list[int] = []
+    noises: list[float] = []
+    race = getattr(prober.benchmarker, "race_factor", 2.0) ** 2
+    for size in sizes:
+        live = [c for c in cands if c.name not in disqualified and c.name not in dropped]
+        probe = prober.probe(size, live, f"range {rng}")
+        if probe is None:
+            continue
+        used_sizes.append(probe.size)
+        for name, why in probe.lost.items():
+            disqualified.setdefault(name, why)
+        for name, ms in probe.times.items():
+            timings[name].append(ms)
+            if name in probe.raced and ms > race * probe.fastest and name != reference.name:
+                dropped[name] = (f"{ms / probe.fastest:.1f}x slower than the fastest at size {probe.size}; "
+                                 "not timed at the range's other sizes")
+        noises.extend(probe.spreads)
     n = len(used_sizes)
     final = {  # a dropped candidate keeps the times it has; sizes it skipped are inf
         name: tuple([math.inf] * n) if name in disqualified else tuple(ts[:n]) + (math.inf,) * (n - len(ts))
         for name, ts in timings.items()
     }
     noise = statistics.median(noises) if noises else 0.0
-    winner = decide(reference.name, [c.name for c in cands], final, disqualified, noise, settings)
+    winner = decide(reference.name, [c.name for c in cands], final, disqualified, noise, prober.settings)
     return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped)
 
 

@@ -296,7 +296,8 @@ def test_scale():
 def test_custom_ops_get_torch_library_opcheck_in_the_dispatch_case(pytester, monkeypatch, bad):
     monkeypatch.setenv("RD_BAD_FAKE", "1" if bad else "0")
     pytester.makepyfile(test_op=CUSTOM_OP_FILE.replace("{suffix}", "bad" if bad else "good"))
-    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "-k", "dispatch")
+    # in a subprocess: opcheck imports parts of torch that an in-process run would unload after it
+    result = pytester.runpytest_subprocess(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "-k", "dispatch")
     if bad:
         result.assert_outcomes(failed=2)
         result.stdout.fnmatch_lines(["*torch.library.opcheck failed*"])

@@ -1,0 +1,228 @@
+"""Split points nobody has to guess: where along the dispatch size the fastest candidate changes.
+
+``split_points="auto"`` tunes in four steps, every measurement through the same checks and
+measurement core as hand-given ranges (:class:`~rangedispatch.tuner.Prober`):
+
+1. every candidate is measured at base sizes: log-spaced over ``[lo, hi]``, or, with a
+   recorded traffic profile, at quantiles of the traffic (so each sample stands for an equal
+   share of the calls, and the decision weighs sizes by traffic);
+2. each size gets its winner (the fastest eligible candidate, the reference kept unless beaten
+   by more than the noise margin); runs of equal winners form segments;
+3. neighbouring segments merge while one candidate is within ``merge_tolerance`` of the best at
+   every size of both (near-ties are not crossovers);
+4. each remaining crossover is bisected (in log space, measuring only its two winners and the
+   reference) until it is located within ``tolerance``; the split goes in the middle.
+
+The number of (candidate, size) measurements stays within ``budget`` (default: what a 4-range
+hand table with 3 samples per range costs, ``12 x candidates``) and is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from .candidates import Candidate
+from .ranges import Range
+from .table import RangeResult
+from .tuner import Probe, Prober, decide
+
+log = logging.getLogger("rangedispatch")
+
+DEFAULT_TOP = 8192
+
+
+@dataclass(frozen=True)
+class AutoSettings:
+    """How ``split_points="auto"`` searches.
+
+    Args:
+        lo, hi: the size interval searched (``hi``: the op's ``range_upper_bound``, else 8192);
+            sizes above ``hi`` go to the last range's winner.
+        budget: most (candidate, size) measurements (default ``12 x candidates``).
+        tolerance: a crossover is located to within this relative width (0.25: the true split
+            lies within 25 % of the one chosen).
+        merge_tolerance: neighbouring segments merge when one candidate is within this of the
+            best at every size of both.
+    """
+
+    lo: int = 1
+    hi: int | None = None
+    budget: int | None = None
+    tolerance: float = 0.25
+    merge_tolerance: float = 0.03
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Discovery:
+    """What a search measured and found."""
+
+    results: tuple[RangeResult, ...]
+    benchmarks: int
+    budget: int
+    base_sizes: list[int]
+    bisections: int
+    crossovers: list[tuple[int, int, str, str]] = field(default_factory=list)  # (below, above, from, to)
+
+    def summary(self) -> str:
+        found = ", ".join(f"{a}->{b} in ({lo}, {hi}]" for lo, hi, a, b in self.crossovers) or "none"
+        return (f"{len(self.results)} range(s) from {len(self.base_sizes)} base sizes and {self.bisections} "
+                f"bisection step(s); {self.benchmarks} of {self.budget} benchmarks; crossovers: {found}")
+
+
+def base_sizes(lo: int, hi: int, count: int, profile: Any = None) -> list[int]:
+    """Sizes measured for every candidate: log-spaced over ``[lo, hi]``, or the ends plus
+    traffic quantiles of ``profile`` (a :class:`~rangedispatch.profile.SizeProfile`)."""
+    count = max(2, count)
+    if profile is not None and profile.total(lo, hi) > 0:
+        inner = profile.quantiles(count - 2, lo=lo, hi=hi)
+        return sorted({lo, hi, *inner})
+    if hi <= lo:
+        return [lo]
+    return sorted({round(lo * (hi / lo) ** (i / (count - 1))) for i in range(count)})
+
+
+def discover(
+    prober: Prober,
+    candidates: Sequence[Candidate],
+    settings: AutoSettings,
+    *,
+    upper_bound: int | None = None,
+    profile: Any = None,
+) -> Discovery:
+    """Find the ranges and their winners (see the module docstring)."""
+    reference = prober.reference
+    cands = [c for c in candidates if c.name != reference.name]
+    order = [c.name for c in cands]
+    by_name = {c.name: c for c in cands}
+    lo = max(1, settings.lo)
+    hi = max(lo, settings.hi or upper_bound or DEFAULT_TOP)
+    width = len(cands) + 1
+    budget = settings.budget or 12 * width
+    count = int(min(16, max(4, (budget * 0.6) // width)))
+    sizes = base_sizes(lo, hi, count, profile)
+    probes: dict[int, Probe] = {}
+    start = prober.benchmarks
+    for size in sizes:
+        probe = prober.probe(size, cands, f"size {size}")
+        if probe is not None:
+            probes[probe.size] = probe
+    measured = sorted(probes)
+    if not measured:
+        return Discovery((RangeResult(Range(lo, None), reference.name, (), {}),), prober.benchmarks - start,
+                         budget, sizes, 0)
+    noise = _noise(probes.values())
+    winners = {s: _winner(probes[s], reference.name, order, noise, prober) for s in measured}
+    segments = [[s] for s in measured]
+    segments = _merge(segments, winners, probes, reference.name, order, noise, prober, settings.merge_tolerance)
+    owners = [_segment_winner(seg, probes, reference.name, order, noise, prober) for seg in segments]
+    splits, crossovers, steps = [], [], 0
+    for left, right, a_name, b_name in zip(segments, segments[1:], owners, owners[1:]):
+        a, b = left[-1], right[0]
+        pair = [by_name[n] for n in (a_name, b_name) if n in by_name]
+        while b / a > 1 + settings.tolerance and b - a > 1:
+            if prober.benchmarks - start + len(pair) + 1 > budget:
+                break
+            mid = min(max(round(math.sqrt(a * b)), a + 1), b - 1)
+            probe = prober.probe(mid, pair, f"size {mid}")
+            steps += 1
+            if probe is None:
+                break
+            probes[mid] = probe
+            if _winner(probe, reference.name, [n for n in order if n in (a_name, b_name)], noise, prober) == a_name:
+                a = mid
+            else:
+                b = mid
+        split = min(max(round(math.sqrt(a * b)), a + 1), b)
+        splits.append(split)
+        crossovers.append((a, b, a_name, b_name))
+    edges = [lo, *splits]
+    results = []
+    for i, owner in enumerate(owners):
+        rng = Range(edges[i], edges[i + 1] if i + 1 < len(edges) else None)
+        inside = [s for s in sorted(probes) if s in rng]
+        timings = {n: tuple(probes[s].times.get(n, math.inf) for s in inside) for n in [reference.name, *order]}
+        lost: dict[str, str] = {}
+        for s in inside:
+            for n, why in probes[s].lost.items():
+                lost.setdefault(n, why)
+        spreads = [x for s in inside for x in probes[s].spreads]
+        results.append(RangeResult(rng, owner, tuple(inside), timings, lost,
+                                   statistics.median(spreads) if spreads else 0.0))
+    found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers)
+    log.info("split_points='auto': %s", found.summary())
+    return found
+
+
+def _noise(probes: Any) -> float:
+    spreads = [x for p in probes for x in p.spreads]
+    return statistics.median(spreads) if spreads else 0.0
+
+
+def _winner(probe: Probe, reference: str, order: Sequence[str], noise: float, prober: Prober) -> str:
+    timings = {n: (probe.times.get(n, math.inf),) for n in [reference, *order]}
+    return decide(reference, order, timings, dict(probe.lost), noise, prober.settings)
+
+
+def _segment_winner(seg: Sequence[int], probes: dict[int, Probe], reference: str, order: Sequence[str],
+                    noise: float, prober: Prober) -> str:
+    timings = {n: tuple(probes[s].times.get(n, math.inf) for s in seg) for n in [reference, *order]}
+    lost = {n: why for s in seg for n, why in probes[s].lost.items()}
+    return decide(reference, order, timings, lost, noise, prober.settings)
+
+
+def _merge(segments: list[list[int]], winners: dict[int, str], probes: dict[int, Probe], reference: str,
+           order: Sequence[str], noise: float, prober: Prober, tolerance: float) -> list[list[int]]:
+    """Join runs of equal winners, then neighbours that one candidate serves within
+    ``tolerance`` of the best at every size."""
+    out: list[list[int]] = []
+    for seg in segments:
+        if out and winners[out[-1][-1]] == winners[seg[0]]:
+            out[-1].extend(seg)
+        else:
+            out.append(list(seg))
+    changed = True
+    while changed and len(out) > 1:
+        changed = False
+        for i in range(len(out) - 1):
+            union = out[i] + out[i + 1]
+            if _serves_all(union, probes, [reference, *order], tolerance):
+                out[i:i + 2] = [union]
+                changed = True
+                break
+    return out
+
+
+def _serves_all(sizes: Sequence[int], probes: dict[int, Probe], names: Sequence[str], tolerance: float) -> bool:
+    for name in names:
+        if all(probes[s].times.get(name, math.inf) <= probes[s].fastest * (1 + tolerance) and name not in probes[s].lost
+               for s in sizes):
+            return True
+    return False
+
+
+def tune_auto(*, op_name: str, plan: Any, reference: Candidate, factory: Any, benchmarker: Any, settings: Any,
+              environment: Any, device_type: str, auto: AutoSettings, profile: Any = None) -> Any:
+    """The table of an op with ``split_points="auto"``: discovered ranges and winners."""
+    from .tuner import Budget, effective_upper_bound, make_table
+
+    log.info("=== Range-based Autotuning for %s (automatic split points) ===", op_name)
+    log.info("Dispatch dimension: %s", plan.dispatch)
+    cands = list(plan.all_candidates)
+    prober = Prober(op_name, reference, factory, benchmarker, settings, device_type,
+                    Budget(settings.budget_s, (auto.budget or 12 * (len(cands) + 1)) // max(1, len(cands) + 1)))
+    found = discover(prober, cands, auto, upper_bound=effective_upper_bound(plan.dispatch, settings),
+                     profile=profile)
+    for r in found.results:
+        log.info("Range %s: Selected implementation '%s'", r.range, r.winner)
+    table = make_table(op_name, plan, reference, found.results, factory, settings, environment)
+    return dataclasses.replace(table, settings={**table.settings, "auto": auto.to_json(),
+                                                "discovery": found.summary(), "benchmarks": found.benchmarks,
+                                                "budget": found.budget})

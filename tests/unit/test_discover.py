@@ -1,0 +1,195 @@
+"""Automatic split points and recorded size profiles."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import rangedispatch as rd
+from rangedispatch.profile import SizeProfile, profile_path
+from rangedispatch.testing import FakeBenchmarker, replay_tuning
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "h100_recorded_timings.json"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason="the recorded timings (shared/data) are not here")
+ATTENTION = ["flash_attention", "efficient_attention", "cudnn_attention"]
+
+
+def rows(name):
+    return json.loads(DATA.read_text())["workloads"][name]["rows"]
+
+
+def crossing_sizes(data, names):
+    """Recorded sizes where the truth's fastest of ``names`` changes (with a 5 % dead band)."""
+    out, prev = [], None
+    for row in data:
+        truth = {n: row["truth"][n] for n in names if n in row["truth"]}
+        best = min(truth, key=truth.get)
+        if prev is not None and best != prev and truth.get(prev, math.inf) > truth[best] * 1.05:
+            out.append((row["size"], prev, best))
+        prev = best
+    return out
+
+
+@needs_data
+def test_attention_crossover_to_cudnn_is_found_where_the_recording_has_it_within_budget():
+    data = rows("attention")
+    result = replay_tuning(data, reference="math", candidates=ATTENTION, split_points="auto", upper_bound=8192)
+    table = result["table"]
+    cudnn = [r for r in table.results if r.winner == "cudnn_attention"]
+    assert cudnn and cudnn[0].range.hi is None
+    split = cudnn[0].range.lo
+    # the truth: efficient/flash up to seq 128, cuDNN from 161 on
+    assert 128 / 1.25 <= split <= 161 * 1.25, split
+    assert table.settings["benchmarks"] <= 4 * 3 * 4  # a 4-range hand table x 3 samples x 4 candidates
+    assert result["geomean"] <= 1.03
+
+
+@needs_data
+def test_split_k_finds_its_one_late_crossover_and_top_k_finds_none():
+    data = rows("splitk")
+    result = replay_tuning(data, reference="mm", candidates=["splitk4", "splitk16", "splitk64"], split_points="auto",
+                           upper_bound=262144)
+    last = result["table"].results[-1]
+    assert last.winner == "splitk64" and 219456 < last.range.lo <= 262144
+    assert result["geomean"] <= 1.01
+    topk = replay_tuning(rows("topk"), reference="topk", candidates=["sort"], split_points="auto",
+                         upper_bound=1 << 20)
+    assert [r.winner for r in topk["table"].results] == ["topk"]
+    assert topk["table"].settings["benchmarks"] <= 12 * 2
+
+
+@needs_data
+def test_auto_is_not_worse_than_the_guessed_splits_on_the_recordings():
+    for name, ref, cands, guess in [("attention", "math", ATTENTION, [128, 512, 2048]),
+                                    ("splitk", "mm", ["splitk4", "splitk16", "splitk64"], [4096, 65536])]:
+        data = rows(name)
+        top = max(r["size"] for r in data)
+        auto = replay_tuning(data, reference=ref, candidates=cands, split_points="auto", upper_bound=top)
+        hand = replay_tuning(data, reference=ref, candidates=cands, split_points=guess, upper_bound=top)
+        assert auto["geomean"] <= hand["geomean"] * 1.02, (name, auto["geomean"], hand["geomean"])
+
+
+def scripted_op(**options):
+    bench = FakeBenchmarker({"ref": 5.0, "small": lambda s: 1.0 if s < 300 else 9.0,
+                             "large": lambda s: 9.0 if s < 300 else 1.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points="auto", range_upper_bound=4096, benchmarker=bench,
+                       cache=False, **options)
+    def ref(x):
+        return x * 2
+
+    @ref.register_impl
+    def small(x):
+        return x + x
+
+    @ref.register_impl
+    def large(x):
+        return 2 * x
+
+    return ref, bench
+
+
+def test_auto_bisects_a_crossover_to_the_tolerance_and_dispatches_both_sides():
+    op, bench = scripted_op()
+    op.tune(torch.randn(64))
+    winners = [(r.range, r.winner) for r in op.table.results]
+    assert [w for _, w in winners] == ["small", "large"]
+    split = winners[1][0].lo
+    assert 300 / 1.25 <= split <= 300 * 1.25
+    torch.testing.assert_close(op(torch.ones(10)), torch.full((10,), 2.0))
+    assert "benchmarks" in op.table.settings["discovery"]
+
+
+def test_auto_with_the_seed_config_api_and_no_ranges():
+    @torch.library.custom_op("rdtest::auto_scale", mutates_args=())
+    def auto_scale(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @auto_scale.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    def plus(x):
+        return x + x
+
+    op = rd.register_custom_op_autotuning(
+        auto_scale, configs=[rd.CustomOpConfig(plus)], dispatch_on={"tensor_name": "x", "dim": 0},
+        split_points="auto", range_upper_bound=1024, benchmarker=FakeBenchmarker({"auto_scale": 2.0, "plus": 1.0}),
+        cache=False)
+    auto_scale(torch.randn(50))
+    assert {r.winner for r in op.table.results} == {"plus"}
+
+
+def test_bad_auto_arguments_name_the_rule():
+    with pytest.raises(rd.ConfigError, match="split_points='auto' or a list"):
+        rd.range_dispatch(dispatch_on=("x", 0), split_points="automatic")(lambda x: x)
+    with pytest.raises(rd.ConfigError, match="dispatch_on"):
+        rd.range_dispatch(split_points="auto")(lambda x: x)
+
+
+def test_recorded_sizes_are_counted_by_the_fast_path_saved_beside_the_table_and_steer_the_samples(tmp_path):
+    op, bench = scripted_op()
+    op.tune(torch.randn(64))
+    profile = op.record_sizes()
+    for s in [8] * 50 + [12] * 30 + [2000] * 20:
+        op(torch.randn(s))
+    assert profile.counts == {8: 50, 12: 30, 2000: 20}
+    path = op.save_table(tmp_path / "op.json")
+    assert profile_path(path).exists()
+    again, bench2 = scripted_op()
+    again.tune(torch.randn(64), profile=profile_path(path))
+    sampled = set(bench2.sizes)
+    assert {8, 12, 2000} <= sampled  # traffic quantiles are measured
+    loaded = SizeProfile.load(profile_path(path))
+    assert loaded.top(2) == [8, 12]
+
+
+def test_a_profile_folds_into_log_buckets_past_its_size_limit():
+    p = SizeProfile(max_sizes=64)
+    p.update(range(1, 1001))
+    assert len(p.counts) <= 64 and p.total() == 1000 and p.folded
+
+
+def test_hand_ranges_sample_where_the_traffic_is():
+    bench = FakeBenchmarker({"ref": 2.0, "fast": 1.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[1000], benchmarker=bench, cache=False)
+    def ref(x):
+        return x * 2
+
+    @ref.register_impl
+    def fast(x):
+        return x + x
+
+    ref.tune(torch.randn(10), profile=SizeProfile({100: 5, 700: 90, 5000: 40}))
+    assert 700 in bench.sizes and 5000 in bench.sizes
+
+
+def test_cli_tune_writes_a_table_users_can_load(tmp_path, monkeypatch, capsys):
+    from rangedispatch.cli import main
+
+    module = tmp_path / "my_ops.py"
+    module.write_text(
+        "import torch, rangedispatch as rd\n"
+        "from rangedispatch.testing import FakeBenchmarker\n"
+        "bench = FakeBenchmarker({'scale': 3.0, 'fast': lambda s: 1.0 if s < 100 else 5.0})\n"
+        "@rd.range_dispatch(dispatch_on=('x', 0), split_points=[64, 512], benchmarker=bench, cache=False)\n"
+        "def scale(x):\n    return x * 2\n"
+        "@scale.register_impl\n"
+        "def fast(x):\n    return x + x\n"
+        "def scale_example():\n    return (torch.randn(32),)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "scale.json"
+    assert main(["tune", "my_ops:scale", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "fast" in captured.out
+    assert "size 1" in captured.err  # progress lines
+    import my_ops
+
+    table = my_ops.scale.load_table(out)
+    assert table.winners[rd.Range(1, 65)] == "fast"
+    assert main(["tune", "my_ops:scale", "--auto", "--hi", "1024", "--out", str(tmp_path / "auto.json")]) == 0
+    assert "automatic split points" in capsys.readouterr().out
+    assert main(["tune", "my_ops:nothing"]) == 2
