@@ -194,15 +194,17 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
     split_points = spec["split_points"] if split_points is None else split_points
     fresh = [tune_in_fresh_process(name, split_points) for _ in range(processes)]
     op, wall = tune(name, split_points)
+    auto_op, auto_wall = tune(name, "auto")
     table = op.table
     cands = {n: c.call for n, c in op.candidates.items()}
-    per_size, losses, decision = [], [], []
+    per_size, losses, decision, auto_losses = [], [], [], []
     for size in spec["sizes"]:
         args = spec["inputs"](size)
-        times = robust({**cands, "dispatched": op}, args)
-        best = min(t for n, t in times.items() if n != "dispatched")
+        times = robust({**cands, "dispatched": op, "auto": auto_op}, args)
+        best = min(t for n, t in times.items() if n not in ("dispatched", "auto"))
         loss = times["dispatched"] / best
         losses.append(loss)
+        auto_losses.append(times["auto"] / best)
         chosen = table.partition.lookup(size).owner or table.reference
         decision.append(times[chosen] / best)
         per_size.append({"size": size, "chosen": chosen, "loss": loss, "decision_loss": decision[-1],
@@ -225,6 +227,10 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
         "workload": name, "split_points": split_points,
         "geomean": math.exp(sum(map(math.log, losses)) / len(losses)), "worst": max(losses),
         "decision_geomean": math.exp(sum(map(math.log, decision)) / len(decision)), "decision_worst": max(decision),
+        "auto_geomean": math.exp(sum(map(math.log, auto_losses)) / len(auto_losses)), "auto_worst": max(auto_losses),
+        "auto_tuning_s": auto_wall, "auto_benchmarks": auto_op.table.settings.get("benchmarks"),
+        "hand_budget": 4 * 3 * len(cands), "auto_winners": _winners(auto_op.table),
+        "auto_discovery": auto_op.table.settings.get("discovery"),
         "sizes": len(losses), "tuning_s": wall, "fresh_tuning_s": [f["wall_s"] for f in fresh],
         "same_table": same, "fresh_winners": [f["winners"] for f in fresh], "winners": _winners(table),
         "noise": {str(r.range): r.noise for r in table.results},
@@ -241,6 +247,12 @@ def print_report(results: list) -> None:
         fresh = ",".join(f"{t:.1f}" for t in r["fresh_tuning_s"])
         print(f"{r['workload']:18s} {r['sizes']:5d} {r['geomean']:8.3f} {r['worst']:6.2f} {r['decision_geomean']:7.3f} "
               f"{r['decision_worst']:6.2f} {r['tuning_s']:7.1f} {fresh:>14s} {str(r['same_table']):>5s}")
+    print("\n== split_points='auto': time(dispatched) / time(per-size best), same robust times ==")
+    print(f"{'workload':18s} {'geomean':>8s} {'worst':>6s} {'guessed':>8s} {'benchmarks':>11s} {'tune s':>7s}  ranges")
+    for r in results:
+        ranges = " ".join(f"{rng}:{w}" for rng, w in r["auto_winners"])
+        print(f"{r['workload']:18s} {r['auto_geomean']:8.3f} {r['auto_worst']:6.2f} {r['geomean']:8.3f} "
+              f"{r['auto_benchmarks']:>5}/{r['hand_budget']:<5} {r['auto_tuning_s']:7.1f}  {ranges}")
     print("\n== per range: winner, noise, tuned / robust time per candidate (median over samples) ==")
     for r in results:
         for rng, winner in r["winners"]:

@@ -160,8 +160,8 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
     reference = op._ref.name
     float64_reference = spec.options.get("reference") is not None
     out = []
-    for rng in plan.ranges:
-        for cand in plan.candidates[rng]:
+    for rng, cands in op_ranges(spec):
+        for cand in cands:
             if cand.name == reference and not float64_reference:
                 continue  # the reference against itself proves nothing
             out.append(RangeCase(spec, rng, cand.name))
@@ -170,6 +170,19 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
         if spec.options.get("benchmark", True):
             out.append(RangeCase(spec, rng, BENCH))
     return out
+
+
+def op_ranges(spec: OpSpec) -> list[tuple[Any, Any]]:
+    """The op's ranges with their candidates; an op with ``split_points="auto"`` is tuned on
+    the marker's example first, and its discovered ranges are checked."""
+    op = spec.op
+    if getattr(op, "auto", None) is None:
+        return [(rng, op.plan.candidates[rng]) for rng in op.plan.ranges]
+    if op.table is None:
+        from .checks import ensure_tuned, example_call
+
+        ensure_tuned(spec, *example_call(spec))
+    return [(r.range, op.plan.all_candidates) for r in op.table.results]
 
 
 def is_multikernel(spec: OpSpec) -> bool:

@@ -212,7 +212,13 @@ def boundary_sizes(case: RangeCase) -> list[int]:
     low, high = window(case)
     sizes = {rng.lo - 1, rng.lo, rng.lo + 1, top, top + 1}
     sizes |= {int(s) for s in case.spec.options.get("sizes") or ()}
+    profile = getattr(case.op, "profile", None)
+    if profile is not None:  # the sizes real calls send most often
+        sizes |= set(profile.top(RECORDED_SIZES, low, high))
     return sorted(s for s in sizes if low <= s <= high)
+
+
+RECORDED_SIZES = 16  # most frequent recorded sizes always checked per range
 
 
 class Equivalence:
@@ -406,7 +412,7 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
     variant = Variant(first.dtype if first is not None and first.is_floating_point() else None, device, "contiguous")
     sizes = (sample_sizes(rng, count=op.settings.samples_per_range, upper_bound=upper_size(spec, rng))
              if op.dispatch is not None else (None,))
-    cands = [c for c in op.plan.candidates[rng] if c.name not in disqualified]
+    cands = [c for c in op.plan.candidates.get(rng, op.plan.all_candidates) if c.name not in disqualified]
     if op._ref.name not in {c.name for c in cands}:
         cands.insert(0, op._ref)
     subject = spec.target if callable(spec.target) else op

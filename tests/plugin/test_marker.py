@@ -303,3 +303,41 @@ def test_custom_ops_get_torch_library_opcheck_in_the_dispatch_case(pytester, mon
         result.stdout.fnmatch_lines(["*torch.library.opcheck failed*"])
     else:
         result.assert_outcomes(passed=2)
+
+
+AUTO_OP_FILE = """
+import pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+bench = FakeBenchmarker({"ref": 5.0, "small": lambda s: 1.0 if s < 300 else 9.0,
+                         "large": lambda s: 9.0 if s < 300 else 1.0})
+
+@rd.range_dispatch(dispatch_on=("x", 0), split_points="auto", range_upper_bound=4096, benchmarker=bench, cache=False)
+def ref(x):
+    return x * 2
+
+@ref.register_impl
+def small(x):
+    return x + x
+
+@ref.register_impl
+def large(x):
+    return 2 * x
+
+ref.record_sizes().update([7, 7, 7, 1500])
+
+@pytest.mark.range_autotune(ref, example=lambda: (torch.randn(64),), benchmark=False, dtypes=[torch.float32])
+def test_ref():
+    pass
+"""
+
+
+def test_an_auto_op_is_checked_per_discovered_range(pytester):
+    pytester.makepyfile(test_auto=AUTO_OP_FILE)
+    result = pytester.runpytest(*LOAD, "-q", "--collect-only")
+    ids = [line for line in result.stdout.lines if "test_ref[" in line]
+    assert any("in[1," in i and "-small]" in i for i in ids), ids
+    assert any(",inf)-large]" in i for i in ids), ids
+    result = pytester.runpytest(*LOAD, "-q")
+    result.assert_outcomes(passed=6)
