@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .candidates import Candidate
@@ -211,6 +211,7 @@ class Probe:
     lost: dict[str, str]
     raced: set[str]
     spreads: list[float]
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def fastest(self) -> float:
@@ -281,6 +282,7 @@ class Prober:
                 out.raced.add(m.name)
             elif m.rounds:
                 out.spreads.append(m.spread)
+                out.rounds[m.name] = list(m.rounds)
         ranked = sorted(out.times, key=out.times.__getitem__)
         log.info("%s: %s at %s: fastest %s (%.4g ms), %d measured, %d lost", self.op_name, label, where,
                  ranked[0] if ranked else "-", out.fastest, len(out.times), len(out.lost))
@@ -299,6 +301,7 @@ def _tune_range(
     dropped: dict[str, str] = {}
     used_sizes: list[int] = []
     noises: list[float] = []
+    probes: list[Probe] = []
     race = getattr(prober.benchmarker, "race_factor", 2.0) ** 2
     for size in sizes:
         live = [c for c in cands if c.name not in disqualified and c.name not in dropped]
@@ -306,6 +309,7 @@ def _tune_range(
         if probe is None:
             continue
         used_sizes.append(probe.size)
+        probes.append(probe)
         for name, why in probe.lost.items():
             disqualified.setdefault(name, why)
         for name, ms in probe.times.items():
@@ -321,8 +325,33 @@ def _tune_range(
         for name, ts in timings.items()
     }
     noise = statistics.median(noises) if noises else 0.0
-    winner = decide(reference.name, [c.name for c in cands], final, disqualified, noise, prober.settings)
+    order = [c.name for c in cands]
+    contender = decide(reference.name, order, final, disqualified, 0.0, TunerSettings(min_speedup=1.0,
+                                                                                         noise_floor=0.0))
+    paired = paired_noise(contender, reference.name, probes)
+    if paired is not None:
+        noise = paired
+    winner = decide(reference.name, order, final, disqualified, noise, prober.settings)
     return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped)
+
+
+def paired_noise(name: str, reference: str, probes: Sequence[Probe]) -> float | None:
+    """The uncertainty of ``name``'s speed-up over the reference: two standard errors of the
+    per-round log ratios of their interleaved rounds (noise that slows both in the same round
+    cancels), the median over the sizes; ``None`` when they were not both timed in rounds."""
+    if name == reference:
+        return None
+    errors = []
+    for probe in probes:
+        a, b = probe.rounds.get(name), probe.rounds.get(reference)
+        if not a or not b:
+            continue
+        logs = [math.log(x / y) for x, y in zip(a, b) if x > 0 and y > 0]
+        if len(logs) >= 3:
+            errors.append(2 * statistics.stdev(logs) / math.sqrt(len(logs)))
+        elif len(logs) == 2:
+            errors.append(abs(logs[0] - logs[1]))
+    return statistics.median(errors) if errors else None
 
 
 CONFIRM_WITHIN = 1.3  # the two fastest are re-measured when this close
