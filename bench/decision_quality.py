@@ -148,7 +148,7 @@ def robust(fns: dict, args, rounds: int = 5) -> dict:
     for r in range(rounds):
         if r >= 2:
             fastest = min(best.values())
-            names = [n for n in names if best[n] <= 3 * fastest]
+            names = [n for n in names if best[n] <= 3 * fastest or n in ("dispatched", "auto")]
         for n in names[r % len(names):] + names[: r % len(names)]:
             try:
                 t = do_bench(lambda f=fns[n]: f(*args), warmup=10, rep=30, return_mode="median")
