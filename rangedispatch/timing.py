@@ -11,10 +11,9 @@ per-size time of a GPU kernel, the one a careful ``triton.testing.do_bench`` run
    cannot stall tuning), and one far slower than the fastest pilot (``race_factor``
    squared) is dropped at once (racing);
 3. each remaining job is warmed up, then timed in interleaved rounds (rotating the order, so
-   drift spreads over every job). A round of one job is a ``do_bench``-style batch on CUDA
-   (events around each call, L2 flushed before each call, and the GPU kept busy briefly after
-   the flush so host overhead before the launch is not counted) or ``perf_counter`` loops on
-   the CPU; the round's statistic is its median;
+   drift spreads over every job). A round of one job is a Triton ``do_bench`` batch on CUDA
+   (events around each call, L2 flushed before each call) or ``perf_counter`` loops on the CPU;
+   the round's statistic is its median;
 4. a job's time is the least of its round medians (interference only ever adds time). After
    ``min_rounds``, jobs slower than ``race_factor`` x the fastest are dropped; the fastest and
    every job whose difference from it is not yet resolved get more rounds, up to
@@ -151,10 +150,11 @@ _WARMED: set[int] = set()
 
 
 class CudaTimer:
-    """CUDA events as in ``triton.testing.do_bench`` (the L2 flushed before every call, events
-    around the call only), plus ``host_slack_us`` of GPU sleep after each flush so a candidate's
-    host-side work before its launch stays out of its device time (``host_slack_us=0``: plain
-    ``do_bench``).
+    """CUDA events through ``triton.testing.do_bench`` (the L2 flushed before every call, events
+    around the call only). The flush (~55 us on an H200) also hides host work before a launch up
+    to about its length; longer host work (heavy Python wrappers around ~10 us kernels) leaks
+    into the time, as it does in eager use. ``host_slack_us > 0`` adds that much GPU sleep after
+    each flush to keep host work out (pure device time; decisions then ignore launch overhead).
 
     Args:
         warm_device_ms: how long the GPU is kept busy once per process so its clocks leave the
@@ -166,7 +166,7 @@ class CudaTimer:
     device_type = "cuda"
 
     def __init__(self, warm_device_ms: float = 200.0, graphs: bool = False, rewarm_ms: float = 20.0,
-                 idle_ms: float = 50.0, host_slack_us: float = 100.0) -> None:
+                 idle_ms: float = 50.0, host_slack_us: float = 0.0) -> None:
         self.warm_device_ms = warm_device_ms
         self.host_slack_us = host_slack_us
         self._cycles: int | None = None
