@@ -15,19 +15,23 @@ from __future__ import annotations
 from .candidates import Candidate
 from .compare import Mismatch, compare, default_tolerance
 from .config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
+from .discover import AutoSettings
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, RangeDispatchError, TableError, TuningError
 from .multikernel import MultiKernel, Variant, inductor_multi_kernel
 from .op import RangeDispatchOp
+from .profile import SizeProfile
 from .ranges import Partition, Range
 from .registration import dispatcher_of, range_dispatch, register_custom_op_autotuning
 from .table import RangeResult, TuningTable
-from .timing import Benchmarker, CpuBenchmarker, CudaBenchmarker, Job, default_benchmarker
+from .timing import Benchmark, Benchmarker, CpuBenchmarker, CudaBenchmarker, Job, default_benchmarker
 from .tuner import TunerSettings, sample_sizes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoSettings",
+    "Benchmark",
     "Benchmarker",
     "Candidate",
     "ConfigError",
@@ -46,6 +50,7 @@ __all__ = [
     "RangeDispatchError",
     "RangeDispatchOp",
     "RangeResult",
+    "SizeProfile",
     "TableError",
     "TunerSettings",
     "TuningError",
