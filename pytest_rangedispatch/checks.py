@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -16,7 +17,8 @@ import torch
 
 from rangedispatch import compare
 from rangedispatch.compare import compare_with_truth
-from rangedispatch.verify import InputSnapshot, check_output, has_low_precision, reference_run, truth_of
+from rangedispatch.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, reference_run,
+                                  truth_of)
 from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
@@ -189,11 +191,23 @@ def describe_inputs(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence
 
 # -- equivalence -----------------------------------------------------------------------------
 
+CHECK_TOP = 4096  # an unbounded range is checked at least up to this size ...
+CHECK_TOP_FACTOR = 8  # ... and up to this multiple of its lower end
+
+
 def upper_size(spec: OpSpec, rng: Any) -> int:
-    """The largest size drawn in ``rng`` (for an unbounded range: the marker's ``max_size``, the
-    op's ``range_upper_bound``, or ``max(2 * lo, 256)``)."""
+    """The largest size checked in ``rng``. For an unbounded range: the marker's ``max_size``,
+    else the op's ``range_upper_bound``, else the largest recorded size, else
+    ``max(4096, 8 * lo)``: sizes serving traffic reaches, not just past the boundary."""
     top = spec.options.get("max_size")
-    return range_top(rng, top if top is not None else effective_upper_bound(spec.op.dispatch, spec.op.settings))
+    if top is None:
+        top = effective_upper_bound(spec.op.dispatch, spec.op.settings)
+    profile = getattr(spec.op, "profile", None)
+    if top is None and profile is not None and profile.counts:
+        top = max(profile.counts)
+    if top is None:
+        top = max(CHECK_TOP, CHECK_TOP_FACTOR * max(rng.lo, 1))
+    return range_top(rng, top)
 
 
 def window(case: RangeCase) -> tuple[int, int]:
@@ -219,6 +233,9 @@ def boundary_sizes(case: RangeCase) -> list[int]:
 
 
 RECORDED_SIZES = 16  # most frequent recorded sizes always checked per range
+EVERY_SIZE_ALWAYS = 512  # a range this narrow is checked at every size, always;
+EVERY_SIZE_MAX = 2048  # one this narrow too ...
+EVERY_SIZE_SECONDS = 3.0  # ... when that takes at most this long
 
 
 class Equivalence:
@@ -255,7 +272,7 @@ class Equivalence:
         self.skipped = 0
         self.owned: list[str] = []  # inputs the reference itself writes to
 
-    def check(self, size: int, variant: Variant) -> None:
+    def check(self, size: int, variant: Variant, repeat: bool = False) -> None:
         __tracebackhide__ = True
         self.examples += 1
         args, kwargs = self.inputs.make(size, variant)
@@ -278,6 +295,22 @@ class Equivalence:
                 f"{where}: {self.subject_name} writes to its input {', '.join(map(repr, written))} in place "
                 "(the reference does not); the caller's tensor is changed. Return a new tensor or clone the input"
             )
+        shared = [n for n in aliased_inputs(got, args, kwargs, self.names)
+                  if n not in aliased_inputs(expected, args, kwargs, self.names)]
+        if shared:
+            raise AssertionError(
+                f"{where}: {self.subject_name} returns a tensor that aliases its input "
+                f"{', '.join(map(repr, shared))} (the reference returns new memory); a caller writing to one "
+                "changes the other. Return a copy"
+            )
+        if repeat:
+            again = self.subject(*args, **kwargs)
+            drift = compare(again, got, rtol=self.rtol, atol=self.atol)
+            if drift is not None:
+                raise AssertionError(
+                    f"{where}: {self.subject_name} is non-deterministic: two calls on the same input differ "
+                    f"beyond the tolerance ({drift})"
+                )
         if self.float64 is not None:
             found = compare_with_truth(got, self.reference(*args, **kwargs), expected, rtol=self.rtol,
                                        atol=self.atol) if has_low_precision(got) else \
@@ -310,7 +343,19 @@ class Equivalence:
         if self.op.dispatch is None:
             return None
         low, high = window(self.case)
-        return st.integers(low, high)
+        if high <= max(low, 1) * 4:
+            return st.integers(low, high)
+        # uniform and log-uniform: a wide range gets small and large sizes alike, and
+        # failures still shrink towards the low end
+        lo_log, hi_log = math.log(max(low, 1)), math.log(high)
+        log_uniform = st.floats(lo_log, hi_log).map(lambda v: min(high, max(low, round(math.exp(v)))))
+        return st.one_of(st.integers(low, high), log_uniform)
+
+    def examples_for(self, base: int) -> int:
+        """More examples for wide ranges: x1 up to 16x wide, up to x3 beyond."""
+        low, high = window(self.case)
+        width = math.log2(max(high, 2) / max(low, 1))
+        return int(base * min(3.0, max(1.0, width / 4)))
 
     def fixed_sizes(self) -> list[Any]:
         """Sizes always checked after the sweep."""
@@ -328,6 +373,8 @@ class Equivalence:
             pytest.skip(f"no device available among {self.unavailable}")
         variants = [Variant(d, dev, lay) for d in self.dtypes for dev in self.devices for lay in self.layouts]
         settings = hypothesis_settings(self.profile, self.case.spec.options.get("examples"))
+        if self.case.spec.options.get("examples") is None:
+            settings = type(settings)(settings, max_examples=self.examples_for(settings.max_examples))
         strategy = self.strategy()
         if strategy is not None:
             @settings
@@ -339,7 +386,8 @@ class Equivalence:
         sizes = self.fixed_sizes()
         for size in sizes:
             for variant in variants:
-                self.check(size, variant)
+                self.check(size, variant, repeat=True)
+        self.every_size(variants[0])
         if self.skipped == self.examples:
             raise AssertionError(
                 f"{self.case.spec.name}: the reference raised on every input built from the example; "
@@ -348,6 +396,30 @@ class Equivalence:
         if self.case.kind == DISPATCH:
             self.opcheck(sizes[len(sizes) // 2] if sizes else None, variants[0])
         return self.examples
+
+    def every_size(self, variant: Variant) -> None:
+        """Every size of a narrow range in one variant, when checks are cheap: a candidate
+        wrong at one interior size is then found for certain, not by luck."""
+        __tracebackhide__ = True
+        if self.op.dispatch is None:
+            return
+        low, high = window(self.case)
+        count = high - low + 1
+        if count > EVERY_SIZE_MAX:
+            return
+        if count <= EVERY_SIZE_ALWAYS:
+            for size in range(low, high + 1):
+                self.check(size, variant)
+            return
+        took = []
+        for _ in range(3):  # the least of three: the first call may pay one-time costs
+            t0 = time.perf_counter()
+            self.check((low + high) // 2, variant)
+            took.append(time.perf_counter() - t0)
+        if count * min(took) > EVERY_SIZE_SECONDS:
+            return
+        for size in range(low, high + 1):
+            self.check(size, variant)
 
     def opcheck(self, size: Any, variant: Variant) -> None:
         """``torch.library.opcheck`` of a registered custom op at one size of the range: its

@@ -201,6 +201,12 @@ class HintEquivalence(Equivalence):
     def strategy(self) -> Any:
         return self.space.strategy(self.case.range.index)
 
+    def examples_for(self, base: int) -> int:
+        return base
+
+    def every_size(self, variant: Any) -> None:
+        return None  # regions are multi-dimensional: the sweep and the boundary shapes cover them
+
     def fixed_sizes(self) -> list[Any]:
         return self.space.fixed_shapes(self.case.range.index, outside=self.case.kind == DISPATCH)
 

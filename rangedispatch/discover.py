@@ -153,9 +153,11 @@ def discover(
         for s in inside:
             for n, why in probes[s].lost.items():
                 lost.setdefault(n, why)
+        skipped = {n: "not timed at the crossover search's sizes (a contender elsewhere)"
+                   for n, ts in timings.items() if n not in lost and any(math.isinf(t) for t in ts)}
         spreads = [x for s in inside for x in probes[s].spreads]
         results.append(RangeResult(rng, owner, tuple(inside), timings, lost,
-                                   statistics.median(spreads) if spreads else 0.0))
+                                   statistics.median(spreads) if spreads else 0.0, skipped))
     found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers)
     log.info("split_points='auto': %s", found.summary())
     return found

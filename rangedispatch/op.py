@@ -545,7 +545,12 @@ class RangeDispatchOp:
         if seg.owner != ref and ratio > 0:
             lines.append(f"  {1 / ratio:.2f}x faster than the reference {ref!r} at sizes {list(result.samples)}")
         for name, r in result.ranking(ref):
-            status = f"disqualified: {result.disqualified[name]}" if name in result.disqualified else f"{r:.3f}x reference time"
+            if name in result.disqualified:
+                status = f"disqualified: {result.disqualified[name]}"
+            elif name in result.dropped:
+                status = f"slower: {result.dropped[name]}"
+            else:
+                status = f"{r:.3f}x reference time"
             lines.append(f"  {name}: {status}")
         lines.append(f"  noise margin {max(result.noise, self.settings.noise_floor) * 100:.1f}%")
         lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"

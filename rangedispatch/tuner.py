@@ -21,7 +21,7 @@ from .inputs import InputFactory
 from .ranges import Range
 from .table import RangeResult, TuningTable
 from .timing import FAILED, OK, RACED, SLOW, Benchmarker, Job, measure_jobs
-from .verify import reference_run, run_candidate, truth_of
+from .verify import aliased_inputs, reference_run, run_candidate, truth_of
 
 log = logging.getLogger("rangedispatch")
 
@@ -254,7 +254,7 @@ class Prober:
                 continue
             _, reason = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
                                       rtol=self.settings.rtol, atol=self.settings.atol, check=self.settings.check,
-                                      sync=self.sync)
+                                      sync=self.sync, ref_aliases=aliased_inputs(expected, args, kwargs, names))
             if reason is not None:
                 lost[cand.name] = f"{reason} at {where}"
                 warnings.warn(f"{self.op_name}: candidate {cand.name!r} loses {label}: {reason} at {where}",

@@ -67,6 +67,22 @@ class InputSnapshot:
                     now.copy_(before)
 
 
+def aliased_inputs(out: Any, args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str] = ()) -> list[str]:
+    """Names of the input tensors whose memory an output tensor shares."""
+    import torch
+
+    outs = [out] if isinstance(out, torch.Tensor) else [o for o in (out if isinstance(out, (tuple, list)) else ())
+                                                          if isinstance(o, torch.Tensor)]
+    ptrs = {o.untyped_storage().data_ptr() for o in outs if o.numel() and not o.is_meta}
+    found = []
+    items = [(names[i] if i < len(names) else f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    for name, value in items:
+        if isinstance(value, torch.Tensor) and value.numel() and not value.is_meta \
+                and value.untyped_storage().data_ptr() in ptrs:
+            found.append(name)
+    return found
+
+
 def upcast(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The call with every low-precision floating tensor in float32."""
     import torch
@@ -123,11 +139,13 @@ def run_candidate(
     atol: float | None = None,
     check: bool = True,
     sync: Callable[[], None] | None = None,
+    ref_aliases: Sequence[str] = (),
 ) -> tuple[Any, str | None]:
     """Run ``call`` once and judge it: ``(output, None)`` or ``(None, why it is rejected)``.
 
     Inputs it writes to (other than ``owned``, those the reference writes too) are restored
-    and reported; the output is checked with :func:`check_output` when ``check``."""
+    and reported, and so are outputs that alias an input the reference's outputs do not
+    (``ref_aliases``); the output is checked with :func:`check_output` when ``check``."""
     snapshot = InputSnapshot.take(args, dict(kwargs), names)
     try:
         out = call(*args, **kwargs)
@@ -143,6 +161,11 @@ def run_candidate(
         listed = ", ".join(repr(n) for n in written)
         return None, (f"writes to its input {listed} in place (the reference does not); "
                       "return a new tensor or clone the input first")
+    shared = [n for n in aliased_inputs(out, args, kwargs, names) if n not in ref_aliases]
+    if shared:
+        listed = ", ".join(repr(n) for n in shared)
+        return None, (f"returns a tensor that aliases its input {listed} (the reference returns new memory); "
+                      "a caller writing to one would change the other: return a copy")
     if not check:
         return out, None
     found = check_output(out, expected, truth, rtol=rtol, atol=atol)

@@ -341,3 +341,85 @@ def test_an_auto_op_is_checked_per_discovered_range(pytester):
     assert any(",inf)-large]" in i for i in ids), ids
     result = pytester.runpytest(*LOAD, "-q")
     result.assert_outcomes(passed=6)
+
+
+FAULTS_FILE = """
+import os, pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+FAULT = os.environ.get("RD_FAULT", "")
+
+@rd.range_dispatch(dispatch_on=("x", 1), ranges=[(0, 64), (64, 512), (512, None)],
+                   benchmarker=FakeBenchmarker({"scale": 3.0, "good_a": 1.0, "good_b": 2.0, "faulty": 9.0}), cache=False)
+def scale(x, w):
+    return x * w
+
+@scale.register_impl
+def good_a(x, w):
+    return torch.mul(w, x)
+
+@scale.register_impl
+def good_b(x, w):
+    return torch.einsum("bsh,h->bsh", x, w)
+
+@scale.register_impl
+def faulty(x, w):
+    out = x * w
+    if FAULT == "nan_above_3000" and x.shape[1] > 3000:
+        out = out * float("nan")
+    if FAULT == "zeroes_input":
+        x.zero_()
+    if FAULT == "wrong_at_300" and x.shape[1] == 300:
+        out = out + 1
+    return out
+
+@pytest.mark.range_autotune(scale, example=lambda: (torch.randn(2, 100, 8), torch.randn(8)))
+def test_scale():
+    pass
+"""
+
+
+@pytest.mark.parametrize("fault, lines", [
+    ("", []),
+    ("nan_above_3000", ["*scale: range x?1? in ?512, inf), x?1?=3001 (*candidate 'faulty' differs*NaN*"]),
+    ("zeroes_input", ["*range x?1? in ?0, 64), x?1?=1 (*candidate 'faulty' writes to its input 'x' in place*"]),
+    ("wrong_at_300", ["*range x?1? in ?64, 512), x?1?=300 (*candidate 'faulty' differs*"]),
+])
+def test_the_default_run_catches_real_faults_and_passes_a_correct_op(pytester, monkeypatch, fault, lines):
+    monkeypatch.setenv("RD_FAULT", fault)
+    pytester.makepyfile(test_faults=FAULTS_FILE)
+    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "-k", "faulty or dispatch")
+    if not fault:
+        result.assert_outcomes(passed=6)
+        return
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(lines, consecutive=False)
+
+
+ALIAS_FILE = """
+import pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+@rd.range_dispatch(dispatch_on=("x", 0), split_points=[64], benchmarker=FakeBenchmarker({}), cache=False)
+def flat(x):
+    return x.reshape(-1).clone()
+
+@flat.register_impl
+def flat_view(x):
+    return x.reshape(-1)  # the same values, but the caller's tensor and the result share memory
+
+@pytest.mark.range_autotune(flat, example=lambda: (torch.randn(10, 4),), benchmark=False)
+def test_flat():
+    pass
+"""
+
+
+def test_an_output_aliasing_an_input_fails_when_the_reference_returns_new_memory(pytester):
+    pytester.makepyfile(test_alias=ALIAS_FILE)
+    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning")
+    result.assert_outcomes(passed=2, failed=2)  # flat_view in both ranges; the dispatch never reaches it
+    result.stdout.fnmatch_lines(["*range x?0? in ?1, 65), x?0?=1 (*candidate 'flat_view' returns a tensor that "
+                                 "aliases its input 'x'*"])
