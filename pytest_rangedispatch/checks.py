@@ -192,13 +192,13 @@ def describe_inputs(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence
 # -- equivalence -----------------------------------------------------------------------------
 
 CHECK_TOP = 4096  # an unbounded range is checked at least up to this size ...
-CHECK_TOP_FACTOR = 8  # ... and up to this multiple of its lower end
+CHECK_TOP_FACTOR = 4  # ... and up to this multiple of its lower end
 
 
 def upper_size(spec: OpSpec, rng: Any) -> int:
     """The largest size checked in ``rng``. For an unbounded range: the marker's ``max_size``,
     else the op's ``range_upper_bound``, else the largest recorded size, else
-    ``max(4096, 8 * lo)``: sizes serving traffic reaches, not just past the boundary."""
+    ``max(4096, 4 * lo)``: sizes serving traffic reaches, not just past the boundary."""
     top = spec.options.get("max_size")
     if top is None:
         top = effective_upper_bound(spec.op.dispatch, spec.op.settings)
@@ -352,10 +352,10 @@ class Equivalence:
         return st.one_of(st.integers(low, high), log_uniform)
 
     def examples_for(self, base: int) -> int:
-        """More examples for wide ranges: x1 up to 16x wide, up to x3 beyond."""
+        """More examples for wide ranges: x1 up to 16x wide, up to x2 beyond."""
         low, high = window(self.case)
         width = math.log2(max(high, 2) / max(low, 1))
-        return int(base * min(3.0, max(1.0, width / 4)))
+        return int(base * min(2.0, max(1.0, width / 4)))
 
     def fixed_sizes(self) -> list[Any]:
         """Sizes always checked after the sweep."""
