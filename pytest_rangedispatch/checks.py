@@ -448,10 +448,15 @@ def _cast_like(expected: Any, got: Any) -> Any:
 
 
 def ensure_tuned(spec: OpSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    """The op's table, tuning it on the example inputs if it has none."""
+    """The op's table, tuning it on the example inputs if it has none. Tuning times
+    candidates, so it holds the device's lock exclusively (under xdist no other worker's
+    checks or timings overlap it); a table another worker cached meanwhile is loaded."""
     op = spec.op
     if op.table is None:
-        op.tune(*args, **kwargs)
+        first = next(iter(_tensors(args, kwargs)), None)
+        with device_lock(str(first.device) if first is not None else "cpu", exclusive=True):
+            if op.table is None:
+                op.tune(*args, **kwargs)
     return op.table
 
 
