@@ -110,6 +110,25 @@ def range_case(request: pytest.FixtureRequest) -> Any:
     raise pytest.UsageError(f"range_case is only available to tests marked with @pytest.mark.{MARKER}")
 
 
+_CORES_SHARED = False
+
+
+def _share_cores() -> None:
+    """Under pytest-xdist, give each worker its share of the cores for torch's intra-op threads
+    (unless ``OMP_NUM_THREADS`` says otherwise): workers whose thread pools each span every core
+    spin against each other and run many times slower than a serial run."""
+    global _CORES_SHARED
+    if _CORES_SHARED:
+        return
+    _CORES_SHARED = True
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     """Run the generated check, then let pytest call the test's own body."""
@@ -117,6 +136,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     if callspec is None or CASE_ARG not in callspec.params:
         return None
     __tracebackhide__ = True
+    _share_cores()
     case = callspec.params[CASE_ARG]
     config = pyfuncitem.config
     from .cases import BENCH, is_multikernel
