@@ -388,7 +388,7 @@ def test_scale():
 ])
 def test_the_default_run_catches_real_faults_and_passes_a_correct_op(pytester, monkeypatch, fault, lines):
     monkeypatch.setenv("RD_FAULT", fault)
-    pytester.makepyfile(test_faults=FAULTS_FILE)
+    pytester.makepyfile(test_fault_op=FAULTS_FILE)
     result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "-k", "faulty or dispatch")
     if not fault:
         result.assert_outcomes(passed=6)
