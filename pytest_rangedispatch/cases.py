@@ -17,6 +17,7 @@ from .options import MARKER, MARKER_OPTIONS
 LAYOUTS = ("contiguous", "transposed", "sliced")
 DISPATCH = "dispatch"
 BENCH = "bench"
+COMPILED = "compiled"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class RangeCase:
 
     @property
     def candidate(self) -> str | None:
-        return None if self.kind in (DISPATCH, BENCH) else self.kind
+        return None if self.kind in (DISPATCH, BENCH, COMPILED) else self.kind
 
     @property
     def id(self) -> str:
@@ -167,6 +168,8 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
             out.append(RangeCase(spec, rng, cand.name))
         if plan.dispatch is not None:
             out.append(RangeCase(spec, rng, DISPATCH))
+        if spec.options.get("compiled", False):
+            out.append(RangeCase(spec, rng, COMPILED))
         if spec.options.get("benchmark", True):
             out.append(RangeCase(spec, rng, BENCH))
     return out

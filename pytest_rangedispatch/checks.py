@@ -23,7 +23,7 @@ from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
-from .cases import BENCH, DISPATCH, LAYOUTS, OpSpec, RangeCase
+from .cases import BENCH, COMPILED, DISPATCH, LAYOUTS, OpSpec, RangeCase
 from .locking import device_lock
 from .options import DEFAULT_PROFILE, MARKER, PROFILES
 from .records import format_ms as _ms
@@ -582,3 +582,45 @@ def summarise(case: RangeCase, per_size: dict[str, list[tuple[Any, float]]], noi
 
 def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
     return lambda: fn(*args, **kwargs)
+
+
+# -- compiled --------------------------------------------------------------------------------
+
+def run_compiled(case: RangeCase) -> int:
+    """Every candidate of the range and the op itself under ``torch.compile(dynamic=True)``,
+    at the range's boundary sizes in the example's variant, against the eager reference: a
+    candidate that is right eagerly but wrong (or failing) when compiled is named."""
+    __tracebackhide__ = True
+    spec, rng = case.spec, case.range
+    op = spec.op
+    args, kwargs = example_call(spec)
+    ensure_tuned(spec, args, kwargs)
+    inputs = Inputs(spec, args, kwargs)
+    first = next(iter(_tensors(args, kwargs)), None)
+    variant = Variant(first.dtype if first is not None and first.is_floating_point() else None,
+                      str(first.device) if first is not None else "cpu", "contiguous")
+    subjects = [(f"candidate {c.name!r}", c.call) for c in op.plan.candidates.get(rng, op.plan.all_candidates)
+                if c.name != op._ref.name]
+    subjects.append(("the dispatched op", spec.target if callable(spec.target) else op))
+    top = upper_size(spec, rng)
+    sizes = sorted({rng.lo, min(rng.lo + 1, top), top} if op.dispatch is not None else {None})
+    checked = 0
+    for what, fn in subjects:
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, dynamic=True)
+        for size in sizes:
+            a, k = inputs.make(size, variant)
+            expected = op._ref.call(*a, **k)
+            at = f"{op.dispatch}={size}" if size is not None else "the example size"
+            where = f"{spec.name}: range {op.dispatch} in {rng}, {at} ({variant.describe()})"
+            try:
+                got = compiled(*a, **k)
+            except Exception as exc:
+                raise AssertionError(f"{where}: {what} raised under torch.compile: "
+                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            found = check_output(got, expected, truth_of(op._ref.call, a, k), rtol=spec.options.get("rtol"),
+                                 atol=spec.options.get("atol"))
+            if found is not None:
+                raise AssertionError(f"{where}: {what} differs from the reference under torch.compile: {found}")
+            checked += 1
+    return checked

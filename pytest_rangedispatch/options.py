@@ -30,7 +30,9 @@ MARKER_OPTIONS = {
     "rtol": "relative tolerance (default: by dtype)",
     "atol": "absolute tolerance, times the reference's RMS (default: by dtype)",
     "sizes": "extra dispatch sizes always checked, in whichever range holds them",
-    "max_size": "largest size drawn in an unbounded last range (default: the op's range_upper_bound, else max(2*lo, 256))",
+    "max_size": "largest size checked in an unbounded last range (default: the op's range_upper_bound, the largest "
+                "recorded size, else max(4096, 4*lo))",
+    "compiled": "True adds a case per range that runs every candidate and the op under torch.compile (slow on a CPU)",
     "reference": "a float64 reference function (default: the op's own function, in the input dtype)",
     "benchmark": "False turns the per-range benchmark check off",
     "make_inputs": "for a MultiKernel: make_inputs(sizes) -> the call's args at sizes like a hint (default: the MultiKernel's own)",

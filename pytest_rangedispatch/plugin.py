@@ -139,7 +139,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     _share_cores()
     case = callspec.params[CASE_ARG]
     config = pyfuncitem.config
-    from .cases import BENCH, is_multikernel
+    from .cases import BENCH, COMPILED, is_multikernel
     from .locking import device_lock
 
     if is_multikernel(case.spec):
@@ -149,7 +149,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     dispatch = getattr(case.op, "dispatch", None)
     record = rec.new_record(case.spec.name, str(dispatch) if dispatch else None, case.range)
     try:
-        if case.kind == BENCH:
+        if case.kind == COMPILED:
+            from .checks import run_compiled
+
+            record["checked"] = [COMPILED]
+            record["examples"] = run_compiled(case)
+            record["statuses"] = ["ok"]
+        elif case.kind == BENCH:
             threshold = rec.parse_threshold(config.getoption(OPTION_FAIL_REGRESSION))
             record.update(run_benchmark(case, baseline=config.stash[BASELINE], threshold=threshold))
             if record["problems"]:

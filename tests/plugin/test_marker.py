@@ -423,3 +423,36 @@ def test_an_output_aliasing_an_input_fails_when_the_reference_returns_new_memory
     result.assert_outcomes(passed=2, failed=2)  # flat_view in both ranges; the dispatch never reaches it
     result.stdout.fnmatch_lines(["*range x?0? in ?1, 65), x?0?=1 (*candidate 'flat_view' returns a tensor that "
                                  "aliases its input 'x'*"])
+
+
+COMPILED_FILE = """
+import pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+@rd.range_dispatch(dispatch_on=("x", 0), ranges=[(1, None)], range_upper_bound=256,
+                   benchmarker=FakeBenchmarker({"ref": 2.0, "fine_eagerly": 1.0}), cache=False)
+def ref(x):
+    return x * 2
+
+@ref.register_impl
+def fine_eagerly(x):
+    if torch.compiler.is_compiling():  # a bug only the compiled path has
+        return x * 3
+    return x + x
+
+@pytest.mark.range_autotune(ref, example=lambda: (torch.randn(16),), benchmark=False, compiled=True,
+                            dtypes=[torch.float32], layouts=["contiguous"])
+def test_ref():
+    pass
+"""
+
+
+@pytest.mark.compile
+def test_the_opt_in_compiled_case_names_a_candidate_wrong_only_under_torch_compile(pytester):
+    pytester.makepyfile(test_compiled_op=COMPILED_FILE)
+    # in a subprocess: torch.compile imports parts of torch that an in-process run would unload
+    result = pytester.runpytest_subprocess(*LOAD, "-q", "-W", "ignore::RuntimeWarning")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*ref: range x?0? in ?1, inf), x?0?=1 (*candidate 'fine_eagerly' differs from the "
+                                 "reference under torch.compile*"])
