@@ -153,8 +153,7 @@ class CudaTimer:
     """CUDA events through ``triton.testing.do_bench`` (the L2 flushed before every call, events
     around the call only). The flush (~55 us on an H200) also hides host work before a launch up
     to about its length; longer host work (heavy Python wrappers around ~10 us kernels) leaks
-    into the time, as it does in eager use. ``host_slack_us > 0`` adds that much GPU sleep after
-    each flush to keep host work out (pure device time; decisions then ignore launch overhead).
+    into the time, as it does in eager use.
 
     Args:
         warm_device_ms: how long the GPU is kept busy once per process so its clocks leave the
@@ -166,15 +165,12 @@ class CudaTimer:
     device_type = "cuda"
 
     def __init__(self, warm_device_ms: float = 200.0, graphs: bool = False, rewarm_ms: float = 20.0,
-                 idle_ms: float = 50.0, host_slack_us: float = 0.0) -> None:
+                 idle_ms: float = 50.0) -> None:
         self.warm_device_ms = warm_device_ms
-        self.host_slack_us = host_slack_us
-        self._cycles: int | None = None
         self.rewarm_ms = rewarm_ms
         self.idle_ms = idle_ms
-        self._last = 0.0
         self.graphs = graphs
-        self._flush: Any = None
+        self._last = 0.0  # when this timer last finished a measurement
         self._graph_cache: dict[int, tuple[Any, Any, int]] = {}
 
     def warm_device(self) -> None:
@@ -221,48 +217,10 @@ class CudaTimer:
         fn = job.fn
         if self.graphs:
             return self._graph_batch(fn, ms, estimate_ms)
-        if self.host_slack_us > 0 and hasattr(__import__("torch").cuda, "_sleep"):
-            return self._event_batch(fn, ms, estimate_ms)
         from triton.testing import do_bench
 
         times = do_bench(fn, warmup=0, rep=ms, return_mode="all")
         return [float(t) for t in times] if isinstance(times, (list, tuple)) else [float(times)]
-
-    def _event_batch(self, fn: Callable[[], Any], ms: float, estimate_ms: float) -> list[float]:
-        """``do_bench``'s loop (L2 flushed, events around each call) with the GPU kept busy for
-        ``host_slack_us`` after each flush, so host work before the kernel launches (Python
-        wrappers, backend selection) cannot leak into the device time of small kernels."""
-        import torch
-
-        if self._flush is None:
-            self._flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
-        cycles = self._sleep_cycles()
-        n = int(min(1000, max(1, ms // max(estimate_ms, 1e-3))))
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-        for start, end in events:
-            self._flush.zero_()
-            torch.cuda._sleep(cycles)
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        return [s.elapsed_time(e) for s, e in events]
-
-    def _sleep_cycles(self) -> int:
-        """GPU clock cycles that ``torch.cuda._sleep`` needs for ``host_slack_us`` (measured once)."""
-        import torch
-
-        if self._cycles is None:
-            probe = 1_000_000
-            torch.cuda._sleep(probe)  # warm
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            torch.cuda._sleep(probe)
-            end.record()
-            torch.cuda.synchronize()
-            per_us = probe / max(start.elapsed_time(end) * 1e3, 1e-3)
-            self._cycles = int(per_us * self.host_slack_us)
-        return self._cycles
 
     def _graph_batch(self, fn: Callable[[], Any], ms: float, estimate_ms: float) -> list[float]:
         """Replays of one captured graph of ``n`` calls; per-call time of each replay."""
