@@ -23,7 +23,7 @@ from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
-from .cases import BENCH, COMPILED, DISPATCH, LAYOUTS, OpSpec, RangeCase
+from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase
 from .locking import device_lock
 from .options import DEFAULT_PROFILE, MARKER, PROFILES
 from .records import format_ms as _ms

@@ -119,10 +119,9 @@ def discover(
         return Discovery((RangeResult(Range(lo, None), reference.name, (), {}),), prober.benchmarks - start,
                          budget, sizes, 0)
     noise = _noise(probes.values())
-    winners = {s: _winner(probes[s], reference.name, order, noise, prober) for s in measured}
-    segments = [[s] for s in measured]
-    segments = _merge(segments, winners, probes, reference.name, order, noise, prober, settings.merge_tolerance)
-    owners = [_segment_winner(seg, probes, reference.name, order, noise, prober) for seg in segments]
+    winners = {s: _winner([s], probes, reference.name, order, noise, prober) for s in measured}
+    segments = _merge([[s] for s in measured], winners, probes, [reference.name, *order], settings.merge_tolerance)
+    owners = [_winner(seg, probes, reference.name, order, noise, prober) for seg in segments]
     splits, crossovers, steps = [], [], 0
     for left, right, a_name, b_name in zip(segments, segments[1:], owners, owners[1:]):
         a, b = left[-1], right[0]
@@ -136,7 +135,8 @@ def discover(
             if probe is None:
                 break
             probes[mid] = probe
-            if _winner(probe, reference.name, [n for n in order if n in (a_name, b_name)], noise, prober) == a_name:
+            if _winner([mid], probes, reference.name, [n for n in order if n in (a_name, b_name)], noise,
+                       prober) == a_name:
                 a = mid
             else:
                 b = mid
@@ -168,20 +168,16 @@ def _noise(probes: Any) -> float:
     return statistics.median(spreads) if spreads else 0.0
 
 
-def _winner(probe: Probe, reference: str, order: Sequence[str], noise: float, prober: Prober) -> str:
-    timings = {n: (probe.times.get(n, math.inf),) for n in [reference, *order]}
-    return decide(reference, order, timings, dict(probe.lost), noise, prober.settings)
-
-
-def _segment_winner(seg: Sequence[int], probes: dict[int, Probe], reference: str, order: Sequence[str],
-                    noise: float, prober: Prober) -> str:
-    timings = {n: tuple(probes[s].times.get(n, math.inf) for s in seg) for n in [reference, *order]}
-    lost = {n: why for s in seg for n, why in probes[s].lost.items()}
+def _winner(sizes: Sequence[int], probes: dict[int, Probe], reference: str, order: Sequence[str],
+            noise: float, prober: Prober) -> str:
+    """The winner over ``sizes`` by the rule of hand-given ranges."""
+    timings = {n: tuple(probes[s].times.get(n, math.inf) for s in sizes) for n in [reference, *order]}
+    lost = {n: why for s in sizes for n, why in probes[s].lost.items()}
     return decide(reference, order, timings, lost, noise, prober.settings)
 
 
-def _merge(segments: list[list[int]], winners: dict[int, str], probes: dict[int, Probe], reference: str,
-           order: Sequence[str], noise: float, prober: Prober, tolerance: float) -> list[list[int]]:
+def _merge(segments: list[list[int]], winners: dict[int, str], probes: dict[int, Probe],
+           names: Sequence[str], tolerance: float) -> list[list[int]]:
     """Join runs of equal winners, then neighbours that one candidate serves within
     ``tolerance`` of the best at every size."""
     out: list[list[int]] = []
@@ -195,7 +191,7 @@ def _merge(segments: list[list[int]], winners: dict[int, str], probes: dict[int,
         changed = False
         for i in range(len(out) - 1):
             union = out[i] + out[i + 1]
-            if _serves_all(union, probes, [reference, *order], tolerance):
+            if _serves_all(union, probes, names, tolerance):
                 out[i:i + 2] = [union]
                 changed = True
                 break

@@ -401,13 +401,23 @@ class Benchmark:
         return keep
 
 
+def two_standard_errors(values: Sequence[float]) -> float:
+    """Twice the standard error of the mean of ``values`` (at least two)."""
+    return 2 * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def log_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Per-round ``log(a / b)`` of paired round medians (rounds where both are positive)."""
+    return [math.log(x / y) for x, y in zip(a, b) if x > 0 and y > 0]
+
+
 def uncertainty(rounds: Sequence[float]) -> float:
     """Relative uncertainty of a time from its round medians (two standard errors)."""
     if len(rounds) < 2 or min(rounds) <= 0:
         return 0.0
     if len(rounds) == 2:
         return (max(rounds) - min(rounds)) / min(rounds)
-    return 2 * statistics.stdev(rounds) / statistics.fmean(rounds) / math.sqrt(len(rounds))
+    return two_standard_errors(rounds) / statistics.fmean(rounds)
 
 
 def resolved(a: Sequence[float], b: Sequence[float], resolution: float) -> bool:
@@ -420,11 +430,11 @@ def resolved(a: Sequence[float], b: Sequence[float], resolution: float) -> bool:
     n = min(len(a), len(b))
     if n < 2:
         return False
-    logs = [math.log(x / y) for x, y in zip(a[:n], b[:n]) if x > 0 and y > 0]
+    logs = log_ratios(a[:n], b[:n])
     if len(logs) < 2:
         return True
     diff = abs(math.log(min(a) / min(b)))
-    err = 2 * statistics.stdev(logs) / math.sqrt(len(logs))
+    err = two_standard_errors(logs)
     return diff > err or (diff + err) < resolution
 
 

@@ -20,7 +20,7 @@ from .environment import Environment
 from .inputs import InputFactory
 from .ranges import Range
 from .table import RangeResult, TuningTable
-from .timing import FAILED, OK, RACED, SLOW, Benchmarker, Job, measure_jobs
+from .timing import FAILED, RACED, SLOW, Benchmarker, Job, log_ratios, measure_jobs, two_standard_errors, uncertainty
 from .verify import aliased_inputs, reference_run, run_candidate, truth_of
 
 log = logging.getLogger("rangedispatch")
@@ -204,18 +204,21 @@ class Budget:
 @dataclass
 class Probe:
     """The candidates measured at one dispatch size: robust ms (``raced`` ones: a lower
-    bound), why some lost, the spreads of the fully measured ones."""
+    bound), why some lost, the round medians of the fully measured ones."""
 
     size: int
     times: dict[str, float]
     lost: dict[str, str]
-    raced: set[str]
-    spreads: list[float]
-    rounds: dict[str, list[float]] = field(default_factory=dict)
+    raced: set[str] = field(default_factory=set)
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # of the fully measured ones
 
     @property
     def fastest(self) -> float:
         return min(self.times.values(), default=math.inf)
+
+    @property
+    def spreads(self) -> list[float]:
+        return [uncertainty(r) for r in self.rounds.values()]
 
 
 class Prober:
@@ -263,7 +266,7 @@ class Prober:
             jobs.append(Job(cand.name, size or 0, _bind(cand.call, args, kwargs)))
         measured = measure_jobs(self.benchmarker, jobs, deadline=self.budget.next_deadline(), warm=True)
         self.benchmarks += len(jobs)
-        out = Probe(size or 0, {}, lost, set(), [])
+        out = Probe(size or 0, {}, lost)
         for m in measured:
             if m.status in (SLOW, FAILED):
                 why = (f"too slow: one call took {m.ms:.0f} ms, past the per-call limit" if m.status == SLOW
@@ -281,7 +284,6 @@ class Prober:
             if m.status == RACED:
                 out.raced.add(m.name)
             elif m.rounds:
-                out.spreads.append(m.spread)
                 out.rounds[m.name] = list(m.rounds)
         ranked = sorted(out.times, key=out.times.__getitem__)
         log.info("%s: %s at %s: fastest %s (%.4g ms), %d measured, %d lost", self.op_name, label, where,
@@ -326,9 +328,8 @@ def _tune_range(
     }
     noise = statistics.median(noises) if noises else 0.0
     order = [c.name for c in cands]
-    contender = decide(reference.name, order, final, disqualified, 0.0, TunerSettings(min_speedup=1.0,
-                                                                                         noise_floor=0.0))
-    paired = paired_noise(contender, reference.name, probes)
+    contender = fastest_eligible(reference.name, order, final, disqualified, prober.settings.tie)
+    paired = paired_noise(contender[0], reference.name, probes) if contender is not None else None
     if paired is not None:
         noise = paired
     winner = decide(reference.name, order, final, disqualified, noise, prober.settings)
@@ -344,13 +345,9 @@ def paired_noise(name: str, reference: str, probes: Sequence[Probe]) -> float | 
     errors = []
     for probe in probes:
         a, b = probe.rounds.get(name), probe.rounds.get(reference)
-        if not a or not b:
-            continue
-        logs = [math.log(x / y) for x, y in zip(a, b) if x > 0 and y > 0]
-        if len(logs) >= 3:
-            errors.append(2 * statistics.stdev(logs) / math.sqrt(len(logs)))
-        elif len(logs) == 2:
-            errors.append(abs(logs[0] - logs[1]))
+        logs = log_ratios(a, b) if a and b else []
+        if len(logs) >= 2:
+            errors.append(two_standard_errors(logs))
     return statistics.median(errors) if errors else None
 
 
@@ -399,15 +396,26 @@ def decide(
     margin and ``min_speedup``; else the reference. Candidates within ``settings.tie`` of the
     fastest are a tie, which the first declared wins: a candidate measurably slower than
     another eligible one is never chosen."""
+    found = fastest_eligible(reference, order, timings, disqualified, settings.tie)
+    if found is None:
+        return reference
+    winner, ratio = found
+    threshold = max(settings.min_speedup, 1 + max(noise, settings.noise_floor))
+    return winner if ratio * threshold <= 1 else reference
+
+
+def fastest_eligible(reference: str, order: Sequence[str], timings: dict[str, tuple[float, ...]],
+                     disqualified: dict[str, str], tie: float) -> tuple[str, float] | None:
+    """The fastest candidate that is not disqualified (the first declared within ``tie`` of it)
+    and its geometric-mean time ratio to the reference; ``None`` if no candidate has one."""
     probe = RangeResult(Range(0), reference, (), timings)
     ratios = {n: probe.ratio(n, reference) for n in order if n not in disqualified}
     ratios = {n: r for n, r in ratios.items() if math.isfinite(r)}
     if not ratios:
-        return reference
+        return None
     best = min(ratios.values())
-    winner = next(n for n in order if n in ratios and ratios[n] <= best * (1 + settings.tie))
-    threshold = max(settings.min_speedup, 1 + max(noise, settings.noise_floor))
-    return winner if ratios[winner] * threshold <= 1 else reference
+    winner = next(n for n in order if n in ratios and ratios[n] <= best * (1 + tie))
+    return winner, ratios[winner]
 
 
 def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
