@@ -197,7 +197,8 @@ class RangeDispatchOp:
     def _set_untuned(self) -> None:
         self._table = None
         self._tables: dict[str, TuningTable] = {}
-        self._routes: dict[str, Any] = {}
+        self._routes: dict[str, Any] = {}  # by signature
+        self._key_routes: dict[Any, Any] = {}  # by _call_key, for calls off the main signature
         self._compiled_plan = None
         self._route: tuple[tuple[int, ...], tuple[Callable[..., Any], ...]] = ((), (self._first_call,))
         spec = self.dispatch
@@ -385,6 +386,7 @@ class RangeDispatchOp:
         self._route = (bounds, fns)
         self._tables[table.signature] = table
         self._routes[table.signature] = self._route
+        self._key_routes.clear()
         self._specialise(bounds, fns)
 
     @property
@@ -394,25 +396,51 @@ class RangeDispatchOp:
 
     def _other_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A call whose signature differs from the main table's: its own table (tuned on
-        first sight, at most ``max_signatures`` of them), never another signature's."""
-        template = CallTemplate.from_call(self.reference_fn, args, kwargs)
-        signature = template.signature(self.dispatch)
-        route = self._routes.get(signature)
+        first sight, at most ``max_signatures`` of them), never another signature's. Routes are
+        found by a cheap key of the call (dtypes, devices, shapes without the dispatch dims,
+        scalar values); the full signature is built only the first time a key is seen."""
+        key = self._call_key(args, kwargs)
+        route = self._key_routes.get(key)
         if route is None:
+            signature = CallTemplate.from_call(self.reference_fn, args, kwargs).signature(self.dispatch)
             with self._lock:
                 route = self._routes.get(signature)
                 if route is None:
                     route = self._route_for_new_signature(args, kwargs, signature)
+            if not _capturing_cuda_graph():  # tuned later, outside capture
+                self._key_routes[key] = route
         return self._along(route, args, kwargs)
 
+    def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        import torch
+
+        resized = dict(self.dispatch.resized) if self.dispatch else {}
+        params = self._params
+
+        def part(name: Any, value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                shape = list(value.shape)
+                dim = resized.get(name)
+                if dim is not None and -len(shape) <= dim < len(shape):
+                    shape[dim] = -1
+                return value.dtype, value.device.type, tuple(shape)
+            return value if isinstance(value, (bool, int, float, str, type(None))) else type(value)
+
+        return (tuple(part(params[i] if i < len(params) else i, a) for i, a in enumerate(args)),
+                tuple((k, part(k, v)) for k, v in kwargs.items()))
+
     def _route_for_new_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any], signature: str) -> Any:
-        if len(self._tables) >= self.max_signatures or _capturing_cuda_graph():
+        if _capturing_cuda_graph():  # no tuning inside capture, and nothing kept: tuned after it
             warnings.warn(
-                f"{self.name}: a call with input signature {signature} has no table and "
-                + ("cannot be tuned inside CUDA-graph capture" if _capturing_cuda_graph() else
-                   f"the op already holds {len(self._tables)} tables (max_signatures)")
-                + f"; running the reference {self._ref.name!r} for it. Tune it beforehand with "
-                "op.tune(*example) or raise op.max_signatures",
+                f"{self.name}: a call with input signature {signature} has no table and cannot be tuned "
+                f"inside CUDA-graph capture; running the reference {self._ref.name!r}. Tune it beforehand "
+                "with op.tune(*example)", RuntimeWarning, stacklevel=4)
+            return ((), (self.reference_fn,))
+        if len(self._tables) >= self.max_signatures:
+            warnings.warn(
+                f"{self.name}: a call with input signature {signature} has no table and the op already "
+                f"holds {len(self._tables)} tables (max_signatures); running the reference {self._ref.name!r} "
+                "for it. Tune it beforehand with op.tune(*example) or raise op.max_signatures",
                 RuntimeWarning,
                 stacklevel=4,
             )

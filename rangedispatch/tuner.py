@@ -249,6 +249,7 @@ class Prober:
             )
             return None
         truth = truth_of(self.reference.call, args, kwargs)
+        ref_aliases = aliased_inputs(expected, args, kwargs, names)
         lost: dict[str, str] = {}
         jobs = [Job(self.reference.name, size or 0, _bind(self.reference.call, args, kwargs))]
         for cand in cands:
@@ -257,11 +258,9 @@ class Prober:
                 continue
             _, reason = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
                                       rtol=self.settings.rtol, atol=self.settings.atol, check=self.settings.check,
-                                      sync=self.sync, ref_aliases=aliased_inputs(expected, args, kwargs, names))
+                                      sync=self.sync, ref_aliases=ref_aliases)
             if reason is not None:
-                lost[cand.name] = f"{reason} at {where}"
-                warnings.warn(f"{self.op_name}: candidate {cand.name!r} loses {label}: {reason} at {where}",
-                              RuntimeWarning, stacklevel=5)
+                lost[cand.name] = self._lose(cand.name, label, f"{reason} at {where}")
                 continue
             jobs.append(Job(cand.name, size or 0, _bind(cand.call, args, kwargs)))
         measured = measure_jobs(self.benchmarker, jobs, deadline=self.budget.next_deadline(), warm=True)
@@ -274,21 +273,24 @@ class Prober:
                 if m.name == self.reference.name:
                     out.times[m.name] = m.ms if m.status == SLOW else math.inf
                     continue
-                out.lost[m.name] = f"{why} at {where}"
+                out.lost[m.name] = self._lose(m.name, label, f"{why} at {where}")
                 if m.status == SLOW:
                     self.too_slow[m.name] = out.lost[m.name]
-                warnings.warn(f"{self.op_name}: candidate {m.name!r} loses {label}: {why} at {where}",
-                              RuntimeWarning, stacklevel=5)
                 continue
             out.times[m.name] = m.ms
             if m.status == RACED:
                 out.raced.add(m.name)
             elif m.rounds:
                 out.rounds[m.name] = list(m.rounds)
-        ranked = sorted(out.times, key=out.times.__getitem__)
-        log.info("%s: %s at %s: fastest %s (%.4g ms), %d measured, %d lost", self.op_name, label, where,
-                 ranked[0] if ranked else "-", out.fastest, len(out.times), len(out.lost))
+        if log.isEnabledFor(logging.INFO):
+            fastest = min(out.times, key=out.times.__getitem__, default="-")
+            log.info("%s: %s at %s: fastest %s (%.4g ms), %d measured, %d lost", self.op_name, label, where,
+                     fastest, out.fastest, len(out.times), len(out.lost))
         return out
+
+    def _lose(self, name: str, label: str, why: str) -> str:
+        warnings.warn(f"{self.op_name}: candidate {name!r} loses {label}: {why}", RuntimeWarning, stacklevel=6)
+        return why
 
 
 def _tune_range(
