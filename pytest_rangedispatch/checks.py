@@ -17,8 +17,8 @@ import torch
 
 from rangedispatch import compare
 from rangedispatch.compare import compare_with_truth
-from rangedispatch.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, reference_run,
-                                  truth_of)
+from rangedispatch.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
+                                  reference_run, truth_of)
 from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
@@ -289,20 +289,10 @@ class Equivalence:
             raise AssertionError(
                 f"{where}: {self.subject_name} raised {type(exc).__name__}: {exc} where the reference runs"
             ) from exc
-        written = [n for n in snapshot.changed() if n not in self.owned]
-        if written:
-            raise AssertionError(
-                f"{where}: {self.subject_name} writes to its input {', '.join(map(repr, written))} in place "
-                "(the reference does not); the caller's tensor is changed. Return a new tensor or clone the input"
-            )
-        shared = [n for n in aliased_inputs(got, args, kwargs, self.names)
-                  if n not in aliased_inputs(expected, args, kwargs, self.names)]
-        if shared:
-            raise AssertionError(
-                f"{where}: {self.subject_name} returns a tensor that aliases its input "
-                f"{', '.join(map(repr, shared))} (the reference returns new memory); a caller writing to one "
-                "changes the other. Return a copy"
-            )
+        fault = input_fault(snapshot, got, args, kwargs, self.names, self.owned,
+                            aliased_inputs(expected, args, kwargs, self.names))
+        if fault is not None:
+            raise AssertionError(f"{where}: {self.subject_name} {fault}")
         if repeat:
             again = self.subject(*args, **kwargs)
             drift = compare(again, got, rtol=self.rtol, atol=self.atol)

@@ -126,6 +126,24 @@ def check_output(
     return compare_with_truth(actual, expected, exact, rtol=rtol, atol=atol, factor=factor)
 
 
+def input_fault(snapshot: InputSnapshot, out: Any, args: Sequence[Any], kwargs: dict[str, Any],
+                names: Sequence[str], owned: Sequence[str], ref_aliases: Sequence[str]) -> str | None:
+    """What a call did to its inputs that the reference does not do, or ``None``: wrote to one
+    (it is restored) or returned a tensor sharing one's memory."""
+    written = snapshot.changed(ignore=owned)
+    if written:
+        snapshot.restore()
+        listed = ", ".join(repr(n) for n in written)
+        return (f"writes to its input {listed} in place (the reference does not); the caller's tensor is "
+                "changed: return a new tensor or clone the input first")
+    shared = [n for n in aliased_inputs(out, args, kwargs, names) if n not in ref_aliases]
+    if shared:
+        listed = ", ".join(repr(n) for n in shared)
+        return (f"returns a tensor that aliases its input {listed} (the reference returns new memory); "
+                "a caller writing to one would change the other: return a copy")
+    return None
+
+
 def run_candidate(
     call: Callable[..., Any],
     args: Sequence[Any],
@@ -155,17 +173,9 @@ def run_candidate(
         snapshot.restore()
         text = str(exc).splitlines()[0] if str(exc) else ""
         return None, f"raised {type(exc).__name__}: {text}"
-    written = snapshot.changed(ignore=owned)
-    if written:
-        snapshot.restore()
-        listed = ", ".join(repr(n) for n in written)
-        return None, (f"writes to its input {listed} in place (the reference does not); "
-                      "return a new tensor or clone the input first")
-    shared = [n for n in aliased_inputs(out, args, kwargs, names) if n not in ref_aliases]
-    if shared:
-        listed = ", ".join(repr(n) for n in shared)
-        return None, (f"returns a tensor that aliases its input {listed} (the reference returns new memory); "
-                      "a caller writing to one would change the other: return a copy")
+    fault = input_fault(snapshot, out, args, kwargs, names, owned, ref_aliases)
+    if fault is not None:
+        return None, fault
     if not check:
         return out, None
     found = check_output(out, expected, truth, rtol=rtol, atol=atol)
