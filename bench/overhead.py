@@ -93,11 +93,14 @@ def main() -> None:
     opts = parser.parse_args()
     deco, plain, tuned = build()
     x, w = torch.randn(1, 1000, 1), torch.randn(1)
+    x64, w64 = x.double(), w.double()
     deco(x, w), tuned(x, w)  # tune
+    deco(x64, w64)  # a second input signature: its own table
     assert deco.table.partition.lookup(1000).owner == "impl_b"
     rows = {
         "direct impl call": (impl_b, (x, w)),
         "@range_dispatch (3 ranges)": (deco, (x, w)),
+        "@range_dispatch, 2nd signature": (deco, (x64, w64)),
         "plain custom_op": (plain, (x, w)),
         "register_custom_op_autotuning": (tuned, (x, w)),
     }
@@ -111,7 +114,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {opts.rounds} interleaved rounds x {opts.calls} calls")
     print(f"{'path':34s} {'median us/call':>15s} {'vs baseline':>12s}")
-    base = {"@range_dispatch (3 ranges)": "direct impl call", "register_custom_op_autotuning": "plain custom_op"}
+    base = {"@range_dispatch (3 ranges)": "direct impl call", "@range_dispatch, 2nd signature": "direct impl call",
+            "register_custom_op_autotuning": "plain custom_op"}
     for name, value in med.items():
         ref = base.get(name)
         extra = f"+{value - med[ref]:.3f} us" if ref else ""
