@@ -5,9 +5,19 @@ itself on small tensors, so each tuned op gets a ``__call__`` generated for its 
 with the boundaries and targets bound as closure constants:
 
     def __call__(self, x, weight):
-        if _is_compiling():
+        if _is_dynamo():
             return _traced(self, (x, weight), {})
-        return _fns[_bisect(_bounds, x.shape[1])](x, weight)
+        if not _rd_g0(x, weight):          # the signature guard (see below)
+            return _rd_miss((x, weight), {})
+        _rd_size = x.shape[1]
+        return (_f0 if _rd_size < 512 else _f1 if _rd_size < 2048 else _f2)(x, weight)
+
+The signature guard is, where torch provides it, one C call: Dynamo's ``TensorGuards``
+built from a real call's tensors (dtype, device, dispatch keys, ``requires_grad``, tensor
+type, rank and every size but the dispatch dims; strides are not checked). It is stricter
+than the table's signature, so a call it refuses but the signature accepts teaches the op
+another guard (a few at most: grad mode, ``Parameter`` weights, inference mode). Without
+it the guard is Python conditions on the same fields.
 """
 
 from __future__ import annotations
@@ -16,19 +26,68 @@ import inspect
 from bisect import bisect_right
 from typing import Any, Callable, Sequence
 
-from torch.compiler import is_compiling
+from torch.compiler import is_compiling, is_dynamo_compiling
 
 
-def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], env: dict[str, Any]) -> list[str]:
+#: at most this many C-level guards per op (one per way its callers' tensors differ)
+MAX_TENSOR_GUARDS = 3
+
+
+def plain_params(fn: Callable[..., Any]) -> list[str]:
+    """``fn``'s named parameters (not ``*args`` / ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def tensor_params(template: Any, names: Sequence[str]) -> list[str]:
+    """The parameters that are tensors in ``template``, in signature order."""
+    from .inputs import TensorSpec
+
+    return [n for n in names if isinstance(template.get(n), TensorSpec)]
+
+
+def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
+                 resized: dict[str, int]) -> Callable[..., bool] | None:
+    """A C-level check that tensors look like ``tensors`` (see the module doc), every size
+    but the dispatch dims checked; ``None`` where this torch has no ``TensorGuards``."""
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+    except ImportError:  # pragma: no cover - every supported torch has it
+        return None
+    sizes, strides = [], []
+    for name, t in zip(names, tensors):
+        skip = resized.get(name)
+        skip = None if skip is None else skip % max(t.dim(), 1)
+        sizes.append([None if i == skip else int(d) for i, d in enumerate(t.shape)])
+        strides.append([None] * t.dim())
+    try:
+        return TensorGuards(*tensors, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides).check
+    except Exception:  # pragma: no cover - an API change: the Python guard stays
+        return None
+
+
+def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], env: dict[str, Any],
+                 tensor_checks: Sequence[Callable[..., bool]] = ()) -> list[str]:
     """Python conditions that hold exactly when a call has ``template``'s signature: each
     tensor's dtype, device type, rank and every dim but the dispatch dims, and the values of
-    plain scalar arguments. Constants go into ``env``."""
+    plain scalar arguments. Constants go into ``env``. With ``tensor_checks`` (see
+    :func:`tensor_guard`) the tensors are checked by those instead, any one passing."""
     from .inputs import TensorSpec
 
     conds = []
+    if tensor_checks:
+        tensors = ", ".join(tensor_params(template, names))
+        for i, check in enumerate(tensor_checks):
+            env[f"_rd_g{i}"] = check
+        conds.append("(" + " or ".join(f"_rd_g{i}({tensors})" for i in range(len(tensor_checks))) + ")")
     for name in names:
         value = template.get(name)
         if isinstance(value, TensorSpec):
+            if tensor_checks:
+                continue
             env[f"_rd_dt_{name}"] = value.dtype
             conds.append(f"{name}.dtype is _rd_dt_{name}")
             conds.append(f"{name}.is_cuda is {value.device.type == 'cuda'}")
@@ -57,6 +116,7 @@ def generate_call(
     resized: dict[str, int] | None = None,
     miss: Callable[..., Any] | None = None,
     record: Callable[[int], None] | None = None,
+    tensor_checks: Sequence[Callable[..., bool]] = (),
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -66,7 +126,8 @@ def generate_call(
 
     With a ``template``, a call whose signature differs from it (dtypes, devices, ranks,
     non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead.
-    With ``record``, every call passes its dispatch size to ``record(size)`` first."""
+    With ``record``, every call passes its dispatch size to ``record(size)`` first.
+    ``tensor_checks`` replace the template's tensor conditions (see :func:`tensor_guard`)."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -76,6 +137,7 @@ def generate_call(
         return None
     env: dict[str, Any] = {
         "_is_compiling": is_compiling,
+        "_is_dynamo": is_dynamo_compiling,
         "_traced": traced,
         "_bisect": bisect_right,
         "_bounds": tuple(bounds),
@@ -115,17 +177,20 @@ def generate_call(
         params.insert(last + 1, "/")
     args_src = ", ".join(call)
     pos_src = "(" + "".join(f"{a}, " for a in pos) + ")"
+    # with the C-level guard only Dynamo needs the check here: the fake tensors of a
+    # non-strict export fail that guard, and ``miss`` sends them to the traced path
+    compiling = "_is_dynamo" if tensor_checks and miss is not None else "_is_compiling"
     if traced is None:
         lines = [f"def __call__({', '.join(params)}):"]
     else:
         lines = [
             f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
-            "    if _is_compiling():",
+            f"    if {compiling}():",
             f"        return _traced(self, {pos_src}, {{{', '.join(kw)}}})",
         ]
-    plain = [n for n in names if sig.parameters[n].kind not in (inspect.Parameter.VAR_POSITIONAL,
-                                                                 inspect.Parameter.VAR_KEYWORD)]
-    conds = guard_source(template, resized or {}, plain, env) if template is not None and miss is not None else []
+    plain = plain_params(reference)
+    conds = (guard_source(template, resized or {}, plain, env, tensor_checks)
+             if template is not None and miss is not None else [])
     if conds:
         env["_rd_miss"] = miss
         lines.append(f"    if not ({' and '.join(conds)}):")
@@ -143,6 +208,13 @@ def generate_call(
         size = "_rd_size"
     if len(fns) == 1 or tensor is None:
         lines.append(f"    return _fn0({args_src})")
+    elif len(bounds) <= 4:  # a chain of comparisons beats bisect for a few bounds
+        if size != "_rd_size":
+            lines.append(f"    _rd_size = {size}")
+        for i, fn in enumerate(fns):
+            env[f"_f{i}"] = fn
+        chain = " else ".join(f"_f{i} if _rd_size < {int(b)}" for i, b in enumerate(bounds))
+        lines.append(f"    return ({chain} else _f{len(bounds)})({args_src})")
     else:
         lines.append(f"    return _fns[_bisect(_bounds, {size})]({args_src})")
     source = "\n".join(lines)

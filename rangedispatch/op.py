@@ -106,6 +106,7 @@ class RangeDispatchOp:
         self._plan: Plan | None = None
         self._table: TuningTable | None = None
         self._template: CallTemplate | None = None
+        self._tensor_checks: list[Callable[..., bool]] = []  # C-level signature guards (fastcall)
         self._by_name: dict[str, Candidate] = {self._ref.name: self._ref}
         self._warned_capture = False
         self.max_signatures = 8  # tables per op, one per input signature
@@ -225,6 +226,7 @@ class RangeDispatchOp:
         with self._lock:
             self._set_untuned()
             self._template = None
+            self._tensor_checks = []
 
     # --- the hot path ----------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -284,8 +286,35 @@ class RangeDispatchOp:
     def _setup(self, args: Sequence[Any], kwargs: Mapping[str, Any], *, force: bool) -> TuningTable:
         table, template = self._tune_table(args, kwargs, force=force)
         self._template = template
+        self._tensor_checks = []
+        self._learn_guard(args, kwargs)
         self._install(table)
         return table
+
+    def _learn_guard(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+        """Add a C-level signature guard built from this call's tensors (see fastcall); the
+        caller has checked that the call has the main table's signature."""
+        import inspect
+
+        from .fastcall import MAX_TENSOR_GUARDS, plain_params, tensor_guard, tensor_params
+
+        if self._template is None or len(self._tensor_checks) >= MAX_TENSOR_GUARDS or _capturing_cuda_graph():
+            return False
+        names = tensor_params(self._template, plain_params(self.reference_fn))
+        try:
+            bound = inspect.signature(self.reference_fn).bind(*args, **kwargs).arguments
+        except (TypeError, ValueError):
+            return False
+        import torch
+
+        tensors = [bound.get(n) for n in names]
+        if not names or not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors):
+            return False
+        check = tensor_guard(tensors, self._template, names, dict(self.dispatch.resized) if self.dispatch else {})
+        if check is None:
+            return False
+        self._tensor_checks.append(check)
+        return True
 
     def _tune_table(self, args: Sequence[Any], kwargs: Mapping[str, Any], *,
                     force: bool) -> tuple[TuningTable, CallTemplate]:
@@ -394,6 +423,14 @@ class RangeDispatchOp:
         """Every table in force, by input signature (dtypes, devices, non-dispatch dims)."""
         return dict(self._tables)
 
+    def _miss(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Where the generated ``__call__`` sends a call its guard refuses."""
+        if is_compiling():  # a non-strict export's fake tensors
+            from .traced import traced_call
+
+            return traced_call(self, args, kwargs)
+        return self._other_signature(args, kwargs)
+
     def _other_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A call whose signature differs from the main table's: its own table (tuned on
         first sight, at most ``max_signatures`` of them), never another signature's. Routes are
@@ -409,6 +446,11 @@ class RangeDispatchOp:
                     route = self._route_for_new_signature(args, kwargs, signature)
             if not _capturing_cuda_graph():  # tuned later, outside capture
                 self._key_routes[key] = route
+        if route is self._route and self._tensor_checks:
+            # the main signature, refused by the C-level guard (grad mode, a Parameter, ...)
+            with self._lock:
+                if route is self._route and self._learn_guard(args, kwargs):
+                    self._specialise(*self._route)
         return self._along(route, args, kwargs)
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
@@ -469,14 +511,14 @@ class RangeDispatchOp:
         from .fastcall import generate_call
         from .traced import traced_call
 
-        guard = dict(template=self._template, miss=self._other_signature,
+        guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
                      resized=dict(self.dispatch.resized) if self.dispatch else {},
                      record=self.profile.add if self._recording and self.profile is not None else None)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                             bounds=bounds, fns=fns, traced=traced_call, **guard)
+                             bounds=bounds, fns=fns, traced=traced_call, miss=self._miss, **guard)
         if self._custom_op is not None:
             kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                                   bounds=bounds, fns=fns, traced=None, **guard)
+                                   bounds=bounds, fns=fns, traced=None, miss=self._other_signature, **guard)
             for device in list(self._custom_op._backend_fns) or [None]:
                 self._custom_op.register_kernel(device, kernel or self.eager)
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)

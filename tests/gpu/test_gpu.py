@@ -159,3 +159,47 @@ def test_plugin_runs_generated_cases_and_benchmarks_on_the_gpu(pytester):
     result = pytester.runpytest(*LOAD, "-q", "-p", "no:cacheprovider", "--rangedispatch-report")
     result.assert_outcomes(passed=13)
     result.stdout.fnmatch_lines(["*relu_mm*nearest 16*ok*", "*ws_gpu*x?1? in ?513,inf)*ok*"])
+
+
+def test_cuda_graph_timing_measures_replays_and_a_capture_breaker_loses_its_range():
+    import warnings
+
+    from rangedispatch.timing import CudaBenchmarker, Job
+
+    # many tiny launches: a graph replay removes the launch gaps, so it must time well below eager
+    x = torch.randn(64, device=DEV)
+
+    def chain():
+        y = x
+        for _ in range(50):
+            y = y + 1
+        return y
+
+    eager = CudaBenchmarker().measure_jobs([Job("chain", 64, chain)])[0]
+    graphed = CudaBenchmarker(cuda_graphs=True).measure_jobs([Job("chain", 64, chain)])[0]
+    assert eager.status == graphed.status == "ok"
+    assert graphed.ms < 0.7 * eager.ms, (graphed.ms, eager.ms)
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[1024], cache=False, name="gpu_graph_op",
+                       benchmark_with_cudagraphs=True)
+    def op(x):
+        return x * 2
+
+    @op.register_impl
+    def syncs(x):  # a host sync: cannot be captured
+        if bool((x != x).any()):
+            return x * 2
+        return x + x
+
+    @op.register_impl
+    def adds(x):
+        return x + x
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = rd.dispatcher_of(op).tune(torch.randn(4096, device=DEV))
+    assert "syncs" not in table.winners.values(), table
+    assert any("syncs" in str(w.message) for w in caught)
+    for n in (1, 1023, 1024, 5000):
+        v = torch.randn(n, device=DEV)
+        torch.testing.assert_close(op(v), v * 2)

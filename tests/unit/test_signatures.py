@@ -80,3 +80,44 @@ def test_explain_names_the_signature():
     op, _ = build({"double": 2.0, "add_self": 1.0})
     op(torch.randn(100, 8))
     assert "input signature x:float32[*, 8]@cpu" in op.explain(10)
+
+
+def test_the_c_level_guard_learns_grad_mode_parameters_and_inference_mode_without_new_tables():
+    """The fast guard is stricter than the signature (requires_grad, tensor type, dispatch
+    keys): a call it refuses but the signature accepts teaches it, at most a few times."""
+    bench = FakeBenchmarker({"ref": 2.0, "fast": 1.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[50], benchmarker=bench, cache=False)
+    def ref(x, w):
+        return x * w
+
+    @ref.register_impl
+    def fast(x, w):
+        return torch.mul(x, w)
+
+    op = rd.dispatcher_of(ref)
+    x, w = torch.randn(80, 4), torch.randn(4)
+    ref(x, w)
+    if not op._tensor_checks:
+        pytest.skip("this torch has no C-level tensor guard")
+    misses = []
+    miss = op._other_signature
+    op._other_signature = lambda a, k: misses.append(1) or miss(a, k)
+    op._specialise(*op._route)
+    for _ in range(3):
+        xs = torch.randn(20, 4)
+        torch.testing.assert_close(ref(xs, w), xs * w)
+    assert misses == []  # the guard built from the first call accepts calls like it
+    param = torch.nn.Parameter(torch.randn(4))
+    with torch.inference_mode():
+        xi = torch.randn(10, 4)
+        for _ in range(3):
+            torch.testing.assert_close(ref(xi, param), xi * param)
+    for _ in range(3):
+        out = ref(torch.randn(70, 4), param)
+        assert out.requires_grad  # the candidate ran with autograd on
+    assert len(misses) == 2  # each new kind of call missed once, then was learned
+    assert len(op._tensor_checks) == 3 and len(op.tables) == 1  # no new table
+    # a real signature change still goes to its own table
+    ref(torch.randn(10, 4, dtype=torch.float64), w.double())
+    assert len(op.tables) == 2
