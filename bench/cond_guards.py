@@ -8,29 +8,13 @@ call. Runs on any device; tiny tensors, so the host cost is all there is to see.
 from __future__ import annotations
 
 import argparse
-import logging
 
 import torch
 import torch.nn.functional as F
 
 import rangedispatch as rd
 from compile_vs_upstream import host_us
-from rangedispatch.testing import FakeBenchmarker
-
-
-class GuardCounter(logging.Handler):
-    """Counts the leaf guards Dynamo logs per compiled frame (``TORCH_LOGS=guards`` output)."""
-
-    KINDS = ("MATCH:", "CHECK:", "GUARD:", "CONTAINS:", "ALIASING", "STATE:", "STACK:", "DEVICE:")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[int] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if "TREE_GUARD_MANAGER" in text or "RootGuardManager" in text:
-            self.frames.append(sum(1 for line in text.splitlines() if any(k in line for k in self.KINDS)))
+from rangedispatch.testing import FakeBenchmarker, GuardCounter
 
 
 def mm1(a, b):
@@ -63,19 +47,14 @@ def main() -> None:
     b = torch.randn(16, 32, device=device)
     rd.dispatcher_of(op).tune(torch.randn(100, 16, device=device), b)
 
-    counter = GuardCounter()
-    guards_log = logging.getLogger("torch._dynamo.guards")
-    torch._logging.set_logs(guards=True)
-    guards_log.addHandler(counter)
     ours = torch.compile(lambda a, b: op(a, b), dynamic=True)
     single = torch.compile(lambda a, b: mm1(a, b), dynamic=True)
     a = torch.randn(5, 16, device=device)
-    ours(a, b)
-    ours_guards = counter.frames[-1] if counter.frames else None
-    single(a, b)
-    single_guards = counter.frames[-1] if counter.frames else None
-    guards_log.removeHandler(counter)
-    torch._logging.set_logs()
+    with GuardCounter() as counter:
+        ours(a, b)
+        ours_guards = counter.frames[-1] if counter.frames else None
+        single(a, b)
+        single_guards = counter.frames[-1] if counter.frames else None
 
     print(f"{'rows':>6} {'ours us':>9} {'1-compile us':>13} {'eager us':>9}")
     for m in (5, 100):

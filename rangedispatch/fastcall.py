@@ -104,6 +104,43 @@ def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], e
     return conds
 
 
+def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature, tensor: str | None, dim: int,
+                 tree: tuple[Sequence[Callable[..., Any]], Sequence[Any]], key: str, env: dict[str, Any]) -> list[str]:
+    """The body Dynamo traces for a signature whose tensors are named parameters: nested
+    ``branch`` (``torch.cond``) calls on the dispatch size, each branch a closure taking the
+    tensors as operands and the other arguments from the call. Nothing in it reads the op,
+    so the compiled frame guards only on the candidates' code and the cond itself. Empty
+    when the signature does not allow it (``*args``, ``**kwargs``, a dispatch tensor that is
+    not a named tensor parameter)."""
+    from .traced import branch, opaque
+
+    fns, his = tree
+    if template is None or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+        return []
+    tensors = tensor_params(template, names)
+    if not tensors or (len(fns) > 1 and tensor not in tensors):
+        return []
+    env.update({"_rd_opaque": opaque, "_rd_key": key, "_rd_branch": branch})
+    call = ", ".join(n if sig.parameters[n].kind is not inspect.Parameter.KEYWORD_ONLY else f"{n}={n}" for n in names)
+    ops = ", ".join(tensors)
+    lines = []
+    for i, fn in enumerate(fns):
+        env[f"_t{i}"] = fn
+        lines.append(f"        def _rd_b{i}({ops}):")
+        lines.append(f"            return _t{i}({call})")
+    if len(fns) == 1:
+        lines.append(f"        return _rd_b0({ops})")
+        return lines
+    size = f"{tensor}.shape[{int(dim)}]"
+    for i in range(len(fns) - 2, 0, -1):  # the tail first: _rd_n{i} decides segment i or later
+        later = f"_rd_n{i + 1}" if i + 1 < len(fns) - 1 else f"_rd_b{i + 1}"
+        lines.append(f"        def _rd_n{i}({ops}):")
+        lines.append(f"            return _rd_branch({size} < {int(his[i])}, _rd_b{i}, {later}, ({ops},))")
+    later = "_rd_n1" if len(fns) > 2 else "_rd_b1"
+    lines.append(f"        return _rd_branch({size} < {int(his[0])}, _rd_b0, {later}, ({ops},))")
+    return lines
+
+
 def generate_call(
     reference: Callable[..., Any],
     *,
@@ -117,6 +154,8 @@ def generate_call(
     miss: Callable[..., Any] | None = None,
     record: Callable[[int], None] | None = None,
     tensor_checks: Sequence[Callable[..., bool]] = (),
+    tree: tuple[Sequence[Callable[..., Any]], Sequence[Any]] | None = None,
+    key: str | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -127,7 +166,10 @@ def generate_call(
     With a ``template``, a call whose signature differs from it (dtypes, devices, ranks,
     non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead.
     With ``record``, every call passes its dispatch size to ``record(size)`` first.
-    ``tensor_checks`` replace the template's tensor conditions (see :func:`tensor_guard`)."""
+    ``tensor_checks`` replace the template's tensor conditions (see :func:`tensor_guard`).
+    With ``tree`` (the traced segments' functions and ends) and the op's ``key``, Dynamo
+    traces the dispatch written out for this signature (see :func:`traced_lines`) instead of
+    the general traced path: fewer guards on every compiled call."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -186,8 +228,14 @@ def generate_call(
         lines = [
             f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
             f"    if {compiling}():",
-            f"        return _traced(self, {pos_src}, {{{', '.join(kw)}}})",
         ]
+        written = traced_lines(template, names, sig, tensor, dim, tree, key, env) if tree and key else []
+        if written:
+            lines.append("        if _rd_opaque(_rd_key):")
+            lines.append(f"            return _traced(self, {pos_src}, {{{', '.join(kw)}}})")
+            lines += written
+        else:
+            lines.append(f"        return _traced(self, {pos_src}, {{{', '.join(kw)}}})")
     plain = plain_params(reference)
     conds = (guard_source(template, resized or {}, plain, env, tensor_checks)
              if template is not None and miss is not None else [])

@@ -509,13 +509,16 @@ class RangeDispatchOp:
     def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
         """Give this op a generated ``__call__`` for its signature and table (see fastcall)."""
         from .fastcall import generate_call
-        from .traced import traced_call
+        from .traced import merged_segments, traced_call
 
         guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
                      resized=dict(self.dispatch.resized) if self.dispatch else {},
                      record=self.profile.add if self._recording and self.profile is not None else None)
+        owners, his = merged_segments(self._table) if self._table is not None else ((), ())
+        tree = ([self._by_name[o].call for o in owners], his) if owners and self.dispatch else None
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                             bounds=bounds, fns=fns, traced=traced_call, miss=self._miss, **guard)
+                             bounds=bounds, fns=fns, traced=traced_call, miss=self._miss,
+                             tree=tree, key=self._rd_key, **guard)
         if self._custom_op is not None:
             kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                                    bounds=bounds, fns=fns, traced=None, miss=self._other_signature, **guard)

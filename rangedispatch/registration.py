@@ -7,9 +7,9 @@ from typing import Any, Callable, Mapping, Sequence
 from torch.compiler import is_compiling
 
 from .errors import ConfigError, ConfigTypeError, describe
+from . import traced  # noqa: F401  (its custom op and Dynamo hooks register once, at import)
 from .op import RangeDispatchOp
 from .timing import Benchmarker
-from .traced import traced_call
 from .tuner import TunerSettings
 
 
@@ -260,8 +260,8 @@ class _TracedCustomOpDef:
     _rd_base: type
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if is_compiling():
-            return traced_call(self._rangedispatch, args, kwargs)  # type: ignore[attr-defined]
+        if is_compiling():  # the op's own call traces the dispatch (see fastcall)
+            return self._rangedispatch(*args, **kwargs)  # type: ignore[attr-defined]
         return self._opoverload(*args, **kwargs)  # type: ignore[attr-defined]
 
     @property

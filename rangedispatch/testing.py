@@ -5,7 +5,7 @@ Never use it for claims about speed: it returns the times it is told to.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .timing import Job
 
@@ -187,3 +187,46 @@ def replay_tuning(
         "device_ms": timer.device_ms,
         "timer": timer,
     }
+
+
+class GuardCounter:
+    """Counts the guards Dynamo checks per compiled frame (from its ``guards`` log).
+
+        with GuardCounter() as guards:
+            compiled(*args)
+        guards.frames   # one count per frame compiled inside the block
+        guards.text     # the guard trees, for assertions on what is guarded
+    """
+
+    KINDS = ("MATCH:", "CHECK:", "GUARD:", "CONTAINS:", "ALIASING", "STATE:", "STACK:", "DEVICE:")
+
+    def __init__(self) -> None:
+        import logging
+
+        self.frames: list[int] = []
+        self.text: list[str] = []
+        counter = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                text = record.getMessage()
+                if "TREE_GUARD_MANAGER" in text or "RootGuardManager" in text:
+                    counter.frames.append(sum(1 for line in text.splitlines()
+                                              if any(k in line for k in counter.KINDS)))
+                    counter.text.append(text)
+
+        self._handler = _Handler()
+        self._log = logging.getLogger("torch._dynamo.guards")
+
+    def __enter__(self) -> GuardCounter:
+        import torch
+
+        torch._logging.set_logs(guards=True)
+        self._log.addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        self._log.removeHandler(self._handler)
+        torch._logging.set_logs()

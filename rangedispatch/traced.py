@@ -21,6 +21,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
 from .ranges import Partition
 
@@ -33,6 +34,7 @@ _OPS: weakref.WeakValueDictionary[str, RangeDispatchOp] = weakref.WeakValueDicti
 _OBSERVED: dict[str, list[Any]] = {}
 
 OPAQUE = "opaque"
+_COND = torch.ops.higher_order.cond  # module globals: one guard each in compiled frames
 _TENSOR = "__rangedispatch_tensor_slot__"
 
 
@@ -79,6 +81,31 @@ def _tune_from_fake(op: RangeDispatchOp, args: Sequence[Any], kwargs: dict[str, 
             op._setup(args, kwargs, force=False)
 
 
+def merged_segments(table: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The owner name per segment and the segment ends, gaps owned by the reference (which
+    is what they run when traced) and equal neighbours merged."""
+    segments = Partition.build((s.range, s.owner or table.reference) for s in table.partition.segments).segments
+    return tuple(s.owner for s in segments), tuple(s.range.hi for s in segments)
+
+
+@torch._dynamo.assume_constant_result
+def opaque(key: str) -> bool:
+    """Whether a tuned op's generated call must take the general traced path (a constant
+    under Dynamo): the op is not traced, or its cond tree could not be built."""
+    op = _OPS[key]
+    return not op.traced or op.table is None or compiled_plan(op) == OPAQUE
+
+
+def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
+    """One level of the traced dispatch: ``torch.cond`` unless the predicate is already
+    decided (static sizes, or a symbolic size whose value range decides it)."""
+    if statically_known_true(pred):
+        return true_fn(*operands)
+    if statically_known_false(pred):
+        return false_fn(*operands)
+    return _COND(pred, true_fn, false_fn, operands)
+
+
 def compiled_plan(op: RangeDispatchOp) -> Any:
     """``(segments, his)``: the owner name per merged segment and the segment ends; or
     ``OPAQUE`` when the traced dispatch could not be built."""
@@ -86,11 +113,8 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
         return op._compiled_plan
     table = op.table
     assert table is not None
-    # gaps run the reference when traced, so re-merge with the reference as their owner
-    segments = Partition.build((s.range, s.owner or table.reference) for s in table.partition.segments).segments
-    merged_owners = [s.owner for s in segments]
-    merged_his = [s.range.hi for s in segments]
-    plan: Any = (tuple(merged_owners), tuple(merged_his))
+    merged_owners, merged_his = merged_segments(table)
+    plan: Any = (merged_owners, merged_his)
     if len(merged_owners) == 1:
         log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, merged_owners[0])
     else:
@@ -188,8 +212,6 @@ def _cond_tree(
     flat: Sequence[torch.Tensor],
     rebuild: Callable[[Sequence[torch.Tensor]], tuple[tuple[Any, ...], dict[str, Any]]],
 ) -> Any:
-    from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
-
     if i == len(fns) - 1:
         a, k = rebuild(flat)
         return fns[i](*a, **k)

@@ -197,3 +197,36 @@ def test_compiles_per_hint_never_share_an_inductor_cache_entry(monkeypatch, tmp_
     assert counters["aot_autograd"]["autograd_cache_hit"] == 0
     x = torch.randn(40, 200)
     torch.testing.assert_close(mk(x), f(x))
+
+
+def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
+    """The traced dispatch is written out per signature: the compiled frame guards the
+    candidates' code and the cond, never the op's tables or attributes."""
+    from rangedispatch.testing import GuardCounter
+
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[64, 256], benchmarker=FakeBenchmarker(
+        {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}), cache=False)
+    def ref(x, w):
+        return x * w
+
+    for fn in (a, b, c):
+        ref.register_impl(fn)
+    w = torch.randn(4)
+    ref.tune(torch.randn(2, 8, 4), w)
+    cnt = CompileCounter()
+    ours = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
+    bare = torch.compile(lambda x, w: a(x, w), backend="eager", dynamic=True)
+    x = torch.randn(2, 100, 4)
+    with GuardCounter() as guards:
+        ours(x, w)
+        ours_text, ours_count = guards.text[-1], guards.frames[-1]
+        bare(x, w)
+        bare_count = guards.frames[-1]
+    for size in (2, 63, 64, 255, 256, 1000):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(ours(x, w), x * w)
+    assert cnt.frame_count == 1
+    # what cond itself adds (its operand pytree, ~12) plus the op's code and its candidates
+    assert ours_count <= bare_count + 36, (ours_count, bare_count)
+    for internal in ("_by_name", "_plan", "_tables", "_route", "_template"):
+        assert internal not in ours_text, internal
