@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from torch.compiler import is_compiling
+
 from .cache import cache_dir, cache_key, cache_path
 from .candidates import short_name, source_hash
 from .environment import Environment
@@ -119,6 +121,15 @@ def _key_from_json(items: Sequence[Any]) -> tuple[Any, ...]:
     import torch
 
     return tuple((tuple(shape), getattr(torch, dtype), device) for shape, dtype, device in items)
+
+
+def _twice_max(s: Any, h: Any) -> Any:
+    """``2 * max(s, h)`` with ``abs`` only (exported programs allow it; ``sym_max`` they do not)."""
+    return s + h + abs(s - h)
+
+
+def _twice_min(s: Any, h: Any) -> Any:
+    return s + h - abs(s - h)
 
 
 def log2_distance(a: Sequence[int], b: Sequence[int], mask: Sequence[bool] | None = None) -> float:
@@ -209,6 +220,7 @@ class MultiKernel:
         self._stats = {"calls": 0, "hits": 0, "misses": 0, "benchmarks": 0, "benchmark_ms": 0.0}
         self._selected = {v.name: 0 for v in made}
         self._loaded = False
+        self._warned_trace = False
 
     # -- policy ------------------------------------------------------------------------------
 
@@ -227,6 +239,8 @@ class MultiKernel:
     # -- the call ----------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if is_compiling():
+            return self._traced_call(args, kwargs)
         self._stats["calls"] += 1
         key = _shape_key(args, kwargs)
         variant = self._choice.get(key)
@@ -272,6 +286,98 @@ class MultiKernel:
                      "exact hint" if exact is not None else self.policy)
             self._store_cache()
             return variant
+
+    def _traced_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Under ``torch.compile`` / ``torch.export``: the ``nearest`` rule as conditionals on
+        the symbolic sizes (one graph for every shape; exported programs keep the regions).
+        Timing is impossible while tracing, so the ``benchmark`` policy also uses it there."""
+        import torch
+
+        from .traced import _flatten, branch
+
+        if self.policy != "nearest" and not self._warned_trace:
+            self._warned_trace = True
+            warnings.warn(f"{self.name}: traced by torch.compile/export, where nothing can be timed; the "
+                          "'nearest' rule picks the variant per shape in the graph", RuntimeWarning, stacklevel=3)
+        sizes = self._traced_sizes(args, kwargs)
+        hinted = list(self.hinted)
+        dims = [j for j in range(self.rank) if self._mask[j]]
+        flat, rebuild = _flatten(args, kwargs)
+
+        def run(v: Variant, ops: Sequence[Any]) -> Any:
+            a, k = rebuild(ops)
+            return v.fn(*a, **k)
+
+        if len(dims) <= 1:  # one size varies: its regions are intervals, plain thresholds
+            owners, his = self._intervals(dims[0] if dims else 0)
+
+            def segment(i: int, ops: Sequence[Any]) -> Any:
+                if i == len(owners) - 1:
+                    return run(owners[i], ops)
+                return branch(sizes[dims[0]] < his[i], lambda *o: run(owners[i], o),
+                              lambda *o: segment(i + 1, o), tuple(ops))
+
+            return segment(0, flat)
+        # |log2 s - log2 h| summed over dims compares as a product of ratios max(s,h)/min(s,h):
+        # d_i <= d_j  <=>  num_i * den_j <= num_j * den_i, all in (symbolic) integers
+        num, den = [], []
+        for v in hinted:
+            n, d = 1, 1
+            for j in dims:  # twice max and min on both sides of each comparison: the 2s cancel
+                s = _twice_max(sizes[j], 1) // 2  # sizes below 1 count as 1
+                h = max(int(v.hint[j]), 1)
+                n, d = n * _twice_max(s, h), d * _twice_min(s, h)
+            num.append(n)
+            den.append(d)
+
+        def chain(i: int, ops: Sequence[Any]) -> Any:
+            if i == len(hinted) - 1:
+                return run(hinted[i], ops)
+            # the first variant no farther than every later one is the nearest (first on ties)
+            pred: Any = True
+            for j in range(i + 1, len(hinted)):
+                pred = pred & (num[i] * den[j] <= num[j] * den[i])
+            return branch(pred, lambda *o: run(hinted[i], o), lambda *o: chain(i + 1, o), tuple(ops))
+
+        return chain(0, flat)
+
+    def _intervals(self, dim: int) -> tuple[list[Variant], list[int]]:
+        """The ``nearest`` choice along one varying size as intervals: the variant per
+        interval and each interval's end (exclusive), found with :meth:`nearest` itself."""
+        base = list(self.hinted[0].hint)
+
+        def at(s: int) -> Variant:
+            base[dim] = s
+            return self.nearest(base)
+
+        values = sorted({max(int(v.hint[dim]), 1) for v in self.hinted})
+        owners, his = [at(1)], []
+        for a, b in zip(values, values[1:]):
+            if at(b) is owners[-1]:
+                continue
+            lo, hi = a, b  # the first size in (a, b] whose nearest is not owners[-1]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if at(mid) is owners[-1] else (lo, mid)
+            owners.append(at(hi))
+            his.append(hi)
+        return owners, his
+
+    def _traced_sizes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        import torch
+
+        if self.sizes_fn is not _default_sizes:
+            sizes = list(self.sizes_fn(*args, **kwargs))
+        else:
+            tensors = [v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
+            sizes = [d for t in tensors for d in t.shape]
+            if len(sizes) != self.rank and tensors and tensors[0].dim() == self.rank:
+                sizes = list(tensors[0].shape)
+        if len(sizes) != self.rank:
+            raise ConfigError(
+                f"{self.name}: the call's sizes have {len(sizes)} numbers but the hints have {self.rank}; "
+                f"pass sizes=lambda *args: (...) returning {self.rank} numbers to compare with the hints")
+        return sizes
 
     def nearest(self, sizes: Sequence[int]) -> Variant:
         """The variant whose hint has the smallest L1 log2 distance to ``sizes`` (first on ties)."""

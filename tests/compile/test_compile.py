@@ -230,3 +230,58 @@ def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
     assert ours_count <= bare_count + 36, (ours_count, bare_count)
     for internal in ("_by_name", "_plan", "_tables", "_route", "_template"):
         assert internal not in ours_text, internal
+
+
+def _tagged(i):
+    def variant(x, y):
+        return x + y + i  # deliberately not equal: the output names the variant that ran
+
+    variant.__name__ = f"v{i}"
+    return variant
+
+
+def test_multikernel_nearest_regions_compile_to_one_graph_and_export():
+    """The nearest rule traced as conditionals on the symbolic sizes: one graph over a 2-d
+    sweep with the same choice as eager per shape, and exported programs keep the regions
+    (1 varying size: plain thresholds; 2: products of sizes, strict export)."""
+    import itertools
+    import warnings
+
+    hints = [[16, 64], [256, 64], [16, 2048], [1024, 1024]]
+    mk = rd.MultiKernel([rd.Variant(_tagged(i), h) for i, h in enumerate(hints)], policy="nearest", cache=False)
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, y: mk(x, y), backend=cnt, dynamic=True, fullgraph=True)
+    shapes = list(itertools.product([2, 7, 40, 64, 130, 700, 3000], [3, 50, 300, 1500, 5000]))
+    for m, n in shapes:
+        x = torch.zeros(m, n)
+        assert int(f(x, x)[0, 0]) == int(mk.nearest((m, n)).name[1]), (m, n)
+    assert cnt.frame_count == 1
+
+    class Two(torch.nn.Module):
+        def forward(self, x, y):
+            return mk(x, y)
+
+    dm, dn = torch.export.Dim("m", min=2, max=10000), torch.export.Dim("n", min=2, max=10000)
+    ep = torch.export.export(Two(), (torch.zeros(40, 50), torch.zeros(40, 50)),
+                             dynamic_shapes=({0: dm, 1: dn}, {0: dm, 1: dn}), strict=True)
+    assert any("cond" in str(n.target) for n in ep.graph.nodes)
+    for m, n in shapes[::3]:
+        x = torch.zeros(m, n)
+        assert int(ep.module()(x, x)[0, 0]) == int(mk.nearest((m, n)).name[1]), (m, n)
+
+    one = rd.MultiKernel([rd.Variant(_tagged(i), [h]) for i, h in enumerate([64, 16, 2048, 300, 300])],
+                         cache=False, name="one")  # benchmark policy: traced with the nearest rule
+
+    class One(torch.nn.Module):
+        def forward(self, x, y):
+            return one(x, y)
+
+    d = torch.export.Dim("s", min=0, max=100000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ep = torch.export.export(One(), (torch.zeros(40), torch.zeros(40)), dynamic_shapes=({0: d}, {0: d}))
+    assert any("nearest" in str(w.message) for w in caught)
+    boundaries = [1, 2, 31, 32, 33, 138, 139, 784, 785, 786, 99999]
+    for s in boundaries + list(range(3, 2100, 37)):
+        x = torch.zeros(s)
+        assert int(ep.module()(x, x)[0]) == int(one.nearest((s,)).name[1]), s
