@@ -15,7 +15,8 @@ Per size: our compiled op, upstream's compiled op, the eager per-size best candi
 ``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
 costs), as device time (ms: ``do_bench`` medians, the least of 3 interleaved rounds) and as host time per call (us, a loop of
 calls with one sync at the end: shows per-call launch overhead that device events hide).
-Then graph counts and compile (first-call) times.
+On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
+graphs), interleaved with the rest. Then graph counts and compile (first-call) times.
 
     python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile]
 """
@@ -206,7 +207,9 @@ def run_ours(sc: Scenario, device, dtype):
     counter = counting_backend()
     fn = torch.compile(lambda a, b: op(a, b), dynamic=True, backend=counter)
     first, total = sweep(fn, sc, device, dtype)
-    return fn, rd.dispatcher_of(op), first, total, counter.frame_count
+    # the same op under CUDA graphs (cudagraph trees record one graph per size); eager on the CPU
+    ro = torch.compile(lambda a, b: op(a, b), dynamic=True, mode="reduce-overhead") if device == "cuda" else fn
+    return fn, ro, rd.dispatcher_of(op), first, total, counter.frame_count
 
 
 def run_upstream(sc: Scenario, device, dtype):
@@ -228,11 +231,12 @@ def run_upstream(sc: Scenario, device, dtype):
 
 
 def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
-    fn, disp, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
+    fn, ro, disp, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
     table = disp.table
     up, up_err = run_upstream(sc, device, dtype)
 
     our_dev, up_dev, best, single_dev, our_host, single_host, eager_host = {}, {}, {}, {}, {}, {}, {}
+    ro_dev, single_ro_dev = {}, {}
     single_fns = {}
     for n in sc.sizes:
         a, b = sc.inputs(n, device, dtype)
@@ -242,15 +246,18 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
         pick = table.partition.lookup(n).owner or table.reference
         impl = disp._by_name[pick].fn if pick in disp._by_name else sc.cands[0]
         if pick not in single_fns:
-            single_fns[pick] = torch.compile(impl, dynamic=True)
-        fns = {"ours": fn, "1-compile": single_fns[pick], **{f.__name__: f for f in allowed}}
+            single_fns[pick] = (torch.compile(impl, dynamic=True),
+                                torch.compile(impl, dynamic=True, mode="reduce-overhead") if device == "cuda" else impl)
+        fns = {"ours": fn, "1-compile": single_fns[pick][0], "ours RO": ro, "1-compile RO": single_fns[pick][1],
+               **{f.__name__: f for f in allowed}}
         if up:
             fns["upstream"] = up[0]
         times = interleaved_ms(fns, a, b, device=device)
         our_dev[n], single_dev[n], up_dev[n] = times.pop("ours"), times.pop("1-compile"), times.pop("upstream", None)
+        ro_dev[n], single_ro_dev[n] = times.pop("ours RO"), times.pop("1-compile RO")
         best[n] = min(times.items(), key=lambda p: p[1])
         our_host[n] = host_us(fn, a, b, device=device)
-        single_host[n] = host_us(single_fns[pick], a, b, device=device)
+        single_host[n] = host_us(single_fns[pick][0], a, b, device=device)
         eager_host[n] = host_us(dict((f.__name__, f) for f in allowed)[best[n][0]], a, b, device=device)
 
     if profile and device == "cuda":
@@ -273,7 +280,8 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
              + (f"dim_range={sc.ranges}" if sc.ranges else f"split_points={sc.splits}, dispatch_on={sc.dispatch_on}")
              + (f", tie={sc.tie}" if sc.tie else "")]
     lines.append(f"{'size':>8} {'pick':>9} {'ours ms':>9} {'up ms':>9} {'best ms':>9} {'best':>9} "
-                 f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'1-cmp us':>8} {'eager us':>8}")
+                 f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'1-cmp us':>8} {'eager us':>8} "
+                 f"{'ours RO':>9} {'1-cmp RO':>9} {'RO ratio':>8}")
     for n in sc.sizes:
         pick = table.partition.lookup(n).owner or table.reference
         up_ms = up_dev.get(n)
@@ -281,7 +289,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
             f"{n:>8} {pick:>9} {our_dev[n]:9.4f} {up_ms if up_ms is not None else float('nan'):9.4f} "
             f"{best[n][1]:9.4f} {best[n][0]:>9} {single_dev[n]:9.4f} {our_dev[n] / best[n][1]:9.3f} "
             f"{(our_dev[n] / up_ms) if up_ms else float('nan'):8.3f} {our_host[n]:8.1f} {single_host[n]:8.1f} "
-            f"{eager_host[n]:8.1f}")
+            f"{eager_host[n]:8.1f} {ro_dev[n]:9.4f} {single_ro_dev[n]:9.4f} {ro_dev[n] / single_ro_dev[n]:8.3f}")
     if up:
         lines.append(f"graphs: ours {our_graphs}, upstream {up[3]}; first call s: ours {our_first:.1f}, upstream "
                      f"{up[1]:.1f}; whole sweep s: ours {our_total:.1f}, upstream {up[2]:.1f}")

@@ -36,10 +36,12 @@ import threading
 import time
 import types
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import torch
 from torch.compiler import is_compiling
 
 from .cache import cache_dir, cache_key, cache_path
@@ -141,6 +143,15 @@ def log2_distance(a: Sequence[int], b: Sequence[int], mask: Sequence[bool] | Non
     )
 
 
+_TRACEABLE: weakref.WeakValueDictionary[str, MultiKernel] = weakref.WeakValueDictionary()
+
+
+@torch._dynamo.assume_constant_result
+def _traced_plan(key: str) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
+    """A MultiKernel's traced plan as constants under Dynamo (see ``MultiKernel.traced_plan``)."""
+    return _TRACEABLE[key].traced_plan()
+
+
 class MultiKernel:
     """Call it like any of its variants; it picks one per input shape.
 
@@ -221,6 +232,8 @@ class MultiKernel:
         self._selected = {v.name: 0 for v in made}
         self._loaded = False
         self._warned_trace = False
+        self._trace_key = f"mk{id(self)}"
+        _TRACEABLE[self._trace_key] = self
 
     # -- policy ------------------------------------------------------------------------------
 
@@ -300,32 +313,30 @@ class MultiKernel:
             warnings.warn(f"{self.name}: traced by torch.compile/export, where nothing can be timed; the "
                           "'nearest' rule picks the variant per shape in the graph", RuntimeWarning, stacklevel=3)
         sizes = self._traced_sizes(args, kwargs)
-        hinted = list(self.hinted)
-        dims = [j for j in range(self.rank) if self._mask[j]]
+        # the plan as constants: ints read from the variants while tracing could turn symbolic
+        kind, dims, owners, values = _traced_plan(self._trace_key)
+        hinted = [self.hinted[i] for i in owners]
         flat, rebuild = _flatten(args, kwargs)
 
         def run(v: Variant, ops: Sequence[Any]) -> Any:
             a, k = rebuild(ops)
             return v.fn(*a, **k)
 
-        if len(dims) <= 1:  # one size varies: its regions are intervals, plain thresholds
-            owners, his = self._intervals(dims[0] if dims else 0)
-
+        if kind == "intervals":  # one size varies: its regions are intervals, plain thresholds
             def segment(i: int, ops: Sequence[Any]) -> Any:
-                if i == len(owners) - 1:
-                    return run(owners[i], ops)
-                return branch(sizes[dims[0]] < his[i], lambda *o: run(owners[i], o),
+                if i == len(hinted) - 1:
+                    return run(hinted[i], ops)
+                return branch(sizes[dims[0]] < values[i], lambda *o: run(hinted[i], o),
                               lambda *o: segment(i + 1, o), tuple(ops))
 
             return segment(0, flat)
         # |log2 s - log2 h| summed over dims compares as a product of ratios max(s,h)/min(s,h):
         # d_i <= d_j  <=>  num_i * den_j <= num_j * den_i, all in (symbolic) integers
         num, den = [], []
-        for v in hinted:
+        for hint in values:
             n, d = 1, 1
-            for j in dims:  # twice max and min on both sides of each comparison: the 2s cancel
+            for j, h in zip(dims, hint):  # twice max and min on both sides of each comparison: the 2s cancel
                 s = _twice_max(sizes[j], 1) // 2  # sizes below 1 count as 1
-                h = max(int(v.hint[j]), 1)
                 n, d = n * _twice_max(s, h), d * _twice_min(s, h)
             num.append(n)
             den.append(d)
@@ -340,6 +351,18 @@ class MultiKernel:
             return branch(pred, lambda *o: run(hinted[i], o), lambda *o: chain(i + 1, o), tuple(ops))
 
         return chain(0, flat)
+
+    def traced_plan(self) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
+        """How ``nearest`` is traced: ``("intervals", (dim,), owners, ends)`` when one size
+        varies (owners index ``hinted``, ends exclusive), else ``("products", dims, all
+        hinted, their hints on those dims)``."""
+        dims = tuple(j for j in range(self.rank) if self._mask[j])
+        if len(dims) <= 1:
+            owners, his = self._intervals(dims[0] if dims else 0)
+            index = {id(v): i for i, v in enumerate(self.hinted)}
+            return "intervals", dims or (0,), tuple(index[id(v)] for v in owners), tuple(his)
+        hints = tuple(tuple(max(int(v.hint[j]), 1) for j in dims) for v in self.hinted)
+        return "products", dims, tuple(range(len(self.hinted))), hints
 
     def _intervals(self, dim: int) -> tuple[list[Variant], list[int]]:
         """The ``nearest`` choice along one varying size as intervals: the variant per

@@ -1,0 +1,121 @@
+"""The dispatched op under CUDA graphs, against the same graphs of the per-size best candidate.
+
+Per workload (causal attention b4 h16 d128 bf16 over the sequence length, reference PyTorch's
+default SDPA, candidates flash / efficient / cuDNN; split-K over K) and size bucket:
+
+* manual capture: ``torch.cuda.graph`` of one call of the tuned op, and of each candidate alone;
+  device time per replay (``do_bench`` of ``graph.replay``, least of 3 interleaved medians);
+* ``torch.compile(mode="reduce-overhead")`` of the op and of the per-size best candidate, same
+  timing (cudagraph trees replay each).
+
+The op is tuned before any capture (``benchmark_with_cudagraphs=True``: candidates timed as graph
+replays), so nothing is timed or tuned inside a capture. Columns: ours / best captured
+candidate, both ways. Needs CUDA.
+
+    python bench/cuda_graphs.py [--only attention splitk]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rangedispatch as rd  # noqa: E402
+from compile_vs_upstream import gpu_warmup  # noqa: E402
+from decision_quality import attention_inputs, attention_op, splitk_inputs, splitk_op  # noqa: E402
+
+WORKLOADS = {
+    "attention": (lambda: attention_op("default", [128, 512, 2048]), attention_inputs, [32, 128, 300, 1024, 4096]),
+    "splitk": (lambda: splitk_op([8192, 65536]), splitk_inputs, [1024, 8192, 32768, 131072]),
+}
+
+
+def replay_ms(graphs: dict[str, torch.cuda.CUDAGraph], rounds: int = 3) -> dict[str, float]:
+    from triton.testing import do_bench
+
+    best = {k: math.inf for k in graphs}
+    for _ in range(rounds):
+        for name, g in graphs.items():
+            best[name] = min(best[name], do_bench(g.replay, warmup=10, rep=40, return_mode="median"))
+    return best
+
+
+def calls_ms(fns: dict[str, object], args, rounds: int = 3) -> dict[str, float]:
+    from triton.testing import do_bench
+
+    best = {k: math.inf for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], do_bench(lambda: fn(*args), warmup=10, rep=40, return_mode="median"))
+    return best
+
+
+def capture(fn, args) -> torch.cuda.CUDAGraph:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn(*args)
+    return graph
+
+
+def run(name: str) -> list[str]:
+    make_op, make_inputs, sizes = WORKLOADS[name]
+    op = make_op()
+    disp = rd.dispatcher_of(op)
+    disp.settings = dataclasses.replace(disp.settings, cuda_graphs=True)  # benchmark_with_cudagraphs=True
+    op.tune(*make_inputs(sizes[len(sizes) // 2]))
+    cands = {c: disp._by_name[c].fn for c in disp.candidates}
+    ro_ours = torch.compile(op, mode="reduce-overhead")
+    lines = [f"\n{name}: {torch.cuda.get_device_name()}, torch {torch.__version__}",
+             f"{'size':>8} {'pick':>20} {'graph best':>20} {'ours ms':>9} {'best ms':>9} {'ratio':>6} "
+             f"{'ours RO':>9} {'best RO':>9} {'ratio':>6}"]
+    ratios, ro_ratios = [], []
+    for n in sizes:
+        args = make_inputs(n)
+        graphs, outs = {}, {}
+        for c, fn in cands.items():
+            try:
+                graphs[c] = capture(fn, args)
+            except Exception:  # a candidate that cannot run or be captured at this size
+                torch.cuda.synchronize()
+        graphs["ours"] = capture(op, args)
+        times = replay_ms(graphs)
+        ours = times.pop("ours")
+        best = min(times, key=times.get)
+        ro_best = torch.compile(cands[best], mode="reduce-overhead")
+        ro = calls_ms({"ours": ro_ours, "best": ro_best}, args)
+        torch.testing.assert_close(ro_ours(*args), cands[best](*args), rtol=2e-2, atol=2e-2)
+        pick = disp.table.partition.lookup(n).owner or disp.table.reference
+        ratios.append(ours / times[best])
+        ro_ratios.append(ro["ours"] / ro["best"])
+        lines.append(f"{n:>8} {pick:>20} {best:>20} {ours:9.4f} {times[best]:9.4f} {ratios[-1]:6.3f} "
+                     f"{ro['ours']:9.4f} {ro['best']:9.4f} {ro_ratios[-1]:6.3f}")
+    g = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
+    lines.append(f"geomean ours/best: captured {g(ratios):.3f}, reduce-overhead {g(ro_ratios):.3f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS))
+    opts = parser.parse_args()
+    gpu_warmup("cuda")
+    for name in opts.only or sorted(WORKLOADS):
+        print("\n".join(run(name)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
