@@ -91,9 +91,13 @@ def merged_segments(table: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
 @torch._dynamo.assume_constant_result
 def opaque(key: str) -> bool:
     """Whether a tuned op's generated call must take the general traced path (a constant
-    under Dynamo): the op is not traced, or its cond tree could not be built."""
+    under Dynamo): the op is not traced, its cond tree could not be built, or its branches
+    need contiguous outputs."""
     op = _OPS[key]
-    return not op.traced or op.table is None or compiled_plan(op) == OPAQUE
+    if not op.traced or op.table is None:
+        return True
+    plan = compiled_plan(op)
+    return plan == OPAQUE or len(plan) > 2  # contiguous outputs: the general path adds them
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
@@ -107,8 +111,9 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 
 
 def compiled_plan(op: RangeDispatchOp) -> Any:
-    """``(segments, his)``: the owner name per merged segment and the segment ends; or
-    ``OPAQUE`` when the traced dispatch could not be built."""
+    """``(segments, his[, contiguous])``: the owner name per merged segment and the segment
+    ends (and ``True`` when branches must return contiguous outputs); or ``OPAQUE`` when the
+    traced dispatch could not be built."""
     if op._compiled_plan is not None:
         return op._compiled_plan
     table = op.table
@@ -120,7 +125,14 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
     else:
         log.info("=== Generating runtime dispatch with torch.cond ===")
         log.info("Generating torch.cond dispatch for %s with %d ranges", table.dispatch, len(merged_owners))
-        problem = _preflight(op, plan)
+        problem = _preflight_isolated(op, plan)
+        if problem is not None:
+            # branches whose outputs differ in layout (e.g. attention kernels): cond needs one
+            # layout, so each branch returns contiguous outputs (a copy only where it was not)
+            retry = (merged_owners, merged_his, True)
+            if _preflight_isolated(op, retry) is None:
+                log.info("%s: traced with contiguous branch outputs (%s)", op.name, problem)
+                plan, problem = retry, None
         if problem is None:
             log.info("Successfully generated torch.cond dispatch tree with %d conditional branches",
                      len(merged_owners) - 1)
@@ -134,6 +146,16 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
             plan = OPAQUE
     op._compiled_plan = plan
     return plan
+
+
+def _preflight_isolated(op: RangeDispatchOp, plan: Any) -> str | None:
+    """:func:`_preflight` outside any tracing context: the plan is built by a function Dynamo
+    runs for real while it traces, and the trial trace must not pick up Dynamo's fake mode
+    and shape environment (its symbols would end up in the compiled frame's guards)."""
+    from torch._guards import tracing
+
+    with tracing(None):
+        return _preflight(op, plan)
 
 
 def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
@@ -192,8 +214,10 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
 
 def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     """Nested ``torch.cond`` over the plan's segments on ``tensor.shape[dim]``."""
-    owners, his = plan
+    owners, his = plan[0], plan[1]
     fns = [op._by_name[name].call for name in owners]
+    if len(plan) > 2 and plan[2]:
+        fns = [_contiguous_outputs(fn) for fn in fns]
     if len(fns) == 1:
         return fns[0](*args, **kwargs)
     spec = op.dispatch
@@ -202,6 +226,18 @@ def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: 
     size = tensor.shape[spec.dim]
     flat, rebuild = _flatten(args, kwargs)
     return _cond_tree(fns, his, 0, size, flat, rebuild)
+
+
+def _contiguous_outputs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return out.contiguous()
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.contiguous() if isinstance(o, torch.Tensor) else o for o in out)
+        return out
+
+    return call
 
 
 def _cond_tree(

@@ -285,3 +285,28 @@ def test_multikernel_nearest_regions_compile_to_one_graph_and_export():
     for s in boundaries + list(range(3, 2100, 37)):
         x = torch.zeros(s)
         assert int(ep.module()(x, x)[0]) == int(one.nearest((s,)).name[1]), s
+
+
+def test_branches_with_different_output_layouts_trace_with_contiguous_outputs():
+    """torch.cond needs one output layout; candidates that differ (attention kernels do)
+    are traced with contiguous outputs instead of falling back to the reference."""
+
+    def transposed(x, w):  # same values, a non-contiguous layout
+        return (x.transpose(1, 2).contiguous() * w.view(1, -1, 1)).transpose(1, 2)
+
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False, benchmarker=FakeBenchmarker(
+        {"ref": 9.0, "a": lambda s: 1 if s < 64 else 5, "transposed": lambda s: 1 if s >= 64 else 5}))
+    def ref(x, w):
+        return x * w
+
+    ref.register_impl(a)
+    ref.register_impl(transposed)
+    w = torch.randn(4)
+    ref.tune(torch.randn(2, 100, 4), w)
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: ref(x, w) + 1, backend=cnt, dynamic=True)
+    for size in (100, 2, 63, 64, 300):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), x * w + 1)
+    assert cnt.frame_count == 1
+    assert any("cond" in t for t in graph_ops(cnt.graphs[0]))
