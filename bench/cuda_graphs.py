@@ -29,33 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rangedispatch as rd  # noqa: E402
-from compile_vs_upstream import gpu_warmup  # noqa: E402
+from compile_vs_upstream import gpu_warmup, interleaved_ms  # noqa: E402
 from decision_quality import attention_inputs, attention_op, splitk_inputs, splitk_op  # noqa: E402
 
 WORKLOADS = {
     "attention": (lambda: attention_op("default", [128, 512, 2048]), attention_inputs, [32, 128, 300, 1024, 4096]),
     "splitk": (lambda: splitk_op([8192, 65536]), splitk_inputs, [1024, 8192, 32768, 131072]),
 }
-
-
-def replay_ms(graphs: dict[str, torch.cuda.CUDAGraph], rounds: int = 3) -> dict[str, float]:
-    from triton.testing import do_bench
-
-    best = {k: math.inf for k in graphs}
-    for _ in range(rounds):
-        for name, g in graphs.items():
-            best[name] = min(best[name], do_bench(g.replay, warmup=10, rep=40, return_mode="median"))
-    return best
-
-
-def calls_ms(fns: dict[str, object], args, rounds: int = 3) -> dict[str, float]:
-    from triton.testing import do_bench
-
-    best = {k: math.inf for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            best[name] = min(best[name], do_bench(lambda: fn(*args), warmup=10, rep=40, return_mode="median"))
-    return best
 
 
 def capture(fn, args) -> torch.cuda.CUDAGraph:
@@ -85,18 +65,18 @@ def run(name: str) -> list[str]:
     ratios, ro_ratios = [], []
     for n in sizes:
         args = make_inputs(n)
-        graphs, outs = {}, {}
+        graphs = {}
         for c, fn in cands.items():
             try:
                 graphs[c] = capture(fn, args)
             except Exception:  # a candidate that cannot run or be captured at this size
                 torch.cuda.synchronize()
         graphs["ours"] = capture(op, args)
-        times = replay_ms(graphs)
+        times = interleaved_ms({name: g.replay for name, g in graphs.items()}, device="cuda")
         ours = times.pop("ours")
         best = min(times, key=times.get)
         ro_best = torch.compile(cands[best], mode="reduce-overhead")
-        ro = calls_ms({"ours": ro_ours, "best": ro_best}, args)
+        ro = interleaved_ms({"ours": ro_ours, "best": ro_best}, *args, device="cuda")
         torch.testing.assert_close(ro_ours(*args), cands[best](*args), rtol=2e-2, atol=2e-2)
         pick = disp.table.partition.lookup(n).owner or disp.table.reference
         ratios.append(ours / times[best])

@@ -49,6 +49,12 @@ def tensor_params(template: Any, names: Sequence[str]) -> list[str]:
     return [n for n in names if isinstance(template.get(n), TensorSpec)]
 
 
+def dispatch_dim(resized: dict[str, int], name: str, rank: int) -> int | None:
+    """The dim of tensor ``name`` that carries the dispatch size (not guarded), if any."""
+    dim = resized.get(name)
+    return None if dim is None else dim % max(rank, 1)
+
+
 def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
                  resized: dict[str, int]) -> Callable[..., bool] | None:
     """A C-level check that tensors look like ``tensors`` (see the module doc), every size
@@ -59,8 +65,7 @@ def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
         return None
     sizes, strides = [], []
     for name, t in zip(names, tensors):
-        skip = resized.get(name)
-        skip = None if skip is None else skip % max(t.dim(), 1)
+        skip = dispatch_dim(resized, name, t.dim())
         sizes.append([None if i == skip else int(d) for i, d in enumerate(t.shape)])
         strides.append([None] * t.dim())
     try:
@@ -93,8 +98,7 @@ def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], e
             conds.append(f"{name}.is_cuda is {value.device.type == 'cuda'}")
             shape = f"(_rd_s_{name} := {name}.shape)"
             conds.append(f"len({shape}) == {len(value.shape)}")
-            skip = resized.get(name)
-            skip = None if skip is None else skip % max(len(value.shape), 1)
+            skip = dispatch_dim(resized, name, len(value.shape))
             conds += [f"_rd_s_{name}[{i}] == {int(d)}" for i, d in enumerate(value.shape) if i != skip]
         elif value is None:
             conds.append(f"{name} is None")

@@ -92,7 +92,7 @@ def _default_sizes(*args: Any, **kwargs: Any) -> tuple[int, ...]:
     dims: list[int] = []
     for value in [*args, *kwargs.values()]:
         if isinstance(value, torch.Tensor):
-            dims.extend(int(d) for d in value.shape)
+            dims.extend(value.shape)  # ints; SymInts while tracing
     return tuple(dims)
 
 
@@ -102,7 +102,7 @@ def _first_tensor_sizes(args: Sequence[Any], kwargs: Mapping[str, Any], rank: in
     import torch
 
     first = next((v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)), None)
-    return tuple(int(d) for d in first.shape) if first is not None and first.dim() == rank else None
+    return tuple(first.shape) if first is not None and first.dim() == rank else None
 
 
 def _shape_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -278,15 +278,7 @@ class MultiKernel:
                     self._stats["hits"] += 1
                     return self._choice[key]
             self._stats["misses"] += 1
-            sizes = tuple(int(s) for s in self.sizes_fn(*args, **kwargs))
-            if len(sizes) != self.rank and self.sizes_fn is _default_sizes:
-                sizes = _first_tensor_sizes(args, kwargs, self.rank) or sizes
-            if len(sizes) != self.rank:
-                raise ConfigError(
-                    f"{self.name}: the call's sizes {list(sizes)} have {len(sizes)} numbers but the hints have "
-                    f"{self.rank} (e.g. {list(self.hinted[0].hint)}); pass sizes=lambda *args: (...) returning "
-                    f"{self.rank} numbers to compare with the hints"
-                )
+            sizes = tuple(int(s) for s in self._sizes(args, kwargs))
             exact = next((v for v in self.hinted if v.hint == sizes), None)
             if exact is not None or len(self.variants) == 1:
                 variant = exact or self.variants[0]
@@ -304,15 +296,13 @@ class MultiKernel:
         """Under ``torch.compile`` / ``torch.export``: the ``nearest`` rule as conditionals on
         the symbolic sizes (one graph for every shape; exported programs keep the regions).
         Timing is impossible while tracing, so the ``benchmark`` policy also uses it there."""
-        import torch
-
         from .traced import _flatten, branch
 
         if self.policy != "nearest" and not self._warned_trace:
             self._warned_trace = True
             warnings.warn(f"{self.name}: traced by torch.compile/export, where nothing can be timed; the "
                           "'nearest' rule picks the variant per shape in the graph", RuntimeWarning, stacklevel=3)
-        sizes = self._traced_sizes(args, kwargs)
+        sizes = self._sizes(args, kwargs)
         # the plan as constants: ints read from the variants while tracing could turn symbolic
         kind, dims, owners, values = _traced_plan(self._trace_key)
         hinted = [self.hinted[i] for i in owners]
@@ -386,20 +376,17 @@ class MultiKernel:
             his.append(hi)
         return owners, his
 
-    def _traced_sizes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-        import torch
-
-        if self.sizes_fn is not _default_sizes:
-            sizes = list(self.sizes_fn(*args, **kwargs))
-        else:
-            tensors = [v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
-            sizes = [d for t in tensors for d in t.shape]
-            if len(sizes) != self.rank and tensors and tensors[0].dim() == self.rank:
-                sizes = list(tensors[0].shape)
+    def _sizes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The call's sizes to compare with the hints (SymInts while tracing)."""
+        sizes = tuple(self.sizes_fn(*args, **kwargs))
+        if len(sizes) != self.rank and self.sizes_fn is _default_sizes:
+            sizes = _first_tensor_sizes(args, kwargs, self.rank) or sizes
         if len(sizes) != self.rank:
             raise ConfigError(
-                f"{self.name}: the call's sizes have {len(sizes)} numbers but the hints have {self.rank}; "
-                f"pass sizes=lambda *args: (...) returning {self.rank} numbers to compare with the hints")
+                f"{self.name}: the call's sizes {list(sizes)} have {len(sizes)} numbers but the hints have "
+                f"{self.rank} (e.g. {list(self.hinted[0].hint)}); pass sizes=lambda *args: (...) returning "
+                f"{self.rank} numbers to compare with the hints"
+            )
         return sizes
 
     def nearest(self, sizes: Sequence[int]) -> Variant:

@@ -25,6 +25,7 @@ from .candidates import Candidate, short_name
 from .config import CustomOpConfig, DispatchSpec, Plan, build_plan, check_input_gen_fns, op_parameters
 from .environment import Environment
 from .errors import ConfigError, TableError
+from .fastcall import MAX_TENSOR_GUARDS
 from .inputs import CallTemplate, InputFactory
 from .ranges import Range
 from .table import TuningTable
@@ -205,6 +206,7 @@ class RangeDispatchOp:
         spec = self.dispatch
         self._tensor = spec.tensor if spec else ""
         self._dim = spec.dim if spec else 0
+        self._resized: dict[str, int] = dict(spec.resized) if spec else {}  # tensor -> its dispatch dim
         self._pos = self._params.index(spec.tensor) if spec and spec.tensor in self._positional() else _KEYWORD_ONLY
         if type(self).__name__.startswith("_Tuned"):
             self.__class__ = type(self).__mro__[1]
@@ -296,7 +298,7 @@ class RangeDispatchOp:
         caller has checked that the call has the main table's signature."""
         import inspect
 
-        from .fastcall import MAX_TENSOR_GUARDS, plain_params, tensor_guard, tensor_params
+        from .fastcall import plain_params, tensor_guard, tensor_params
 
         if self._template is None or len(self._tensor_checks) >= MAX_TENSOR_GUARDS or _capturing_cuda_graph():
             return False
@@ -310,7 +312,7 @@ class RangeDispatchOp:
         tensors = [bound.get(n) for n in names]
         if not names or not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors):
             return False
-        check = tensor_guard(tensors, self._template, names, dict(self.dispatch.resized) if self.dispatch else {})
+        check = tensor_guard(tensors, self._template, names, self._resized)
         if check is None:
             return False
         self._tensor_checks.append(check)
@@ -446,7 +448,7 @@ class RangeDispatchOp:
                     route = self._route_for_new_signature(args, kwargs, signature)
             if not _capturing_cuda_graph():  # tuned later, outside capture
                 self._key_routes[key] = route
-        if route is self._route and self._tensor_checks:
+        if route is self._route and 0 < len(self._tensor_checks) < MAX_TENSOR_GUARDS:
             # the main signature, refused by the C-level guard (grad mode, a Parameter, ...)
             with self._lock:
                 if route is self._route and self._learn_guard(args, kwargs):
@@ -456,7 +458,7 @@ class RangeDispatchOp:
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         import torch
 
-        resized = dict(self.dispatch.resized) if self.dispatch else {}
+        resized = self._resized
         params = self._params
 
         def part(name: Any, value: Any) -> Any:
@@ -512,7 +514,7 @@ class RangeDispatchOp:
         from .traced import merged_segments, traced_call
 
         guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
-                     resized=dict(self.dispatch.resized) if self.dispatch else {},
+                     resized=self._resized,
                      record=self.profile.add if self._recording and self.profile is not None else None)
         owners, his = merged_segments(self._table) if self._table is not None else ((), ())
         tree = ([self._by_name[o].call for o in owners], his) if owners and self.dispatch else None

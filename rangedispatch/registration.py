@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch.compiler import is_compiling
 
 from .errors import ConfigError, ConfigTypeError, describe
-from . import traced  # noqa: F401  (its custom op and Dynamo hooks register once, at import)
+from . import traced as _traced_module  # noqa: F401  (its custom op and Dynamo hooks register once, at import)
 from .op import RangeDispatchOp
 from .timing import Benchmarker
 from .tuner import TunerSettings

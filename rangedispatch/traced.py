@@ -21,6 +21,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
+from torch.compiler import is_dynamo_compiling
 from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
 from .ranges import Partition
@@ -97,7 +98,7 @@ def opaque(key: str) -> bool:
     if not op.traced or op.table is None:
         return True
     plan = compiled_plan(op)
-    return plan == OPAQUE or len(plan) > 2  # contiguous outputs: the general path adds them
+    return plan == OPAQUE or plan[2]  # contiguous outputs: the general path adds them
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
@@ -107,19 +108,21 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
         return true_fn(*operands)
     if statically_known_false(pred):
         return false_fn(*operands)
-    return _COND(pred, true_fn, false_fn, operands)
+    if is_dynamo_compiling():  # the operator itself: Dynamo guards less than on torch.cond's wrapper
+        return _COND(pred, true_fn, false_fn, operands)
+    return torch.cond(pred, true_fn, false_fn, operands)  # export / make_fx: the wrapper's subgraphs lower
 
 
 def compiled_plan(op: RangeDispatchOp) -> Any:
-    """``(segments, his[, contiguous])``: the owner name per merged segment and the segment
-    ends (and ``True`` when branches must return contiguous outputs); or ``OPAQUE`` when the
-    traced dispatch could not be built."""
+    """``(segments, his, contiguous)``: the owner name per merged segment, the segment ends,
+    and whether branches must return contiguous outputs; or ``OPAQUE`` when the traced
+    dispatch could not be built."""
     if op._compiled_plan is not None:
         return op._compiled_plan
     table = op.table
     assert table is not None
     merged_owners, merged_his = merged_segments(table)
-    plan: Any = (merged_owners, merged_his)
+    plan: Any = (merged_owners, merged_his, False)
     if len(merged_owners) == 1:
         log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, merged_owners[0])
     else:
@@ -214,9 +217,9 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
 
 def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     """Nested ``torch.cond`` over the plan's segments on ``tensor.shape[dim]``."""
-    owners, his = plan[0], plan[1]
+    owners, his, contiguous = plan
     fns = [op._by_name[name].call for name in owners]
-    if len(plan) > 2 and plan[2]:
+    if contiguous:
         fns = [_contiguous_outputs(fn) for fn in fns]
     if len(fns) == 1:
         return fns[0](*args, **kwargs)
@@ -248,25 +251,19 @@ def _cond_tree(
     flat: Sequence[torch.Tensor],
     rebuild: Callable[[Sequence[torch.Tensor]], tuple[tuple[Any, ...], dict[str, Any]]],
 ) -> Any:
-    if i == len(fns) - 1:
-        a, k = rebuild(flat)
-        return fns[i](*a, **k)
-    pred = size < his[i]
-    if statically_known_true(pred):
-        a, k = rebuild(flat)
-        return fns[i](*a, **k)
-    if statically_known_false(pred):
-        return _cond_tree(fns, his, i + 1, size, flat, rebuild)
     fn = fns[i]
 
     def take(*ops: torch.Tensor) -> Any:
         a, k = rebuild(ops)
         return fn(*a, **k)
 
+    if i == len(fns) - 1:
+        return take(*flat)
+
     def rest(*ops: torch.Tensor) -> Any:
         return _cond_tree(fns, his, i + 1, size, ops, rebuild)
 
-    return torch.cond(pred, take, rest, tuple(flat))
+    return branch(size < his[i], take, rest, tuple(flat))
 
 
 def _flatten(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[torch.Tensor], Callable[..., Any]]:
