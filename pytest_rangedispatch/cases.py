@@ -95,6 +95,8 @@ class HintRegion:
 def range_label(rng: Any) -> str:
     if isinstance(rng, HintRegion):
         return rng.label
+    if hasattr(rng, "ranges"):  # a grid cell
+        return "x".join(range_label(r) for r in rng.ranges)
     hi = "inf" if rng.hi is None else str(rng.hi)
     return f"[{rng.lo},{hi})"
 
@@ -103,6 +105,8 @@ def range_id(op: Any, rng: Any) -> str:
     if isinstance(rng, HintRegion):
         return f"near[{'x'.join(map(str, rng.hint))}]"
     dispatch = op.dispatch
+    if hasattr(rng, "ranges"):  # a grid cell: x[0]in[0,32)-x[1]in[1024,inf)
+        return "-".join(f"{axis}in{range_label(r)}" for axis, r in zip(dispatch.axes, rng.ranges))
     return f"{dispatch}in{range_label(rng)}" if dispatch is not None else "all"
 
 
@@ -186,6 +190,12 @@ def op_ranges(spec: OpSpec) -> list[tuple[Any, Any]]:
 
         ensure_tuned(spec, *example_call(spec))
     return [(r.range, op.plan.all_candidates) for r in op.table.results]
+
+
+def is_grid(spec: OpSpec) -> bool:
+    from rangedispatch import GridDispatchOp
+
+    return isinstance(spec.op, GridDispatchOp)
 
 
 def is_multikernel(spec: OpSpec) -> bool:

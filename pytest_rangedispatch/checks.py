@@ -322,7 +322,7 @@ class Equivalence:
     def _where(self, size: int, variant: Variant, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         case = self.case
         dispatch = self.op.dispatch
-        at = f"{dispatch}={size}" if dispatch is not None else "the example size"
+        at = size_at(dispatch, size)
         return (f"{case.spec.name}: range {dispatch} in {case.range}, {at} ({variant.describe()}; "
                 f"inputs {describe_inputs(args, kwargs, self.names)})")
 
@@ -429,6 +429,13 @@ class Equivalence:
             raise AssertionError(f"{where}: torch.library.opcheck failed: {str(exc).splitlines()[0]}") from exc
 
 
+def size_at(dispatch: Any, size: Any) -> str:
+    """``x[1]=512``, ``x[0]=8, x[1]=512`` for a grid, or ``the example size``."""
+    if dispatch is None or size is None:
+        return "the example size"
+    return dispatch.at(size) if hasattr(dispatch, "at") else f"{dispatch}={size}"
+
+
 def _cast_like(expected: Any, got: Any) -> Any:
     if isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor):
         return expected.to(got.dtype)
@@ -477,15 +484,21 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
     first = next(iter(_tensors(args, kwargs)), None)
     device = str(first.device) if first is not None else "cpu"
     variant = Variant(first.dtype if first is not None and first.is_floating_point() else None, device, "contiguous")
-    sizes = (sample_sizes(rng, count=op.settings.samples_per_range, upper_bound=upper_size(spec, rng))
-             if op.dispatch is not None else (None,))
+    if hasattr(rng, "ranges"):  # a grid cell
+        from .cells import bench_points
+
+        sizes: Sequence[Any] = bench_points(spec, rng)
+    else:
+        sizes = (sample_sizes(rng, count=op.settings.samples_per_range, upper_bound=upper_size(spec, rng))
+                 if op.dispatch is not None else (None,))
     cands = [c for c in op.plan.candidates.get(rng, op.plan.all_candidates) if c.name not in disqualified]
     if op._ref.name not in {c.name for c in cands}:
         cands.insert(0, op._ref)
     subject = spec.target if callable(spec.target) else op
     benchmarker = op.benchmarker or default_benchmarker(torch.device(device).type)
     subjects = [(c.name, c.call) for c in cands] + [(DISPATCH, subject)]
-    per_size, noises = time_all(subjects, sizes, lambda size: inputs.make(size, variant), benchmarker, device)
+    per_size, noises = time_all(subjects, sizes, lambda size: inputs.make(size, variant), benchmarker, device,
+                                points=hasattr(rng, "ranges"))
     label = f"{spec.name}: range {op.dispatch} in {rng}"
     record = summarise(case, per_size, noises, winner=winner, label=label, baseline=baseline, threshold=threshold,
                        fix="re-tune with op.tune(..., force=True) or clear the cache")
@@ -496,7 +509,7 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
 
 def time_all(subjects: Sequence[tuple[str, Callable[..., Any]]], sizes: Sequence[Any],
              make: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any]]], benchmarker: Any,
-             device: str) -> tuple[dict[str, list[tuple[Any, float]]], list[float]]:
+             device: str, points: bool = False) -> tuple[dict[str, list[tuple[Any, float]]], list[float]]:
     """Median ms of every ``(name, fn)`` at every size (inputs from ``make(size)``), timed
     together per size under the device's exclusive lock; plus each job's relative spread."""
     per_size: dict[str, list[tuple[Any, float]]] = {name: [] for name, _ in subjects}
@@ -504,8 +517,9 @@ def time_all(subjects: Sequence[tuple[str, Callable[..., Any]]], sizes: Sequence
     with device_lock(device, exclusive=True):
         for size in sizes:
             a, k = make(size)
-            # a shape is weighted by its first size, as MultiKernel's own benchmarks do
-            weight = size if isinstance(size, int) else (int(size[0]) if size else 0)
+            # a MultiKernel's shape is weighted by its first size, as its own benchmarks do; a
+            # grid cell's point is the size, as in tuning
+            weight = size if isinstance(size, int) or points else (int(size[0]) if size else 0)
             jobs = [Job(name, weight, _bind(fn, a, k)) for name, fn in subjects]
             for m in measure_jobs(benchmarker, jobs):
                 per_size[m.name].append((size if size is not None else 0, m.ms if m.status in (OK, RACED) else math.inf))
@@ -592,8 +606,13 @@ def run_compiled(case: RangeCase) -> int:
     subjects = [(f"candidate {c.name!r}", c.call) for c in op.plan.candidates.get(rng, op.plan.all_candidates)
                 if c.name != op._ref.name]
     subjects.append(("the dispatched op", spec.target if callable(spec.target) else op))
-    top = upper_size(spec, rng)
-    sizes = sorted({rng.lo, min(rng.lo + 1, top), top} if op.dispatch is not None else {None})
+    if hasattr(rng, "ranges"):  # a grid cell: the corners of lo, lo+1 and the top on every dimension
+        from .cells import corner_points
+
+        sizes: list[Any] = corner_points(spec, rng, across=False)
+    else:
+        top = upper_size(spec, rng)
+        sizes = sorted({rng.lo, min(rng.lo + 1, top), top} if op.dispatch is not None else {None})
     checked = 0
     for what, fn in subjects:
         torch._dynamo.reset()
@@ -601,8 +620,7 @@ def run_compiled(case: RangeCase) -> int:
         for size in sizes:
             a, k = inputs.make(size, variant)
             expected = op._ref.call(*a, **k)
-            at = f"{op.dispatch}={size}" if size is not None else "the example size"
-            where = f"{spec.name}: range {op.dispatch} in {rng}, {at} ({variant.describe()})"
+            where = f"{spec.name}: range {op.dispatch} in {rng}, {size_at(op.dispatch, size)} ({variant.describe()})"
             try:
                 got = compiled(*a, **k)
             except Exception as exc:

@@ -6,8 +6,13 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 
-def boundary_sizes(rng: Any, *, upper: int = 256) -> list[int]:
-    """lo, lo+1, hi-1 and hi (the first size of the next range) of a range, sizes >= 1."""
+def boundary_sizes(rng: Any, *, upper: int = 256) -> list[Any]:
+    """lo, lo+1, hi-1 and hi (the first size of the next range) of a range, sizes >= 1; for a
+    grid cell, every combination of its dimensions' boundary sizes."""
+    if hasattr(rng, "ranges"):
+        import itertools
+
+        return sorted(itertools.product(*[boundary_sizes(r, upper=upper) for r in rng.ranges]))
     sizes = {rng.lo, rng.lo + 1}
     if rng.lo > 0:
         sizes.add(rng.lo - 1)
@@ -57,7 +62,8 @@ def assert_branches_equivalent(op: Any, *args: Any, sizes: Iterable[int] | None 
 
 
 def size_strategies(op: Any, *, max_size: int | None = None) -> dict[Any, Any]:
-    """``{range: strategy}``: sizes inside each range, boundaries (lo, lo+1, hi-1) drawn often."""
+    """``{range: strategy}``: sizes inside each range, boundaries (lo, lo+1, hi-1) drawn often
+    (for a grid op, ``{cell: strategy of points}``)."""
     from hypothesis import strategies as st
 
     from rangedispatch import dispatcher_of
@@ -66,10 +72,13 @@ def size_strategies(op: Any, *, max_size: int | None = None) -> dict[Any, Any]:
     rd_op = dispatcher_of(op)
     bound = max_size if max_size is not None else effective_upper_bound(rd_op.dispatch, rd_op.settings)
     out = {}
-    for rng in rd_op.plan.ranges:
+    def sizes(rng: Any) -> Any:
         top = range_top(rng, bound)
         edges = sorted({s for s in (rng.lo, rng.lo + 1, top) if rng.lo <= s <= top})
-        out[rng] = st.one_of(st.sampled_from(edges), st.integers(rng.lo, top))
+        return st.one_of(st.sampled_from(edges), st.integers(rng.lo, top))
+
+    for rng in rd_op.plan.ranges:  # a grid cell: a tuple, one size per dimension
+        out[rng] = st.tuples(*map(sizes, rng.ranges)) if hasattr(rng, "ranges") else sizes(rng)
     return out
 
 

@@ -139,11 +139,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     _share_cores()
     case = callspec.params[CASE_ARG]
     config = pyfuncitem.config
-    from .cases import BENCH, COMPILED, is_multikernel
+    from .cases import BENCH, COMPILED, is_grid, is_multikernel
     from .locking import device_lock
 
     if is_multikernel(case.spec):
         from .hints import HintEquivalence as Equivalence, run_hint_benchmark as run_benchmark
+    elif is_grid(case.spec):
+        from .cells import CellEquivalence as Equivalence
+        from .checks import run_benchmark
     else:
         from .checks import Equivalence, run_benchmark
     dispatch = getattr(case.op, "dispatch", None)

@@ -34,7 +34,7 @@ def new_record(op: str, dispatch: str | None, rng: Any) -> dict[str, Any]:
         "op": op,
         "dispatch": dispatch,
         "range": range_label(rng),
-        "lo": rng.lo,
+        "lo": list(rng.lo) if isinstance(rng.lo, tuple) else rng.lo,  # a grid cell's: one per dimension
         "hi": rng.hi,
         "examples": 0,
         "checked": [],
@@ -175,7 +175,7 @@ def plot(path: Path, records: Mapping[str, Mapping[str, Any]]) -> bool:
         return False
     by_op: dict[str, list[Mapping[str, Any]]] = {}
     for r in ordered(records):
-        if r.get("per_size"):
+        if r.get("per_size") and isinstance(r["lo"], (int, float)):  # a grid's cells have no size axis
             by_op.setdefault(r["op"], []).append(r)
     if not by_op:
         return False

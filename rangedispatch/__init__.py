@@ -17,6 +17,7 @@ from .compare import Mismatch, compare, default_tolerance
 from .config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
 from .discover import AutoSettings
 from .environment import Environment
+from .grid import Cell, GridDispatchOp, GridSpec, GridTable, MultiDimRangeConfig
 from .errors import ConfigError, ConfigTypeError, RangeDispatchError, TableError, TuningError
 from .multikernel import MultiKernel, Variant, inductor_multi_kernel
 from .op import RangeDispatchOp
@@ -34,6 +35,7 @@ __all__ = [
     "Benchmark",
     "Benchmarker",
     "Candidate",
+    "Cell",
     "ConfigError",
     "ConfigTypeError",
     "CpuBenchmarker",
@@ -42,8 +44,12 @@ __all__ = [
     "CustomOpRangeConfig",
     "DispatchSpec",
     "Environment",
+    "GridDispatchOp",
+    "GridSpec",
+    "GridTable",
     "Job",
     "Mismatch",
+    "MultiDimRangeConfig",
     "MultiKernel",
     "Partition",
     "Range",

@@ -55,13 +55,14 @@ def load_cached(
     environment: Environment,
     candidates: Mapping[str, str],
     signature: str,
-) -> TuningTable | None:
-    """The table at ``path`` if it exists and matches, else ``None`` (with a warning if it
-    exists but cannot be trusted)."""
+    table_type: type = TuningTable,
+) -> Any:
+    """The table (a ``table_type``) at ``path`` if it exists and matches, else ``None`` (with
+    a warning if it exists but cannot be trusted)."""
     if path is None or not path.exists():
         return None
     try:
-        table = TuningTable.load(path)
+        table = table_type.load(path)
     except TableError as exc:
         warnings.warn(f"Ignoring tuning cache {str(path)!r}: {exc}", RuntimeWarning, stacklevel=3)
         return None

@@ -160,6 +160,14 @@ class DispatchSpec:
         return ((self.tensor, self.dim),) + self.tied
 
 
+def dims_by_tensor(spec: Any) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> the dims a dispatch spec resizes (one per axis it takes part in)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for name, dim in (spec.resized if spec is not None else ()):
+        out[name] = out.get(name, ()) + (dim,)
+    return out
+
+
 @dataclass(frozen=True)
 class Plan:
     """The validated registration: dispatch spec, ranges, candidates per range."""

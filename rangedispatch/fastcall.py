@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 from bisect import bisect_right
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch.compiler import is_compiling, is_dynamo_compiling
 
@@ -49,14 +49,13 @@ def tensor_params(template: Any, names: Sequence[str]) -> list[str]:
     return [n for n in names if isinstance(template.get(n), TensorSpec)]
 
 
-def dispatch_dim(resized: dict[str, int], name: str, rank: int) -> int | None:
-    """The dim of tensor ``name`` that carries the dispatch size (not guarded), if any."""
-    dim = resized.get(name)
-    return None if dim is None else dim % max(rank, 1)
+def dispatch_dims(resized: Mapping[str, Sequence[int]], name: str, rank: int) -> set[int]:
+    """The dims of tensor ``name`` that carry dispatch sizes (not guarded)."""
+    return {d % max(rank, 1) for d in resized.get(name, ())}
 
 
 def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
-                 resized: dict[str, int]) -> Callable[..., bool] | None:
+                 resized: Mapping[str, Sequence[int]]) -> Callable[..., bool] | None:
     """A C-level check that tensors look like ``tensors`` (see the module doc), every size
     but the dispatch dims checked; ``None`` where this torch has no ``TensorGuards``."""
     try:
@@ -65,8 +64,8 @@ def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
         return None
     sizes, strides = [], []
     for name, t in zip(names, tensors):
-        skip = dispatch_dim(resized, name, t.dim())
-        sizes.append([None if i == skip else int(d) for i, d in enumerate(t.shape)])
+        skip = dispatch_dims(resized, name, t.dim())
+        sizes.append([None if i in skip else int(d) for i, d in enumerate(t.shape)])
         strides.append([None] * t.dim())
     try:
         return TensorGuards(*tensors, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides).check
@@ -74,7 +73,7 @@ def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
         return None
 
 
-def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], env: dict[str, Any],
+def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Sequence[str], env: dict[str, Any],
                  tensor_checks: Sequence[Callable[..., bool]] = ()) -> list[str]:
     """Python conditions that hold exactly when a call has ``template``'s signature: each
     tensor's dtype, device type, rank and every dim but the dispatch dims, and the values of
@@ -98,8 +97,8 @@ def guard_source(template: Any, resized: dict[str, int], names: Sequence[str], e
             conds.append(f"{name}.is_cuda is {value.device.type == 'cuda'}")
             shape = f"(_rd_s_{name} := {name}.shape)"
             conds.append(f"len({shape}) == {len(value.shape)}")
-            skip = dispatch_dim(resized, name, len(value.shape))
-            conds += [f"_rd_s_{name}[{i}] == {int(d)}" for i, d in enumerate(value.shape) if i != skip]
+            skip = dispatch_dims(resized, name, len(value.shape))
+            conds += [f"_rd_s_{name}[{i}] == {int(d)}" for i, d in enumerate(value.shape) if i not in skip]
         elif value is None:
             conds.append(f"{name} is None")
         elif isinstance(value, (bool, int, float, str)):
@@ -154,7 +153,7 @@ def generate_call(
     fns: Sequence[Callable[..., Any]],
     traced: Callable[..., Any] | None,
     template: Any = None,
-    resized: dict[str, int] | None = None,
+    resized: Mapping[str, Sequence[int]] | None = None,
     miss: Callable[..., Any] | None = None,
     record: Callable[[int], None] | None = None,
     tensor_checks: Sequence[Callable[..., bool]] = (),

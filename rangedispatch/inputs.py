@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import DispatchSpec
+from .config import dims_by_tensor
 from .errors import ConfigError, ConfigTypeError
 
 log = logging.getLogger("rangedispatch")
@@ -93,10 +93,14 @@ class CallTemplate:
             return self.args[self.positions[name]]
         return self.kwargs.get(name)
 
-    def dispatch_size(self, spec: DispatchSpec) -> int:
+    def dispatch_size(self, spec: Any) -> Any:
+        """The example's dispatch size (a tuple of sizes, one per axis, for a grid spec)."""
+        axes = getattr(spec, "axes", None)
+        if axes is not None:
+            return tuple(self.get(a.tensor).shape[a.dim] for a in axes)
         return self.get(spec.tensor).shape[spec.dim]
 
-    def check(self, spec: DispatchSpec | None) -> None:
+    def check(self, spec: Any) -> None:
         """Raise if the dispatch tensor is missing or the dimension does not exist."""
         if spec is None:
             return
@@ -112,16 +116,16 @@ class CallTemplate:
                     f"Dimension index {dim} out of range for tensor '{name}' with shape {list(value.shape)}"
                 )
 
-    def signature(self, spec: DispatchSpec | None) -> str:
+    def signature(self, spec: Any) -> str:
         """Shapes (dispatch dims as ``*``), dtypes and devices: part of the cache key."""
-        resized = dict(spec.resized) if spec else {}
+        resized = dims_by_tensor(spec)
         parts = []
         items = [(n, self.args[i]) for n, i in self.positions.items()] + list(self.kwargs.items())
         for name, value in items:
             if isinstance(value, TensorSpec):
                 dims = [str(d) for d in value.shape]
-                if name in resized:
-                    dims[resized[name]] = "*"
+                for dim in resized.get(name, ()):
+                    dims[dim] = "*"
                 parts.append(f"{name}:{str(value.dtype).replace('torch.', '')}[{', '.join(dims)}]@{value.device.type}")
             elif isinstance(value, (int, float, bool, str, type(None))):
                 parts.append(f"{name}={value!r}")
@@ -145,12 +149,13 @@ def _positional_names(fn: Callable[..., Any], count: int) -> list[str]:
 
 
 class InputFactory:
-    """Makes real tuning inputs for a dispatch size from a :class:`CallTemplate`."""
+    """Makes real tuning inputs for a dispatch size from a :class:`CallTemplate` (for a grid
+    spec, a tuple of sizes: one per axis)."""
 
     def __init__(
         self,
         template: CallTemplate,
-        spec: DispatchSpec | None,
+        spec: Any,
         input_gen_fns: Mapping[str, Callable[..., Any]],
         *,
         op_name: str,
@@ -161,24 +166,27 @@ class InputFactory:
         self.op_name = op_name
         self._warned: set[str] = set()
 
-    def make(self, size: int | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        resized = {}
+    def make(self, size: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        resized: dict[str, dict[int, int]] = {}  # tensor -> {dim: size}
         if self.spec is not None and size is not None:
-            for name, dim in self.spec.resized:
-                resized[name] = dim
+            axes = getattr(self.spec, "axes", None)
+            per_axis = zip(axes, size) if axes is not None else [(self.spec, size)]
+            for axis, value in per_axis:
+                for name, dim in axis.resized:
+                    resized.setdefault(name, {})[dim] = int(value)
         names = {i: n for n, i in self.template.positions.items()}
         args = tuple(
-            self._value(names.get(i, f"arg{i}"), v, resized, size) for i, v in enumerate(self.template.args)
+            self._value(names.get(i, f"arg{i}"), v, resized) for i, v in enumerate(self.template.args)
         )
-        kwargs = {k: self._value(k, v, resized, size) for k, v in self.template.kwargs.items()}
+        kwargs = {k: self._value(k, v, resized) for k, v in self.template.kwargs.items()}
         return args, kwargs
 
-    def _value(self, name: str, value: Any, resized: Mapping[str, int], size: int | None) -> Any:
+    def _value(self, name: str, value: Any, resized: Mapping[str, Mapping[int, int]]) -> Any:
         if not isinstance(value, TensorSpec):
             return value
         shape = list(value.shape)
-        if name in resized:
-            shape[resized[name]] = size
+        for dim, size in resized.get(name, {}).items():
+            shape[dim] = size
         shape_t = tuple(shape)
         gen = self.gen_fns.get(name)
         if gen is not None:

@@ -21,8 +21,11 @@ from torch.compiler import is_compiling
 from torch.utils._python_dispatch import _disable_current_modes  # real tensors while tracing
 
 from . import cache as cache_mod
+from . import distributed
+from .distributed import check_mode
 from .candidates import Candidate, short_name
-from .config import CustomOpConfig, DispatchSpec, Plan, build_plan, check_input_gen_fns, op_parameters
+from .config import (CustomOpConfig, DispatchSpec, Plan, build_plan, check_input_gen_fns, dims_by_tensor,
+                     op_parameters)
 from .environment import Environment
 from .errors import ConfigError, TableError
 from .fastcall import MAX_TENSOR_GUARDS
@@ -74,6 +77,8 @@ class RangeDispatchOp:
         cache: bool = True,
         traced: bool = True,
         opaque_call: Callable[..., Any] | None = None,
+        distributed: str = "broadcast",
+        process_group: Any = None,
     ) -> None:
         if not callable(reference):
             raise ConfigError(f"Expected a callable reference implementation but got {reference!r}")
@@ -103,6 +108,8 @@ class RangeDispatchOp:
         self.use_cache = cache
         self.traced = traced
         self._opaque_call = opaque_call
+        self.distributed = check_mode(distributed)  # how ranks agree on tables (see .distributed)
+        self.process_group = process_group
         self._lock = threading.RLock()
         self._plan: Plan | None = None
         self._table: TuningTable | None = None
@@ -206,7 +213,7 @@ class RangeDispatchOp:
         spec = self.dispatch
         self._tensor = spec.tensor if spec else ""
         self._dim = spec.dim if spec else 0
-        self._resized: dict[str, int] = dict(spec.resized) if spec else {}  # tensor -> its dispatch dim
+        self._resized = dims_by_tensor(spec)  # tensor -> its dispatch dims
         self._pos = self._params.index(spec.tensor) if spec and spec.tensor in self._positional() else _KEYWORD_ONLY
         if type(self).__name__.startswith("_Tuned"):
             self.__class__ = type(self).__mro__[1]
@@ -339,9 +346,18 @@ class RangeDispatchOp:
                         **{c.name: c.fingerprint for c in self._plan.all_candidates}}
         signature = template.signature(self._plan.dispatch)
         path = self._cache_path(environment, fingerprints, signature)
+        group = distributed.group_for(self)
+        if group is not None:  # every rank must be about to tune the same thing
+            distributed.agree(self.name, {
+                "candidates": fingerprints, "ranges": [str(r) for r in self._plan.ranges],
+                "dispatch": str(self._plan.dispatch), "signature": signature,
+                "environment": environment.to_json(), "settings": self.settings.to_json(),
+                "mode": self.distributed, "force": force}, group)
         if not force:
             cached = cache_mod.load_cached(path, environment=environment, candidates=fingerprints,
-                                           signature=signature)
+                                           signature=signature, table_type=self._table_type)
+            if group is not None:  # rank 0's cache decides for every rank
+                cached = distributed.from_rank0(cached if cached is not None and self._fits(cached) else None, group)
             if cached is not None and self._fits(cached):
                 log.info("%s: loaded tuning table from %s (no benchmarking)", self.name, path)
                 log_summary(cached)
@@ -352,10 +368,7 @@ class RangeDispatchOp:
                       benchmarker=benchmarker, settings=self.settings, environment=environment,
                       device_type=getattr(device, "type", str(device)), profile=self.profile)
         with _disable_current_modes(), torch.no_grad():
-            if self.auto is not None:
-                table = tune_auto(auto=self.auto, **common)
-            else:
-                table = tune_plan(**common)
+            table = self._run_tuner(common)
         if path is not None:
             try:
                 table.save(path)
@@ -363,6 +376,14 @@ class RangeDispatchOp:
                 warnings.warn(f"{self.name}: could not write tuning cache {str(path)!r}: {exc}",
                               RuntimeWarning, stacklevel=3)
         return table, template
+
+    _table_type: type = TuningTable
+
+    def _run_tuner(self, common: dict[str, Any]) -> TuningTable:
+        """Tune with ``common`` (the tuner's arguments), collectively under torch.distributed."""
+        if self.auto is not None:
+            return distributed.tune_consistently(self, common, functools.partial(tune_auto, auto=self.auto))
+        return distributed.tune_consistently(self, common, tune_plan)
 
     def _generate_plan(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Plan:
         import inspect
@@ -464,9 +485,9 @@ class RangeDispatchOp:
         def part(name: Any, value: Any) -> Any:
             if isinstance(value, torch.Tensor):
                 shape = list(value.shape)
-                dim = resized.get(name)
-                if dim is not None and -len(shape) <= dim < len(shape):
-                    shape[dim] = -1
+                for dim in resized.get(name, ()):
+                    if -len(shape) <= dim < len(shape):
+                        shape[dim] = -1
                 return value.dtype, value.device.type, tuple(shape)
             return value if isinstance(value, (bool, int, float, str, type(None))) else type(value)
 
@@ -511,13 +532,12 @@ class RangeDispatchOp:
     def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
         """Give this op a generated ``__call__`` for its signature and table (see fastcall)."""
         from .fastcall import generate_call
-        from .traced import merged_segments, traced_call
+        from .traced import traced_call
 
         guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
                      resized=self._resized,
                      record=self.profile.add if self._recording and self.profile is not None else None)
-        owners, his = merged_segments(self._table) if self._table is not None else ((), ())
-        tree = ([self._by_name[o].call for o in owners], his) if owners and self.dispatch else None
+        tree = self._written_tree()
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                              bounds=bounds, fns=fns, traced=traced_call, miss=self._miss,
                              tree=tree, key=self._rd_key, **guard)
@@ -532,7 +552,39 @@ class RangeDispatchOp:
             return
         self.__class__ = type(f"_Tuned{base.__name__}", (base,), {"__call__": call, "__doc__": base.__doc__})
 
-    def _gap_fn(self, rng: Range) -> Callable[..., Any]:
+    def _written_tree(self) -> Any:
+        """The traced segments (functions, ends) that ``fastcall`` writes out for Dynamo."""
+        from .traced import merged_segments
+
+        if self._table is None or self.dispatch is None:
+            return None
+        owners, his = merged_segments(self._table)
+        return [self._by_name[o].call for o in owners], his
+
+    # --- what the traced dispatch (see traced.compiled_plan) is built from ------------
+    def _traced_layout(self) -> tuple[Any, ...]:
+        """The owner name per merged segment and the segment ends."""
+        from .traced import merged_segments
+
+        assert self._table is not None
+        return merged_segments(self._table)
+
+    @staticmethod
+    def _traced_owners(layout: tuple[Any, ...]) -> tuple[str, ...]:
+        return layout[0]
+
+    def _build_traced(self, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        from .traced import build_dispatch
+
+        return build_dispatch(self, plan, args, kwargs)
+
+    def _trial_size(self) -> Any:
+        """A size to trace the dispatch at once, to see that it builds (not 0 or 1: those
+        specialise)."""
+        assert self._template is not None
+        return max(2, self._template.dispatch_size(self.dispatch))
+
+    def _gap_fn(self, rng: Any) -> Callable[..., Any]:
         ref = self.reference_fn
         state = {"warned": False}
         tuned = ", ".join(str(r) for r in (self._plan.ranges if self._plan else ()))
@@ -569,7 +621,7 @@ class RangeDispatchOp:
             allow_other_environment: accept a table timed on another device or library
                 version (a warning is still issued).
         """
-        table = TuningTable.load(path)
+        table = self._table_type.load(path)
         if self._plan is None:
             raise TableError(f"{self.name}: Expected candidates before loading a table; register them first")
         fingerprints = {self._ref.name: self._ref.fingerprint,
@@ -633,9 +685,10 @@ class RangeDispatchOp:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        state = "untuned" if self._table is None else f"{len(self._table.partition.segments)} segment(s)"
+        state = "untuned" if self._table is None else f"{len(self._traced_owners(self._traced_layout()))} segment(s)"
         cands = ", ".join(self._by_name)
-        return f"RangeDispatchOp({self.name!r}, dispatch_on={self.dispatch}, candidates=[{cands}], {state})"
+        kind = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
+        return f"{kind.__name__}({self.name!r}, dispatch_on={self.dispatch}, candidates=[{cands}], {state})"
 
 
 class _RangedImpl:

@@ -8,6 +8,7 @@ from torch.compiler import is_compiling
 
 from .errors import ConfigError, ConfigTypeError, describe
 from . import traced as _traced_module  # noqa: F401  (its custom op and Dynamo hooks register once, at import)
+from .grid import GridDispatchOp, is_grid_request
 from .op import RangeDispatchOp
 from .timing import Benchmarker
 from .tuner import TunerSettings
@@ -36,6 +37,8 @@ def register_custom_op_autotuning(
     benchmarker: Benchmarker | None = None,
     cache: bool = True,
     traced: bool = True,
+    distributed: str = "broadcast",
+    process_group: Any = None,
 ) -> RangeDispatchOp:
     """Make a ``torch.library.custom_op`` dispatch per range of one input dimension.
 
@@ -69,6 +72,14 @@ def register_custom_op_autotuning(
         cache: read and write the persistent table cache.
         traced: under ``torch.compile``, trace the dispatch into the graph (``False``
             keeps the op opaque; it still dispatches inside its kernel).
+        distributed: with ``torch.distributed`` initialised, how the ranks end with one table:
+            ``"broadcast"`` (rank 0 tunes), ``"split"`` (ranges shared out), ``"off"``; see
+            :mod:`rangedispatch.distributed`.
+        process_group: the group that agrees (default: the world).
+
+    Several dimensions: pass a ``MultiDimRangeConfig``, or ``dispatch_on`` as a list of
+    dimensions with one list of ``split_points`` (or ``ranges``) per dimension; the op is then
+    a :class:`~rangedispatch.grid.GridDispatchOp`.
 
     Returns:
         The :class:`RangeDispatchOp` behind the op (``.table``, ``.explain``, ``.tune``).
@@ -106,12 +117,15 @@ def register_custom_op_autotuning(
         benchmarker=benchmarker,
         cache=cache,
         traced=traced,
+        distributed=distributed,
+        process_group=process_group,
     )
     from torch._library.custom_ops import CustomOpDef
     import torch
 
+    kind = GridDispatchOp if is_grid_request(configs, dispatch_on) else RangeDispatchOp
     if isinstance(custom_op, CustomOpDef):
-        op = RangeDispatchOp(
+        op = kind(
             custom_op._init_fn,
             name=name or f"{custom_op._name}_autotuned",
             opaque_call=custom_op._opoverload,
@@ -126,7 +140,7 @@ def register_custom_op_autotuning(
             "@rangedispatch.range_dispatch on a Python function"
         )
     if callable(custom_op):
-        return RangeDispatchOp(custom_op, name=name, **common)  # type: ignore[arg-type]
+        return kind(custom_op, name=name, **common)  # type: ignore[arg-type]
     raise ConfigTypeError(
         f"Expected a CustomOpDef (from @torch.library.custom_op) but got {describe('custom_op', custom_op)}"
     )
@@ -193,12 +207,17 @@ def range_dispatch(
     benchmark_with_cudagraphs: bool = False,
     tuning_budget_s: float | None = 60.0,
     cache: bool = True,
+    distributed: str = "broadcast",
+    process_group: Any = None,
 ) -> Any:
     """Decorate a reference function; add candidates with ``@op.register_impl``.
 
     The decorated function is the reference (oracle and fallback). Candidates are tuned per
     range on the first call (or ``op.tune(*example)``); afterwards a call costs one size
     read and one ``bisect`` more than calling the winner directly.
+
+    ``dispatch_on=[("x", 0), ("x", 1)]`` with ``split_points=[[32], [1024]]`` (one list per
+    dimension) dispatches on a grid of both sizes (a :class:`~rangedispatch.grid.GridDispatchOp`).
 
     Example:
         >>> import torch, rangedispatch as rd
@@ -214,8 +233,10 @@ def range_dispatch(
     settings = make_settings(min_speedup, samples_per_range, range_upper_bound, check, rtol, atol,
                              benchmark_with_cudagraphs, tuning_budget_s)
 
+    kind = GridDispatchOp if is_grid_request((), dispatch_on) else RangeDispatchOp
+
     def wrap(reference: Callable[..., Any]) -> RangeDispatchOp:
-        return RangeDispatchOp(
+        return kind(
             reference,
             name=name,
             dispatch_on=dispatch_on,
@@ -226,6 +247,8 @@ def range_dispatch(
             settings=settings,
             benchmarker=benchmarker,
             cache=cache,
+            distributed=distributed,
+            process_group=process_group,
         )
 
     return wrap if fn is None else wrap(fn)

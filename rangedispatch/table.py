@@ -117,6 +117,19 @@ class TuningTable:
                 return r
         return None
 
+    def summary(self) -> list[str]:
+        """What tuning chose, for the log."""
+        lines = [f"  Range {r.range}: {r.winner}" for r in self.results]
+        segments = self.partition.segments
+        owners = {s.owner for s in segments if s.owner is not None}
+        if len(owners) <= 1 and all(s.owner is not None for s in segments):
+            lines.append(f"=== All ranges selected the same implementation: "
+                         f"'{next(iter(owners), self.reference)}', called directly (no dispatch) ===")
+        else:
+            lines.append("=== Different ranges selected different implementations ===")
+            lines.append(f"Generated runtime dispatch for {self.dispatch} with {len(segments)} ranges")
+        return lines
+
     # --- serialisation -------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {

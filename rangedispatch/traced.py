@@ -98,7 +98,7 @@ def opaque(key: str) -> bool:
     if not op.traced or op.table is None:
         return True
     plan = compiled_plan(op)
-    return plan == OPAQUE or plan[2]  # contiguous outputs: the general path adds them
+    return plan == OPAQUE or plan[-1]  # contiguous outputs: the general path adds them
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
@@ -114,31 +114,32 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 
 
 def compiled_plan(op: RangeDispatchOp) -> Any:
-    """``(segments, his, contiguous)``: the owner name per merged segment, the segment ends,
-    and whether branches must return contiguous outputs; or ``OPAQUE`` when the traced
-    dispatch could not be built."""
+    """The op's traced layout (for a one-dimensional op: the owner name per merged segment
+    and the segment ends; see ``op._traced_layout``) followed by whether branches must return
+    contiguous outputs; or ``OPAQUE`` when the traced dispatch could not be built."""
     if op._compiled_plan is not None:
         return op._compiled_plan
     table = op.table
     assert table is not None
-    merged_owners, merged_his = merged_segments(table)
-    plan: Any = (merged_owners, merged_his, False)
-    if len(merged_owners) == 1:
-        log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, merged_owners[0])
+    layout = op._traced_layout()
+    owners = op._traced_owners(layout)
+    plan: Any = (*layout, False)
+    if len(owners) == 1:
+        log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, owners[0])
     else:
         log.info("=== Generating runtime dispatch with torch.cond ===")
-        log.info("Generating torch.cond dispatch for %s with %d ranges", table.dispatch, len(merged_owners))
+        log.info("Generating torch.cond dispatch for %s with %d ranges", table.dispatch, len(owners))
         problem = _preflight_isolated(op, plan)
         if problem is not None:
             # branches whose outputs differ in layout (e.g. attention kernels): cond needs one
             # layout, so each branch returns contiguous outputs (a copy only where it was not)
-            retry = (merged_owners, merged_his, True)
+            retry = (*layout, True)
             if _preflight_isolated(op, retry) is None:
                 log.info("%s: traced with contiguous branch outputs (%s)", op.name, problem)
                 plan, problem = retry, None
         if problem is None:
             log.info("Successfully generated torch.cond dispatch tree with %d conditional branches",
-                     len(merged_owners) - 1)
+                     len(owners) - 1)
         else:
             warnings.warn(
                 f"{op.name}: could not build the torch.cond dispatch ({problem}); "
@@ -175,13 +176,12 @@ def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
     try:
         with _disable_current_modes(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            size = max(2, op._template.dispatch_size(op.dispatch))
-            args, kwargs = factory.make(size)
+            args, kwargs = factory.make(op._trial_size())
             flat, rebuild = _flatten(args, kwargs)
 
             def fn(*tensors: torch.Tensor) -> Any:
                 a, k = rebuild(tensors)
-                return build_dispatch(op, plan, a, k)
+                return op._build_traced(plan, a, k)
 
             make_fx(fn, tracing_mode="symbolic")(*flat)
     except Exception as exc:  # any failure means: do not trace, stay opaque
@@ -212,7 +212,7 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
         if opaque is not None:
             return opaque(*args, **kwargs)
         return op.reference_fn(*args, **kwargs)
-    return build_dispatch(op, plan, args, kwargs)
+    return op._build_traced(plan, args, kwargs)
 
 
 def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:

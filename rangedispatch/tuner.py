@@ -125,16 +125,19 @@ def tune_plan(
     environment: Environment,
     device_type: str = "cpu",
     profile: Any = None,
+    only: Sequence[Range] | None = None,
 ) -> TuningTable:
-    """Tune every range of ``plan`` and return the table (logging as it goes). With a
-    ``profile`` of recorded sizes, a range with traffic is sampled at its traffic quantiles."""
+    """Tune every range of ``plan`` (or only the ranges ``only``; the others are left out of
+    the table) and return the table, logging as it goes. With a ``profile`` of recorded
+    sizes, a range with traffic is sampled at its traffic quantiles."""
     log.info("=== Range-based Autotuning for %s ===", op_name)
     log.info("Dispatch dimension: %s", plan.dispatch if plan.dispatch else "(none: one global choice)")
     upper = effective_upper_bound(plan.dispatch, settings)
     results = []
-    budget = Budget(settings.budget_s, len(plan.ranges) * (settings.samples_per_range if plan.dispatch else 1))
+    ranges = [r for r in plan.ranges if only is None or r in only]
+    budget = Budget(settings.budget_s, len(ranges) * (settings.samples_per_range if plan.dispatch else 1))
     prober = Prober(op_name, reference, factory, benchmarker, settings, device_type, budget)
-    for rng in plan.ranges:
+    for rng in ranges:
         cands = [c for c in plan.candidates[rng] if c.name != reference.name]
         sizes: Sequence[int | None] = (
             sample_sizes(rng, count=settings.samples_per_range, upper_bound=upper, profile=profile)
@@ -152,12 +155,13 @@ def tune_plan(
 
 
 def make_table(op_name: str, plan: Plan, reference: Candidate, results: Sequence[RangeResult],
-               factory: InputFactory, settings: TunerSettings, environment: Environment) -> TuningTable:
+               factory: InputFactory, settings: TunerSettings, environment: Environment,
+               table_type: type = TuningTable) -> Any:
     all_cands = {reference.name: reference}
     for rng in plan.ranges:
         for c in plan.candidates[rng]:
             all_cands.setdefault(c.name, c)
-    table = TuningTable(
+    table = table_type(
         op=op_name,
         dispatch=str(plan.dispatch) if plan.dispatch else None,
         reference=reference.name,
@@ -173,16 +177,8 @@ def make_table(op_name: str, plan: Plan, reference: Candidate, results: Sequence
 
 def log_summary(table: TuningTable) -> None:
     log.info("=== Range-based Autotuning Summary for %s ===", table.op)
-    for r in table.results:
-        log.info("  Range %s: %s", r.range, r.winner)
-    segments = table.partition.segments
-    owners = {s.owner for s in segments if s.owner is not None}
-    if len(owners) <= 1 and all(s.owner is not None for s in segments):
-        log.info("=== All ranges selected the same implementation: '%s', called directly (no dispatch) ===",
-                 next(iter(owners), table.reference))
-    else:
-        log.info("=== Different ranges selected different implementations ===")
-        log.info("Generated runtime dispatch for %s with %d ranges", table.dispatch, len(segments))
+    for line in table.summary():
+        log.info("%s", line)
 
 
 class Budget:

@@ -310,3 +310,59 @@ def test_branches_with_different_output_layouts_trace_with_contiguous_outputs():
         torch.testing.assert_close(f(x, w), x * w + 1)
     assert cnt.frame_count == 1
     assert any("cond" in t for t in graph_ops(cnt.graphs[0]))
+
+
+def _grid_op(name):
+    @torch.library.custom_op(f"rdtest_compile::{name}", mutates_args=())
+    def op(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x * w
+
+    @op.register_fake
+    def _(x, w):
+        return torch.empty_like(x)
+
+    inf = float("inf")
+    times = {"op": 9.0, "a": lambda p: 1 if p[0] < 8 else 5, "b": lambda p: 1 if p[0] >= 8 and p[1] < 64 else 5,
+             "c": lambda p: 1 if p[0] >= 8 and p[1] >= 64 else 5}
+    # x: (batch, 3, hidden), w: (hidden,): the grid is batch x hidden, w tied to hidden
+    config = rd.MultiDimRangeConfig(dims={"x": {0: [(0, 8), (8, inf)], 2: [(0, 64), (64, inf)]}},
+                                    tie={("x", 2): {"w": 0}}, implementations=[a, b, c])
+    # candidates written for 3-d x and 1-d w
+    handle = rd.register_custom_op_autotuning(op, configs=[config], benchmarker=FakeBenchmarker(times))
+    return op, handle
+
+
+# the first point's sizes differ from each other and from x's middle dim (3): Dynamo's duck
+# sizing would otherwise tie them
+GRID_POINTS = [(5, 7), (2, 2), (7, 63), (7, 64), (8, 63), (8, 64), (100, 3), (3, 100), (200, 300)]
+
+
+def _cond_nodes(gm):
+    """cond calls in a graph and in the subgraphs of its conds, depth-first."""
+    found = [n for n in gm.graph.nodes if n.op == "call_function" and "cond" in str(n.target)]
+    nested = [getattr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr" and hasattr(getattr(gm, n.target), "graph")]
+    return found + [c for sub in nested for c in _cond_nodes(sub)]
+
+
+def test_a_grid_op_sweeps_both_sizes_in_one_graph_and_exports():
+    op, handle = _grid_op("grid")
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: op(x, w).relu(), backend=cnt, dynamic=True, fullgraph=True)
+    for batch, hidden in GRID_POINTS:  # the first call tunes, from the traced inputs' size hints
+        x, w = torch.randn(batch, 3, hidden), torch.randn(hidden)
+        torch.testing.assert_close(f(x, w), (x * w).relu())
+    assert cnt.frame_count == 1
+    assert handle.table is not None and handle.table.tree() == (0, (8, None), ("a", (1, (64, None), ("b", "c"))))
+    assert len(_cond_nodes(cnt.graphs[0])) == 2  # batch, then hidden in the batch >= 8 branch
+
+    class M(torch.nn.Module):
+        def forward(self, x, w):
+            return op(x, w) + 1
+
+    batch, hidden = torch.export.Dim("batch", min=2, max=4096), torch.export.Dim("hidden", min=2, max=4096)
+    ep = torch.export.export(M(), (torch.randn(4, 3, 16), torch.randn(16)),
+                             dynamic_shapes=({0: batch, 2: hidden}, {0: hidden}))
+    assert len(_cond_nodes(ep.graph_module)) == 2
+    for b_, h in GRID_POINTS:
+        x, w = torch.randn(b_, 3, h), torch.randn(h)
+        torch.testing.assert_close(ep.module()(x, w), x * w + 1)
