@@ -1,6 +1,7 @@
-"""Host cost of a compiled two-winner dispatch (a real ``torch.cond``) against a bare
-``torch.compile`` of one candidate, and how many Dynamo guards each compiled frame checks per
-call. Runs on any device; tiny tensors, so the host cost is all there is to see.
+"""Host cost of a compiled two-winner dispatch (a real ``torch.cond``) and of a grid op's
+nested dispatch (a cond per dimension) against a bare ``torch.compile`` of one candidate, and
+how many Dynamo guards each compiled frame checks per call. Runs on any device; tiny tensors,
+so the host cost is all there is to see.
 
     python bench/cond_guards.py [--device cuda] 2>/dev/null   # Dynamo's guard log goes to stderr
 """
@@ -47,23 +48,36 @@ def main() -> None:
     b = torch.randn(16, 32, device=device)
     rd.dispatcher_of(op).tune(torch.randn(100, 16, device=device), b)
 
+    # a grid on (a[0], b[1]): mm_lin only for a >= 64 rows and b >= 24 columns (nested conds)
+    grid_bench = FakeBenchmarker({"mm1": lambda p: 1.0 if p[0] < 64 or p[1] < 24 else 3.0,
+                                  "mm_lin": lambda p: 1.0 if p[0] >= 64 and p[1] >= 24 else 3.0, "grid_mm": 2.0})
+    grid = rd.range_dispatch(mm1, dispatch_on=[{"tensor_name": "a", "dim": 0, "range_upper_bound": 256},
+                                               {"tensor_name": "b", "dim": 1, "range_upper_bound": 64}],
+                             split_points=[[64], [24]], benchmarker=grid_bench, cache=False, name="grid_mm")
+    grid.register_impl(mm_lin)
+    grid.tune(torch.randn(100, 16, device=device), b)
+
     ours = torch.compile(lambda a, b: op(a, b), dynamic=True)
+    ours_grid = torch.compile(lambda a, b: grid(a, b), dynamic=True)
     single = torch.compile(lambda a, b: mm1(a, b), dynamic=True)
     a = torch.randn(5, 16, device=device)
+    guards = {}
     with GuardCounter() as counter:
-        ours(a, b)
-        ours_guards = counter.frames[-1] if counter.frames else None
-        single(a, b)
-        single_guards = counter.frames[-1] if counter.frames else None
+        for name, fn in (("ours", ours), ("grid", ours_grid), ("1-compile", single)):
+            fn(a, b)
+            guards[name] = counter.frames[-1] if counter.frames else None
 
-    print(f"{'rows':>6} {'ours us':>9} {'1-compile us':>13} {'eager us':>9}")
+    print(f"{'rows':>6} {'ours us':>9} {'grid us':>9} {'1-compile us':>13} {'eager us':>9}")
     for m in (5, 100):
         a = torch.randn(m, 16, device=device)
         torch.testing.assert_close(ours(a, b), a @ b)
+        torch.testing.assert_close(ours_grid(a, b), a @ b)
         print(f"{m:>6} {host_us(ours, a, b, device=device, calls=2000):9.1f} "
+              f"{host_us(ours_grid, a, b, device=device, calls=2000):9.1f} "
               f"{host_us(single, a, b, device=device, calls=2000):13.1f} "
               f"{host_us(mm1, a, b, device=device, calls=2000):9.1f}")
-    print(f"guards checked per call: ours {ours_guards}, 1-compile {single_guards}")
+    print("guards checked per call: " + ", ".join(f"{k} {v}" for k, v in guards.items()))
+    print(f"grid dispatch: {grid.table.format().splitlines()[-1]}")
 
 
 if __name__ == "__main__":

@@ -109,14 +109,7 @@ class CustomOpRangeConfig:
                 f"Expected a non-empty list of (start, end) ranges but got "
                 f"{describe('ranges', ranges)}; e.g. [(0, 512), (512, float('inf'))]"
             )
-        if not isinstance(implementations, (list, tuple)) or not implementations:
-            raise ConfigError(
-                f"Expected a non-empty list of implementations but got "
-                f"{describe('implementations', implementations)}"
-            )
-        for i, impl in enumerate(implementations):
-            if not callable(impl):
-                raise ConfigTypeError(f"Implementation {i} must be callable, got {type(impl)}")
+        check_implementations(implementations)
         parsed = tuple(parse_range(r, name=f"ranges[{i}]") for i, r in enumerate(ranges))
         check_ranges(parsed)
         self.tensor_name = tensor_name
@@ -128,6 +121,18 @@ class CustomOpRangeConfig:
         names = [getattr(f, "__name__", repr(f)) for f in self.implementations]
         ranges = ", ".join(str(r) for r in self.ranges)
         return f"CustomOpRangeConfig({self.tensor_name}[{self.dim_index}], [{ranges}], {names})"
+
+
+def check_implementations(implementations: Any) -> None:
+    """Raise unless ``implementations`` is a non-empty list of callables."""
+    if not isinstance(implementations, (list, tuple)) or not implementations:
+        raise ConfigError(
+            f"Expected a non-empty list of implementations but got "
+            f"{describe('implementations', implementations)}"
+        )
+    for i, impl in enumerate(implementations):
+        if not callable(impl):
+            raise ConfigTypeError(f"Implementation {i} must be callable, got {type(impl)}")
 
 
 def _check_dim(dim: Any, name: str) -> int:

@@ -107,40 +107,53 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
     return conds
 
 
-def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature, tensor: str | None, dim: int,
-                 tree: tuple[Sequence[Callable[..., Any]], Sequence[Any]], key: str, env: dict[str, Any]) -> list[str]:
+def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
+                 tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any]) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
-    ``branch`` (``torch.cond``) calls on the dispatch size, each branch a closure taking the
-    tensors as operands and the other arguments from the call. Nothing in it reads the op,
-    so the compiled frame guards only on the candidates' code and the cond itself. Empty
+    ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
+    tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
+    the ``(tensor, dim)`` of every dispatch dimension, and the decision, where a node is a
+    function (a leaf) or ``(axis index, segment ends, children)``. Nothing in it reads the
+    op, so the compiled frame guards only on the candidates' code and the cond itself. Empty
     when the signature does not allow it (``*args``, ``**kwargs``, a dispatch tensor that is
     not a named tensor parameter)."""
     from .traced import branch, opaque
 
-    fns, his = tree
+    axes, root = tree
     if template is None or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
         return []
     tensors = tensor_params(template, names)
-    if not tensors or (len(fns) > 1 and tensor not in tensors):
+    if not tensors or (isinstance(root, tuple) and any(t not in tensors for t, _ in axes)):
         return []
     env.update({"_rd_opaque": opaque, "_rd_key": key, "_rd_branch": branch})
     call = ", ".join(n if sig.parameters[n].kind is not inspect.Parameter.KEYWORD_ONLY else f"{n}={n}" for n in names)
     ops = ", ".join(tensors)
-    lines = []
-    for i, fn in enumerate(fns):
-        env[f"_t{i}"] = fn
-        lines.append(f"        def _rd_b{i}({ops}):")
-        lines.append(f"            return _t{i}({call})")
-    if len(fns) == 1:
-        lines.append(f"        return _rd_b0({ops})")
-        return lines
-    size = f"{tensor}.shape[{int(dim)}]"
-    for i in range(len(fns) - 2, 0, -1):  # the tail first: _rd_n{i} decides segment i or later
-        later = f"_rd_n{i + 1}" if i + 1 < len(fns) - 1 else f"_rd_b{i + 1}"
-        lines.append(f"        def _rd_n{i}({ops}):")
-        lines.append(f"            return _rd_branch({size} < {int(his[i])}, _rd_b{i}, {later}, ({ops},))")
-    later = "_rd_n1" if len(fns) > 2 else "_rd_b1"
-    lines.append(f"        return _rd_branch({size} < {int(his[0])}, _rd_b0, {later}, ({ops},))")
+    lines: list[str] = []
+    count = [0, 0]  # leaves, nodes
+
+    def emit(node: Any) -> str:
+        if not isinstance(node, tuple):
+            i = count[0]
+            count[0] += 1
+            env[f"_t{i}"] = node
+            lines.append(f"        def _rd_b{i}({ops}):")
+            lines.append(f"            return _t{i}({call})")
+            return f"_rd_b{i}"
+        axis, his, children = node
+        kids = [emit(child) for child in children]
+        j = count[1]
+        count[1] += 1
+        tensor, dim = axes[axis]
+        size = f"{tensor}.shape[{int(dim)}]"
+        later = kids[-1]
+        for i in range(len(kids) - 2, -1, -1):  # the tail first: _rd_n{j}_{i} decides segment i or later
+            lines.append(f"        def _rd_n{j}_{i}({ops}):")
+            lines.append(f"            return _rd_branch({size} < {int(his[i])}, {kids[i]}, {later}, ({ops},))")
+            later = f"_rd_n{j}_{i}"
+        return later
+
+    top = emit(root)
+    lines.append(f"        return {top}({ops})")
     return lines
 
 
@@ -157,7 +170,7 @@ def generate_call(
     miss: Callable[..., Any] | None = None,
     record: Callable[[int], None] | None = None,
     tensor_checks: Sequence[Callable[..., bool]] = (),
-    tree: tuple[Sequence[Callable[..., Any]], Sequence[Any]] | None = None,
+    tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
     key: str | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
@@ -170,7 +183,7 @@ def generate_call(
     non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead.
     With ``record``, every call passes its dispatch size to ``record(size)`` first.
     ``tensor_checks`` replace the template's tensor conditions (see :func:`tensor_guard`).
-    With ``tree`` (the traced segments' functions and ends) and the op's ``key``, Dynamo
+    With ``tree`` (the dispatch dimensions and the traced decision) and the op's ``key``, Dynamo
     traces the dispatch written out for this signature (see :func:`traced_lines`) instead of
     the general traced path: fewer guards on every compiled call."""
     try:
@@ -232,7 +245,7 @@ def generate_call(
             f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
             f"    if {compiling}():",
         ]
-        written = traced_lines(template, names, sig, tensor, dim, tree, key, env) if tree and key else []
+        written = traced_lines(template, names, sig, tree, key, env) if tree and key else []
         if written:
             lines.append("        if _rd_opaque(_rd_key):")
             lines.append(f"            return _traced(self, {pos_src}, {{{', '.join(kw)}}})")

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .candidates import Candidate
-from .config import (CustomOpConfig, DispatchSpec, Plan, _parse_range_list, _parse_tie, make_candidate,
-                     op_parameters, parse_dispatch_on)
+from .config import (CustomOpConfig, DispatchSpec, Plan, _parse_range_list, _parse_tie, check_implementations,
+                     make_candidate, op_parameters, parse_dispatch_on)
 from .candidates import uniquify
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, describe
@@ -141,14 +141,7 @@ class MultiDimRangeConfig:
                 f"Expected dims as {{tensor_name: {{dim_index: [(start, end), ...]}}}} but got "
                 f"{describe('dims', dims)}; e.g. dims={{'x': {{0: [(0, 32), (32, inf)], 1: [(0, 1024), (1024, inf)]}}}}"
             )
-        if not isinstance(implementations, (list, tuple)) or not implementations:
-            raise ConfigError(
-                f"Expected a non-empty list of implementations but got "
-                f"{describe('implementations', implementations)}"
-            )
-        for i, impl in enumerate(implementations):
-            if not callable(impl):
-                raise ConfigTypeError(f"Implementation {i} must be callable, got {type(impl)}")
+        check_implementations(implementations)
         ties = _grid_ties(tie)
         axes: list[DispatchSpec] = []
         ranges: list[tuple[Range, ...]] = []
@@ -594,16 +587,7 @@ class GridDispatchOp(RangeDispatchOp):
     :class:`GridTable`. Everything else (candidates, the cache, input signatures, custom-op
     registration, ``torch.compile`` and ``torch.export``) works as for one dimension.
 
-    Example:
-        >>> import torch, rangedispatch as rd
-        >>> @rd.range_dispatch(dispatch_on=[("x", 0), ("x", 1)], split_points=[[32], [1024]])
-        ... def double(x):
-        ...     return x * 2
-        >>> @double.register_impl
-        ... def double_add(x):
-        ...     return x + x
-        >>> len(double.plan.ranges)
-        4
+    See the module's example.
     """
 
     _table_type = GridTable
@@ -673,7 +657,11 @@ class GridDispatchOp(RangeDispatchOp):
         return gap
 
     def _written_tree(self) -> Any:
-        return None  # the general traced path builds the nested conditionals
+        if self._table is None:
+            return None
+        spec = self.dispatch
+        decision = map_tree(self._table.tree(gaps=self._table.reference), lambda name: self._by_name[name].call)
+        return [(a.tensor, a.dim) for a in spec.axes], decision
 
     def _traced_layout(self) -> tuple[Any, ...]:
         assert isinstance(self._table, GridTable)
@@ -731,11 +719,7 @@ class GridDispatchOp(RangeDispatchOp):
         if result is None:
             return f"{spec.at(point)}: outside every tuned cell, runs the reference {self._ref.name!r}"
         ref = self._table.reference
-        lines = [f"{spec.at(point)} is in cell {result.range}: {result.winner!r}"]
-        for name, r in result.ranking(ref):
-            status = (f"disqualified: {result.disqualified[name]}" if name in result.disqualified
-                      else f"slower: {result.dropped[name]}" if name in result.dropped else f"{r:.3f}x reference time")
-            lines.append(f"  {name}: {status}")
-        lines.append(f"  sample points {[list(p) for p in result.samples]}; "
-                     f"noise margin {max(result.noise, self.settings.noise_floor) * 100:.1f}%")
+        lines = [f"{spec.at(point)} is in cell {result.range}: {result.winner!r}",
+                 f"  sample points {[list(p) for p in result.samples]}"]
+        lines += self._ranking_lines(result, ref)
         return "\n".join(lines)

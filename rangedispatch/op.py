@@ -553,13 +553,15 @@ class RangeDispatchOp:
         self.__class__ = type(f"_Tuned{base.__name__}", (base,), {"__call__": call, "__doc__": base.__doc__})
 
     def _written_tree(self) -> Any:
-        """The traced segments (functions, ends) that ``fastcall`` writes out for Dynamo."""
+        """``(axes, decision)`` that ``fastcall`` writes out for Dynamo: the dispatch dim, and
+        the traced segments' functions (a leaf, or ``(0, segment ends, functions)``)."""
         from .traced import merged_segments
 
         if self._table is None or self.dispatch is None:
             return None
         owners, his = merged_segments(self._table)
-        return [self._by_name[o].call for o in owners], his
+        fns = tuple(self._by_name[o].call for o in owners)
+        return [(self.dispatch.tensor, self.dispatch.dim)], (fns[0] if len(fns) == 1 else (0, his, fns))
 
     # --- what the traced dispatch (see traced.compiled_plan) is built from ------------
     def _traced_layout(self) -> tuple[Any, ...]:
@@ -671,6 +673,15 @@ class RangeDispatchOp:
         lines = [f"{head} (tuned range {result.range}): {seg.owner!r}"]
         if seg.owner != ref and ratio > 0:
             lines.append(f"  {1 / ratio:.2f}x faster than the reference {ref!r} at sizes {list(result.samples)}")
+        lines += self._ranking_lines(result, ref)
+        lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"
+                     + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else ""))
+        return "\n".join(lines)
+
+    def _ranking_lines(self, result: Any, ref: str) -> list[str]:
+        """Every candidate of a tuned range (or cell) with its time over the reference's, or
+        why it lost; then the noise margin."""
+        lines = []
         for name, r in result.ranking(ref):
             if name in result.disqualified:
                 status = f"disqualified: {result.disqualified[name]}"
@@ -680,9 +691,7 @@ class RangeDispatchOp:
                 status = f"{r:.3f}x reference time"
             lines.append(f"  {name}: {status}")
         lines.append(f"  noise margin {max(result.noise, self.settings.noise_floor) * 100:.1f}%")
-        lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"
-                     + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else ""))
-        return "\n".join(lines)
+        return lines
 
     def __repr__(self) -> str:
         state = "untuned" if self._table is None else f"{len(self._traced_owners(self._traced_layout()))} segment(s)"

@@ -203,3 +203,36 @@ def test_cuda_graph_timing_measures_replays_and_a_capture_breaker_loses_its_rang
     for n in (1, 1023, 1024, 5000):
         v = torch.randn(n, device=DEV)
         torch.testing.assert_close(op(v), v * 2)
+
+
+def _split_k(a, b, parts=8):
+    m, k = a.shape
+    pad = -k % parts
+    if pad:
+        a, b = torch.nn.functional.pad(a, (0, pad)), torch.nn.functional.pad(b, (0, 0, 0, pad))
+    out = torch.bmm(a.view(m, parts, -1).transpose(0, 1), b.view(parts, (k + pad) // parts, -1))
+    return out.sum(0, dtype=torch.float32).to(a.dtype)
+
+
+def test_a_grid_op_tunes_per_cell_with_cuda_timing_and_compiles_to_one_graph():
+    def mm(a, b):
+        return a @ b
+
+    op = rd.range_dispatch(mm, dispatch_on=[("a", 0), {"tensor_name": "a", "dim": 1, "tie": {"b": 0},
+                                                      "range_upper_bound": 16384}],
+                           split_points=[[64], [4096]], cache=False, name="gpu_grid_mm")
+    op.register_impl(_split_k, name="split_k8")
+    a, b = torch.randn(16, 8192, device=DEV, dtype=torch.bfloat16), torch.randn(8192, 512, device=DEV, dtype=torch.bfloat16)
+    table = op.tune(a, b)
+    assert isinstance(table, rd.GridTable) and table.environment.device.startswith("cuda")
+    assert len(table.results) == 4 and all(r.samples and all(p in r.range for p in r.samples) for r in table.results)
+    print(table.format())
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(op, backend=counter, dynamic=True)
+    for m, k in [(3, 100), (63, 4095), (64, 4096), (65, 4097), (1000, 300), (17, 12000), (2000, 9000)]:
+        a = torch.randn(m, k, device=DEV, dtype=torch.bfloat16)
+        b = torch.randn(k, 512, device=DEV, dtype=torch.bfloat16)
+        expected = (a.float() @ b.float())
+        for got in (op(a, b), compiled(a, b)):
+            torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
+    assert counter.frame_count == 1

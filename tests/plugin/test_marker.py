@@ -38,7 +38,7 @@ def medium(x, w):
     if BUG == "boundary" and x.shape[1] == 512:
         out = out + 1
     if BUG == "odd" and x.shape[1] % 2:
-        out = out * 1.01
+        out = out * 1.05  # clearly wrong in every dtype: 1% is within bfloat16 rounding of some inputs
     if BUG == "mutate":
         x.zero_()  # right values, but the caller's input is wiped
     return out
