@@ -405,7 +405,7 @@ class RangeDispatchOp:
             "reference": self._ref.fingerprint,
             "candidates": fingerprints,
             "ranges": {str(r): sorted(c.name for c in cs) for r, cs in self._plan.candidates.items()},
-            "dispatch": repr(self._plan.dispatch),
+            "dispatch": repr(getattr(self._plan.dispatch, "axes", self._plan.dispatch)),  # with ties and bounds
             "signature": signature,
             "environment": environment.to_json(),
             "settings": self.settings.to_json(),
