@@ -36,7 +36,7 @@ def rank_main(rank: int, world: int, store: str, backend: str, quick: bool) -> N
         op, inputs, example, points = attention_workload(quick, torch.bfloat16)
         op.distributed = mode
         op.tune(*example)
-        mine = op.table.tree()
+        mine = op.table.tree(gaps="gap")
         everyone: list = [None] * world
         dist.all_gather_object(everyone, mine)
         identical = 0
