@@ -52,7 +52,7 @@ def rank_main(rank: int, world: int, store: str, backend: str, quick: bool) -> N
             print(f"{mode:>9}: tables agree: {agree}; dispatched outputs bit-identical at {identical} of "
                   f"{len(points)} points")
             for r, tree in enumerate(everyone):
-                print(f"           rank {r}: {rd.grid.describe_tree(tree, ['batch', 'seq'])}")
+                print(f"           rank {r}: {rd.ranges.describe_tree(tree, ['batch', 'seq'])}")
     dist.barrier()
     dist.destroy_process_group()
 

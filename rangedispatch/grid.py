@@ -37,7 +37,8 @@ from .candidates import uniquify
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, describe
 from .inputs import InputFactory
-from .ranges import Partition, Range, check_ranges, parse_range, ranges_from_split_points
+from .ranges import (Partition, Range, check_ranges, describe_tree, map_tree, parse_range,
+                     ranges_from_split_points)
 from .table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable
 from .timing import Benchmarker
 from .tuner import Budget, Prober, TunerSettings, _tune_range, make_table, sample_sizes
@@ -513,34 +514,6 @@ def grid_tree(axis_ranges: Sequence[Sequence[Range]], owners: Mapping[Cell, str]
     return node(0, ())
 
 
-def tree_leaves(tree: Any) -> list[Any]:
-    """The leaves of a :func:`grid_tree`, left to right."""
-    if isinstance(tree, tuple):
-        return [leaf for child in tree[2] for leaf in tree_leaves(child)]
-    return [tree]
-
-
-def describe_tree(tree: Any, axes: Sequence[str] | None = None) -> str:
-    """``d0 < 8: p | else: q`` style, nested with brackets."""
-    if not isinstance(tree, tuple):
-        return str(tree)
-    dim, his, children = tree
-    name = axes[dim] if axes else f"d{dim}"
-    parts = []
-    for hi, child in zip(his, children):
-        inner = describe_tree(child, axes)
-        inner = f"[{inner}]" if isinstance(child, tuple) else inner
-        parts.append(f"{name} < {hi}: {inner}" if hi is not None else f"else: {inner}")
-    return " | ".join(parts)
-
-
-def map_tree(tree: Any, leaf: Callable[[Any], Any]) -> Any:
-    if isinstance(tree, tuple):
-        dim, his, children = tree
-        return dim, his, tuple(map_tree(c, leaf) for c in children)
-    return leaf(tree)
-
-
 def eager_walker(tree: Any, getters: Sequence[Callable[[tuple[Any, ...], dict[str, Any]], int]]) -> Callable[..., Any]:
     """A function calling the leaf (a callable) of ``tree`` that a call's sizes lead to: one
     comparison (two segments) or one ``bisect`` per dimension on the way."""
@@ -562,17 +535,6 @@ def eager_walker(tree: Any, getters: Sequence[Callable[[tuple[Any, ...], dict[st
         return kids[bisect_right(bounds, get(args, kwargs))](*args, **kwargs)
 
     return walk
-
-
-def size_getter(position: int | None, name: str, dim: int) -> Callable[[tuple[Any, ...], dict[str, Any]], int]:
-    """Reads ``name.shape[dim]`` from a call's ``(args, kwargs)``."""
-    if position is None:
-        return lambda args, kwargs: kwargs[name].shape[dim]
-
-    def get(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        return (args[position] if position < len(args) else kwargs[name]).shape[dim]
-
-    return get
 
 
 # -- the op ----------------------------------------------------------------------------------
@@ -625,12 +587,8 @@ class GridDispatchOp(RangeDispatchOp):
     def _run_tuner(self, common: dict[str, Any]) -> GridTable:
         return distributed.tune_consistently(self, common, tune_grid)
 
-    def _getters(self) -> list[Callable[[tuple[Any, ...], dict[str, Any]], int]]:
-        positional = self._positional()
-        spec = self.dispatch
-        assert isinstance(spec, GridSpec)
-        return [size_getter(positional.index(a.tensor) if a.tensor in positional else None, a.tensor, a.dim)
-                for a in spec.axes]
+    def _axes(self) -> list[tuple[str, int]]:
+        return [(a.tensor, a.dim) for a in self.dispatch.axes]
 
     def _route_of(self, table: TuningTable) -> tuple[tuple[int, ...], tuple[Callable[..., Any], ...]]:
         assert isinstance(table, GridTable)
@@ -656,42 +614,9 @@ class GridDispatchOp(RangeDispatchOp):
 
         return gap
 
-    def _written_tree(self) -> Any:
-        if self._table is None:
-            return None
-        spec = self.dispatch
-        decision = map_tree(self._table.tree(gaps=self._table.reference), lambda name: self._by_name[name].call)
-        return [(a.tensor, a.dim) for a in spec.axes], decision
-
-    def _traced_layout(self) -> tuple[Any, ...]:
+    def _decision(self) -> Any:
         assert isinstance(self._table, GridTable)
-        return (self._table.tree(gaps=self._table.reference),)
-
-    @staticmethod
-    def _traced_owners(layout: tuple[Any, ...]) -> tuple[str, ...]:
-        return tuple(tree_leaves(layout[0]))
-
-    def _build_traced(self, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        from .traced import _cond_tree, _contiguous_outputs, _flatten
-
-        tree, contiguous = plan
-        spec = self.dispatch
-        assert isinstance(spec, GridSpec)
-        getters = self._getters()
-
-        def leaf(name: str) -> Callable[..., Any]:
-            fn = self._by_name[name].call
-            return _contiguous_outputs(fn) if contiguous else fn
-
-        def build(node: Any, a: Sequence[Any], k: dict[str, Any]) -> Any:
-            if not isinstance(node, tuple):
-                return leaf(node)(*a, **k)
-            dim, his, children = node
-            flat, rebuild = _flatten(a, k)
-            kids = [functools.partial(lambda child, *ca, **ck: build(child, ca, ck), child) for child in children]
-            return _cond_tree(kids, his, 0, getters[dim](tuple(a), k), flat, rebuild)
-
-        return build(tree, args, kwargs)
+        return self._table.tree(gaps=self._table.reference)
 
     def _trial_size(self) -> Any:
         assert self._template is not None

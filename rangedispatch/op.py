@@ -30,7 +30,7 @@ from .environment import Environment
 from .errors import ConfigError, TableError
 from .fastcall import MAX_TENSOR_GUARDS
 from .inputs import CallTemplate, InputFactory
-from .ranges import Range
+from .ranges import Range, map_tree, size_getter, tree_leaves
 from .table import TuningTable
 from .timing import Benchmarker, default_benchmarker
 from .discover import AutoSettings, tune_auto
@@ -214,7 +214,8 @@ class RangeDispatchOp:
         self._tensor = spec.tensor if spec else ""
         self._dim = spec.dim if spec else 0
         self._resized = dims_by_tensor(spec)  # tensor -> its dispatch dims
-        self._pos = self._params.index(spec.tensor) if spec and spec.tensor in self._positional() else _KEYWORD_ONLY
+        self._positions = {name: i for i, name in enumerate(self._positional())}
+        self._pos = self._positions.get(spec.tensor, _KEYWORD_ONLY) if spec else _KEYWORD_ONLY
         if type(self).__name__.startswith("_Tuned"):
             self.__class__ = type(self).__mro__[1]
         if getattr(self, "_custom_op", None) is not None:
@@ -356,9 +357,11 @@ class RangeDispatchOp:
         if not force:
             cached = cache_mod.load_cached(path, environment=environment, candidates=fingerprints,
                                            signature=signature, table_type=self._table_type)
+            if cached is not None and not self._fits(cached):
+                cached = None
             if group is not None:  # rank 0's cache decides for every rank
-                cached = distributed.from_rank0(cached if cached is not None and self._fits(cached) else None, group)
-            if cached is not None and self._fits(cached):
+                cached = distributed.from_rank0(cached, group)
+            if cached is not None:
                 log.info("%s: loaded tuning table from %s (no benchmarking)", self.name, path)
                 log_summary(cached)
                 return cached, template
@@ -552,33 +555,31 @@ class RangeDispatchOp:
             return
         self.__class__ = type(f"_Tuned{base.__name__}", (base,), {"__call__": call, "__doc__": base.__doc__})
 
-    def _written_tree(self) -> Any:
-        """``(axes, decision)`` that ``fastcall`` writes out for Dynamo: the dispatch dim, and
-        the traced segments' functions (a leaf, or ``(0, segment ends, functions)``)."""
-        from .traced import merged_segments
+    # --- the decision, for the traced dispatch (traced.compiled_plan) and fastcall ------
+    def _axes(self) -> list[tuple[str, int]]:
+        """The ``(tensor, dim)`` of every dispatch dimension."""
+        return [(self.dispatch.tensor, self.dispatch.dim)] if self.dispatch is not None else []
 
-        if self._table is None or self.dispatch is None:
-            return None
-        owners, his = merged_segments(self._table)
-        fns = tuple(self._by_name[o].call for o in owners)
-        return [(self.dispatch.tensor, self.dispatch.dim)], (fns[0] if len(fns) == 1 else (0, his, fns))
+    def _getters(self) -> list[Callable[[tuple[Any, ...], dict[str, Any]], int]]:
+        """Per dispatch dimension, a function reading its size from a call's ``(args, kwargs)``."""
+        return [size_getter(self._positions.get(t), t, d) for t, d in self._axes()]
 
-    # --- what the traced dispatch (see traced.compiled_plan) is built from ------------
-    def _traced_layout(self) -> tuple[Any, ...]:
-        """The owner name per merged segment and the segment ends."""
+    def _decision(self) -> Any:
+        """The table as a decision tree over owner names (see ``ranges.map_tree``), merged,
+        with gaps owned by the reference (what they run when traced): a name, or
+        ``(0, segment ends, names)``."""
         from .traced import merged_segments
 
         assert self._table is not None
-        return merged_segments(self._table)
+        owners, his = merged_segments(self._table)
+        return owners[0] if len(owners) == 1 else (0, his, owners)
 
-    @staticmethod
-    def _traced_owners(layout: tuple[Any, ...]) -> tuple[str, ...]:
-        return layout[0]
-
-    def _build_traced(self, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        from .traced import build_dispatch
-
-        return build_dispatch(self, plan, args, kwargs)
+    def _written_tree(self) -> Any:
+        """``(axes, decision)`` that ``fastcall`` writes out for Dynamo, with the candidates'
+        functions at the leaves."""
+        if self._table is None or self.dispatch is None:
+            return None
+        return self._axes(), map_tree(self._decision(), lambda name: self._by_name[name].call)
 
     def _trial_size(self) -> Any:
         """A size to trace the dispatch at once, to see that it builds (not 0 or 1: those
@@ -694,7 +695,7 @@ class RangeDispatchOp:
         return lines
 
     def __repr__(self) -> str:
-        state = "untuned" if self._table is None else f"{len(self._traced_owners(self._traced_layout()))} segment(s)"
+        state = "untuned" if self._table is None else f"{len(tree_leaves(self._decision()))} segment(s)"
         cands = ", ".join(self._by_name)
         kind = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
         return f"{kind.__name__}({self.name!r}, dispatch_on={self.dispatch}, candidates=[{cands}], {state})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .errors import ConfigError, ConfigTypeError, describe
 
@@ -180,3 +180,46 @@ class Partition:
     @property
     def owners(self) -> tuple[str | None, ...]:
         return tuple(seg.owner for seg in self.segments)
+
+
+# -- decision trees: a leaf is an owner (a name, or a function), a node is
+# (dimension index, segment ends, children), the last end ``None``
+
+def tree_leaves(tree: Any) -> list[Any]:
+    """The leaves of a decision tree, left to right."""
+    if isinstance(tree, tuple):
+        return [leaf for child in tree[2] for leaf in tree_leaves(child)]
+    return [tree]
+
+
+def describe_tree(tree: Any, axes: Sequence[str] | None = None) -> str:
+    """``d0 < 8: p | else: q`` style, nested with brackets."""
+    if not isinstance(tree, tuple):
+        return str(tree)
+    dim, his, children = tree
+    name = axes[dim] if axes else f"d{dim}"
+    parts = []
+    for hi, child in zip(his, children):
+        inner = describe_tree(child, axes)
+        inner = f"[{inner}]" if isinstance(child, tuple) else inner
+        parts.append(f"{name} < {hi}: {inner}" if hi is not None else f"else: {inner}")
+    return " | ".join(parts)
+
+
+def map_tree(tree: Any, leaf: Callable[[Any], Any]) -> Any:
+    """The same tree with ``leaf(owner)`` at every leaf."""
+    if isinstance(tree, tuple):
+        dim, his, children = tree
+        return dim, his, tuple(map_tree(c, leaf) for c in children)
+    return leaf(tree)
+
+
+def size_getter(position: int | None, name: str, dim: int) -> Callable[[tuple[Any, ...], dict[str, Any]], int]:
+    """Reads ``name.shape[dim]`` from a call's ``(args, kwargs)``."""
+    if position is None:
+        return lambda args, kwargs: kwargs[name].shape[dim]
+
+    def get(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        return (args[position] if position < len(args) else kwargs[name]).shape[dim]
+
+    return get

@@ -15,6 +15,7 @@ reuses the table and never re-tunes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 import weakref
@@ -24,7 +25,7 @@ import torch
 from torch.compiler import is_dynamo_compiling
 from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
-from .ranges import Partition
+from .ranges import Partition, tree_leaves
 
 if TYPE_CHECKING:
     from .op import RangeDispatchOp
@@ -114,16 +115,16 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 
 
 def compiled_plan(op: RangeDispatchOp) -> Any:
-    """The op's traced layout (for a one-dimensional op: the owner name per merged segment
-    and the segment ends; see ``op._traced_layout``) followed by whether branches must return
-    contiguous outputs; or ``OPAQUE`` when the traced dispatch could not be built."""
+    """``(decision, contiguous)``: the op's decision tree over owner names (see
+    ``op._decision``) and whether branches must return contiguous outputs; or ``OPAQUE``
+    when the traced dispatch could not be built."""
     if op._compiled_plan is not None:
         return op._compiled_plan
     table = op.table
     assert table is not None
-    layout = op._traced_layout()
-    owners = op._traced_owners(layout)
-    plan: Any = (*layout, False)
+    decision = op._decision()
+    owners = tree_leaves(decision)
+    plan: Any = (decision, False)
     if len(owners) == 1:
         log.info("%s: one implementation for every range: '%s' inlined, no torch.cond", op.name, owners[0])
     else:
@@ -133,7 +134,7 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
         if problem is not None:
             # branches whose outputs differ in layout (e.g. attention kernels): cond needs one
             # layout, so each branch returns contiguous outputs (a copy only where it was not)
-            retry = (*layout, True)
+            retry = (decision, True)
             if _preflight_isolated(op, retry) is None:
                 log.info("%s: traced with contiguous branch outputs (%s)", op.name, problem)
                 plan, problem = retry, None
@@ -181,7 +182,7 @@ def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
 
             def fn(*tensors: torch.Tensor) -> Any:
                 a, k = rebuild(tensors)
-                return op._build_traced(plan, a, k)
+                return build_dispatch(op, plan, a, k)
 
             make_fx(fn, tracing_mode="symbolic")(*flat)
     except Exception as exc:  # any failure means: do not trace, stay opaque
@@ -212,23 +213,25 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
         if opaque is not None:
             return opaque(*args, **kwargs)
         return op.reference_fn(*args, **kwargs)
-    return op._build_traced(plan, args, kwargs)
+    return build_dispatch(op, plan, args, kwargs)
 
 
 def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    """Nested ``torch.cond`` over the plan's segments on ``tensor.shape[dim]``."""
-    owners, his, contiguous = plan
-    fns = [op._by_name[name].call for name in owners]
-    if contiguous:
-        fns = [_contiguous_outputs(fn) for fn in fns]
-    if len(fns) == 1:
-        return fns[0](*args, **kwargs)
-    spec = op.dispatch
-    assert spec is not None
-    tensor = args[op._pos] if op._pos < len(args) else kwargs[spec.tensor]
-    size = tensor.shape[spec.dim]
-    flat, rebuild = _flatten(args, kwargs)
-    return _cond_tree(fns, his, 0, size, flat, rebuild)
+    """Nested ``torch.cond`` over the plan's decision tree, one level per dispatch dimension,
+    each reading its size from the operands of the level above."""
+    decision, contiguous = plan
+    getters = op._getters()
+
+    def build(node: Any, a: Sequence[Any], k: dict[str, Any]) -> Any:
+        if not isinstance(node, tuple):
+            fn = op._by_name[node].call
+            return (_contiguous_outputs(fn) if contiguous else fn)(*a, **k)
+        dim, his, children = node
+        flat, rebuild = _flatten(a, k)
+        kids = [functools.partial(lambda child, *ca, **ck: build(child, ca, ck), child) for child in children]
+        return _cond_tree(kids, his, 0, getters[dim](tuple(a), k), flat, rebuild)
+
+    return build(decision, args, kwargs)
 
 
 def _contiguous_outputs(fn: Callable[..., Any]) -> Callable[..., Any]:
