@@ -1,8 +1,8 @@
 """Per-call dispatch overhead on tiny CPU tensors, measured side by side in interleaved rounds.
 
 Rows: a direct call of the implementation; the ``@range_dispatch`` form (3 ranges, the
-winner differs per range); a plain ``torch.library.custom_op``; the same kind of op after
-``register_custom_op_autotuning``. Prints medians over rounds and the differences.
+winner differs per range); a grid op on two dims (three winners); a plain
+``torch.library.custom_op``; the same kind of op after ``register_custom_op_autotuning``. Prints medians over rounds and the differences.
 
     python bench/overhead.py [--rounds 15] [--calls 20000]
 """
@@ -76,7 +76,28 @@ def build():
         benchmarker=ByName({0: "impl_a", 512: "impl_b", 2048: "impl_c"}),
         cache=False,
     )
-    return deco, plain, tuned
+    # a grid on (x[0], x[1]): impl_a for batch < 8, then impl_b / impl_c by sequence length
+    grid_winners = {(0, 0): "impl_a", (0, 512): "impl_a", (8, 0): "impl_b", (8, 512): "impl_c"}
+    grid = rd.range_dispatch(lambda x, w: x, dispatch_on=[("x", 0), ("x", 1)],
+                             ranges=[[(0, 8), (8, None)], [(0, 512), (512, None)]],
+                             benchmarker=ByCell(grid_winners), cache=False, name="grid")
+    for f in (impl_a, impl_b, impl_c):
+        grid.register_impl(f)
+    return deco, plain, tuned, grid
+
+
+class ByCell:
+    """``ByName`` for a grid: the winner of the cell whose lower corner is at or below the point."""
+
+    def __init__(self, winners: dict[tuple[int, int], str]) -> None:
+        self.winners = winners
+
+    def measure(self, jobs):
+        out = []
+        for job in jobs:
+            corner = max(k for k in self.winners if k[0] <= job.size[0] and k[1] <= job.size[1])
+            out.append([1.0 if job.name == self.winners[corner] else 2.0] * 5)
+        return out
 
 
 def per_call_us(fn, args, calls: int) -> float:
@@ -91,16 +112,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20000)
     opts = parser.parse_args()
-    deco, plain, tuned = build()
+    deco, plain, tuned, grid = build()
     x, w = torch.randn(1, 1000, 1), torch.randn(1)
     x64, w64 = x.double(), w.double()
-    deco(x, w), tuned(x, w)  # tune
+    deco(x, w), tuned(x, w), grid(x, w)  # tune
     deco(x64, w64)  # a second input signature: its own table
     assert deco.table.partition.lookup(1000).owner == "impl_b"
+    assert grid.table.result_for((1, 1000)).winner == "impl_a"
     rows = {
         "direct impl call": (impl_b, (x, w)),
         "@range_dispatch (3 ranges)": (deco, (x, w)),
         "@range_dispatch, 2nd signature": (deco, (x64, w64)),
+        "@range_dispatch grid (2 dims)": (grid, (x, w)),
         "plain custom_op": (plain, (x, w)),
         "register_custom_op_autotuning": (tuned, (x, w)),
     }
@@ -115,6 +138,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {opts.rounds} interleaved rounds x {opts.calls} calls")
     print(f"{'path':34s} {'median us/call':>15s} {'vs baseline':>12s}")
     base = {"@range_dispatch (3 ranges)": "direct impl call", "@range_dispatch, 2nd signature": "direct impl call",
+            "@range_dispatch grid (2 dims)": "direct impl call",
             "register_custom_op_autotuning": "plain custom_op"}
     for name, value in med.items():
         ref = base.get(name)
