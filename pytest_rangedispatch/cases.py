@@ -1,10 +1,11 @@
 """From ``@pytest.mark.range_autotune(op, ...)`` to the generated cases and their ids.
 
 Per range of the op: one equivalence case per candidate (``[op-x[1]in[512,2048)-medium]``),
-one case for the dispatched op across the range's boundaries (``...-dispatch``), and one
-benchmark case (``...-bench``) unless ``benchmark=False``. A ``MultiKernel`` gets the same
-three kinds per hint region (``[mk-near[1024x512]-mk@4096x2048]``): the shapes its ``nearest``
-policy sends to one variant.
+one case for the dispatched op across the range's boundaries (``...-dispatch``), one
+benchmark case (``...-bench``) unless ``benchmark=False``, a ``...-compiled`` case with
+``compiled=True``, and a ``...-cuda_graphs`` case when the example is on CUDA. A
+``MultiKernel`` gets the first three kinds per hint region
+(``[mk-near[1024x512]-mk@4096x2048]``): the shapes its ``nearest`` policy sends to one variant.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ LAYOUTS = ("contiguous", "transposed", "sliced")
 DISPATCH = "dispatch"
 BENCH = "bench"
 COMPILED = "compiled"
+GRAPHED = "cuda_graphs"
+CHECKS = (DISPATCH, BENCH, COMPILED, GRAPHED)  # case kinds that are not a candidate
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class RangeCase:
 
     @property
     def candidate(self) -> str | None:
-        return None if self.kind in (DISPATCH, BENCH, COMPILED) else self.kind
+        return None if self.kind in CHECKS else self.kind
 
     @property
     def id(self) -> str:
@@ -163,6 +166,9 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
         return _hint_cases(spec)
     plan = op.plan
     reference = op._ref.name
+    from .checks import wants_graphs
+
+    graphs = wants_graphs(spec)
     float64_reference = spec.options.get("reference") is not None
     out = []
     for rng, cands in op_ranges(spec):
@@ -174,6 +180,8 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
             out.append(RangeCase(spec, rng, DISPATCH))
         if spec.options.get("compiled", False):
             out.append(RangeCase(spec, rng, COMPILED))
+        if graphs:
+            out.append(RangeCase(spec, rng, GRAPHED))
         if spec.options.get("benchmark", True):
             out.append(RangeCase(spec, rng, BENCH))
     return out

@@ -20,7 +20,7 @@ from rangedispatch.compare import compare_with_truth
 from rangedispatch.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
                                   reference_run, truth_of)
 from rangedispatch.inputs import CallTemplate, InputFactory
-from rangedispatch.timing import OK, RACED, Job, default_benchmarker, measure_jobs
+from rangedispatch.timing import OK, RACED, Job, capture_graph, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
 from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase
@@ -162,8 +162,9 @@ class Inputs:
             self._factories[key] = InputFactory(template, op.dispatch, op.input_gen_fns, op_name=op.name)
         return self._factories[key]
 
-    def make(self, size: int | None, variant: Variant) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args, kwargs = seeded(f"{self.spec.name}|{size}|{variant}", variant.device,
+    def make(self, size: int | None, variant: Variant, salt: str = "") -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``salt`` draws other values of the same shapes."""
+        args, kwargs = seeded(f"{self.spec.name}|{size}|{variant}{salt}", variant.device,
                               lambda: self.factory(variant.dtype, variant.device).make(size))
         return _map(args, kwargs, lambda t: with_layout(t, variant.layout))
 
@@ -588,47 +589,166 @@ def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return lambda: fn(*args, **kwargs)
 
 
-# -- compiled --------------------------------------------------------------------------------
+# -- compiled and CUDA graphs -----------------------------------------------------------------
+
+@dataclass
+class EdgeCheck:
+    """What the compiled and CUDA-graph cases share: the op tuned on its example, the inputs
+    in the example's variant, the range's candidates (not the reference) and the dispatched
+    op as subjects, and the sizes: lo, lo+1 and the top (a cell: every combination of them)."""
+
+    spec: OpSpec
+    rng: Any
+    inputs: Inputs
+    variant: Variant
+    subjects: list[tuple[str, Callable[..., Any]]]
+    sizes: list[Any]
+
+    @classmethod
+    def of(cls, case: RangeCase) -> "EdgeCheck":
+        spec, rng = case.spec, case.range
+        op = spec.op
+        args, kwargs = example_call(spec)
+        ensure_tuned(spec, args, kwargs)
+        first = next(iter(_tensors(args, kwargs)), None)
+        variant = Variant(first.dtype if first is not None and first.is_floating_point() else None,
+                          str(first.device) if first is not None else "cpu", "contiguous")
+        subjects = [(f"candidate {c.name!r}", c.call) for c in op.plan.candidates.get(rng, op.plan.all_candidates)
+                    if c.name != op._ref.name]
+        subjects.append(("the dispatched op", spec.target if callable(spec.target) else op))
+        if hasattr(rng, "ranges"):  # a grid cell: the corners of lo, lo+1 and the top on every dimension
+            from .cells import corner_points
+
+            sizes: list[Any] = corner_points(spec, rng, across=False)
+        else:
+            top = upper_size(spec, rng)
+            sizes = sorted({rng.lo, min(rng.lo + 1, top), top} if op.dispatch is not None else {None})
+        return cls(spec, rng, Inputs(spec, args, kwargs), variant, subjects, sizes)
+
+    def where(self, size: Any) -> str:
+        op = self.spec.op
+        return f"{self.spec.name}: range {op.dispatch} in {self.rng}, {size_at(op.dispatch, size)} ({self.variant.describe()})"
+
+    def differs(self, got: Any, expected: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        ref = self.spec.op._ref.call
+        return check_output(got, expected, truth_of(ref, args, kwargs), rtol=self.spec.options.get("rtol"),
+                            atol=self.spec.options.get("atol"))
+
 
 def run_compiled(case: RangeCase) -> int:
     """Every candidate of the range and the op itself under ``torch.compile(dynamic=True)``,
     at the range's boundary sizes in the example's variant, against the eager reference: a
     candidate that is right eagerly but wrong (or failing) when compiled is named."""
     __tracebackhide__ = True
-    spec, rng = case.spec, case.range
-    op = spec.op
-    args, kwargs = example_call(spec)
-    ensure_tuned(spec, args, kwargs)
-    inputs = Inputs(spec, args, kwargs)
-    first = next(iter(_tensors(args, kwargs)), None)
-    variant = Variant(first.dtype if first is not None and first.is_floating_point() else None,
-                      str(first.device) if first is not None else "cpu", "contiguous")
-    subjects = [(f"candidate {c.name!r}", c.call) for c in op.plan.candidates.get(rng, op.plan.all_candidates)
-                if c.name != op._ref.name]
-    subjects.append(("the dispatched op", spec.target if callable(spec.target) else op))
-    if hasattr(rng, "ranges"):  # a grid cell: the corners of lo, lo+1 and the top on every dimension
-        from .cells import corner_points
-
-        sizes: list[Any] = corner_points(spec, rng, across=False)
-    else:
-        top = upper_size(spec, rng)
-        sizes = sorted({rng.lo, min(rng.lo + 1, top), top} if op.dispatch is not None else {None})
+    edge = EdgeCheck.of(case)
+    op = edge.spec.op
     checked = 0
-    for what, fn in subjects:
+    for what, fn in edge.subjects:
         torch._dynamo.reset()
         compiled = torch.compile(fn, dynamic=True)
-        for size in sizes:
-            a, k = inputs.make(size, variant)
+        for size in edge.sizes:
+            a, k = edge.inputs.make(size, edge.variant)
             expected = op._ref.call(*a, **k)
-            where = f"{spec.name}: range {op.dispatch} in {rng}, {size_at(op.dispatch, size)} ({variant.describe()})"
             try:
                 got = compiled(*a, **k)
             except Exception as exc:
-                raise AssertionError(f"{where}: {what} raised under torch.compile: "
-                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-            found = check_output(got, expected, truth_of(op._ref.call, a, k), rtol=spec.options.get("rtol"),
-                                 atol=spec.options.get("atol"))
+                raise AssertionError(f"{edge.where(size)}: {what} raised under torch.compile: "
+                                     f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            found = edge.differs(got, expected, a, k)
             if found is not None:
-                raise AssertionError(f"{where}: {what} differs from the reference under torch.compile: {found}")
+                raise AssertionError(f"{edge.where(size)}: {what} differs from the reference under torch.compile: {found}")
             checked += 1
     return checked
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def _failure(exc: BaseException) -> str:
+    """``Type: first line``, led by the error that started it when one error raised another
+    (a failed capture's own end raises too)."""
+    chain = []
+    while exc is not None and len(chain) < 3:
+        chain.append(f"{type(exc).__name__}: {_first_line(exc)}")
+        exc = exc.__context__
+    return "; ".join(reversed(chain))
+
+
+def wants_graphs(spec: OpSpec) -> bool:
+    """Whether an op gets a CUDA-graph case per range: ``cuda_graphs=True``, or by default
+    when CUDA is present and the marker's example (or its ``devices``) is on CUDA."""
+    choice = spec.options.get("cuda_graphs")
+    if choice is not None:
+        return bool(choice)
+    if not torch.cuda.is_available():
+        return False
+    devices = spec.options.get("devices")
+    if devices is not None:
+        devices = devices if isinstance(devices, (list, tuple)) else [devices]
+        return any(torch.device(d).type == "cuda" for d in devices)
+    try:
+        args, kwargs = example_call(spec)
+    except Exception:
+        return False
+    return any(t.is_cuda for t in _tensors(args, kwargs))
+
+
+GRAPH_WARMUP = 2  # eager calls on a side stream before capture: lazy init, library handles, autotuning
+
+
+def capture(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    return capture_graph(lambda: fn(*args, **kwargs), warmup_calls=GRAPH_WARMUP)
+
+
+def replayed(graph: Any, static: tuple[tuple[Any, ...], dict[str, Any]],
+             fresh: tuple[tuple[Any, ...], dict[str, Any]]) -> None:
+    """Copy ``fresh``'s values into the captured call's input tensors, then replay."""
+    for s, f in zip(_tensors(*static), _tensors(*fresh)):
+        s.copy_(f)
+    graph.replay()
+    torch.cuda.synchronize()
+
+
+def run_graphed(case: RangeCase) -> int:
+    """Every candidate of the range and the op itself captured in a CUDA graph at the range's
+    boundary sizes, then replayed on new input values and compared with the eager reference
+    on those values. Names a candidate that cannot be captured (a host sync, a CPU copy) or
+    whose replay is wrong (a value read on the host at capture time, a stale workspace).
+    Skipped when the reference itself cannot be captured: the op is not graph-safe by design."""
+    __tracebackhide__ = True
+    import pytest
+
+    edge = EdgeCheck.of(case)
+    if torch.device(edge.variant.device).type != "cuda" or not torch.cuda.is_available():
+        pytest.skip(f"CUDA-graph checks need the example on a CUDA device (it is on {edge.variant.device})")
+    ref = edge.spec.op._ref
+    checked = 0
+    for size in edge.sizes:
+        fresh = edge.inputs.make(size, edge.variant, salt="|replay")
+        a, k = _map(*fresh, torch.clone)
+        expected = ref.call(*a, **k)
+        static = edge.inputs.make(size, edge.variant)
+        try:
+            graph, _ = capture(ref.call, *static)
+            del graph
+        except Exception as exc:
+            pytest.skip(f"{edge.where(size)}: the reference {ref.name!r} cannot be captured in a CUDA graph "
+                        f"({_failure(exc)}); nothing to hold the candidates to")
+        for what, fn in edge.subjects:
+            static = edge.inputs.make(size, edge.variant)
+            try:
+                graph, out = capture(fn, *static)
+            except Exception as exc:
+                raise AssertionError(
+                    f"{edge.where(size)}: {what} cannot be captured in a CUDA graph where the reference "
+                    f"{ref.name!r} can: {_failure(exc)}") from exc
+            replayed(graph, static, fresh)
+            found = edge.differs(out, expected, *fresh)
+            if found is not None:
+                raise AssertionError(
+                    f"{edge.where(size)}: {what} is wrong when its CUDA graph is replayed on new inputs "
+                    f"(captured at the same size on other values): {found}")
+            checked += 1
+    return checked
+

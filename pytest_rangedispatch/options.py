@@ -33,6 +33,8 @@ MARKER_OPTIONS = {
     "max_size": "largest size checked in an unbounded last range (default: the op's range_upper_bound, the largest "
                 "recorded size, else max(4096, 4*lo))",
     "compiled": "True adds a case per range that runs every candidate and the op under torch.compile (slow on a CPU)",
+    "cuda_graphs": "a case per range that captures every candidate and the op in a CUDA graph and replays it on new "
+                   "inputs (default: on when the example is on CUDA; False turns it off)",
     "reference": "a float64 reference function (default: the op's own function, in the input dtype)",
     "benchmark": "False turns the per-range benchmark check off",
     "make_inputs": "for a MultiKernel: make_inputs(sizes) -> the call's args at sizes like a hint (default: the MultiKernel's own)",

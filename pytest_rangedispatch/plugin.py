@@ -138,7 +138,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     _share_cores()
     case = callspec.params[CASE_ARG]
     config = pyfuncitem.config
-    from .cases import BENCH, COMPILED, is_grid, is_multikernel
+    from .cases import BENCH, COMPILED, GRAPHED, is_grid, is_multikernel
     from .locking import device_lock
 
     if is_multikernel(case.spec):
@@ -151,11 +151,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     dispatch = getattr(case.op, "dispatch", None)
     record = rec.new_record(case.spec.name, str(dispatch) if dispatch else None, case.range)
     try:
-        if case.kind == COMPILED:
-            from .checks import run_compiled
+        if case.kind in (COMPILED, GRAPHED):
+            from .checks import run_compiled, run_graphed
 
-            record["checked"] = [COMPILED]
-            record["examples"] = run_compiled(case)
+            record["checked"] = [case.kind]
+            record["examples"] = (run_compiled if case.kind == COMPILED else run_graphed)(case)
             record["statuses"] = ["ok"]
         elif case.kind == BENCH:
             threshold = rec.parse_threshold(config.getoption(OPTION_FAIL_REGRESSION))

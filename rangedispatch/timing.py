@@ -229,15 +229,7 @@ class CudaTimer:
         key = id(fn)
         if key not in self._graph_cache or self._graph_cache[key][0] is not fn:
             n = int(min(200, max(1, ms // max(estimate_ms, 1e-3))))
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                fn()  # warm on a side stream, as capture requires
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(n):
-                    fn()
+            graph, _ = capture_graph(lambda: [fn() for _ in range(n)], warmup=fn)
             torch.cuda.synchronize()
             self._graph_cache[key] = (fn, graph, n)
         _, graph, n = self._graph_cache[key]
@@ -254,6 +246,45 @@ class CudaTimer:
     def release(self) -> None:
         self._graph_cache.clear()
         self._last = time.perf_counter()
+
+
+def capture_graph(fn: Callable[[], Any], warmup: Callable[[], Any] | None = None, warmup_calls: int = 1) -> tuple[Any, Any]:
+    """``fn()`` captured in a CUDA graph, after ``warmup`` (default ``fn``) ran on a side
+    stream as capture requires (lazy initialisation, library handles, autotuning). Returns
+    the graph and the captured call's output, whose memory later replays write to.
+
+    A capture that fails (a host sync, a CPU copy) leaves torch's CUDA generator marked as
+    capturing, so every later random call raises "Offset increment outside graph capture";
+    a trivial capture is made to end that before the error propagates."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup_calls):
+            (warmup or fn)()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            out = fn()
+    except BaseException:
+        _settle_failed_capture()
+        raise
+    return graph, out
+
+
+def _settle_failed_capture() -> None:
+    import torch
+
+    try:
+        torch.cuda.synchronize()
+        buf = torch.zeros(1, device="cuda")
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            buf.add_(1)
+        torch.cuda.synchronize()
+    except Exception:  # the original error is the one worth raising
+        pass
 
 
 # -- the core -------------------------------------------------------------------------------

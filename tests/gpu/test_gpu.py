@@ -157,8 +157,73 @@ def test_bench(range_benchmark):
 def test_plugin_runs_generated_cases_and_benchmarks_on_the_gpu(pytester):
     pytester.makepyfile(test_gpu_op=PLUGIN_TESTS)
     result = pytester.runpytest(*LOAD, "-q", "-p", "no:cacheprovider", "--rangedispatch-report")
-    result.assert_outcomes(passed=13)
+    result.assert_outcomes(passed=15)  # ws: 2 ranges x (einsum, dispatch, cuda_graphs, bench); mk: 6; test_bench
     result.stdout.fnmatch_lines(["*relu_mm*nearest 16*ok*", "*ws_gpu*x?1? in ?513,inf)*ok*"])
+
+
+GRAPH_TESTS = """
+import pytest, torch
+import rangedispatch as rd
+
+def make(name):
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[512], cache=False, name=name)
+    def op(x, w):
+        return x * w
+    return op
+
+good = make("g_good")
+
+@good.register_impl
+def good_einsum(x, w):
+    return torch.einsum("bh,h->bh", x, w)
+
+syncs = make("g_syncs")
+
+@syncs.register_impl
+def host_scaled(x, w):  # reads a value on the host: a sync, which capture forbids
+    s = float(w.abs().sum().item()) or 1.0
+    return (x * (w / s)) * s
+
+stale = make("g_stale")
+
+@stale.register_impl
+def capture_dependent(x, w):  # right eagerly, wrong in the captured graph
+    return x * (w.mean() if torch.cuda.is_current_stream_capturing() else w)
+
+@rd.range_dispatch(dispatch_on=("x", 0), split_points=[512], cache=False, name="g_host_ref")
+def host_ref(x, w):
+    return x * float(w.sum().item())
+
+@host_ref.register_impl
+def host_ref_fast(x, w):
+    return x * w.sum()
+
+ex = lambda: (torch.randn(4, 700, device="cuda"), torch.randn(700, device="cuda"))
+
+@pytest.mark.range_autotune(good, syncs, stale, example=ex, examples=3, benchmark=False, dtypes=[torch.float32])
+def test_ops(range_case):
+    pass
+
+@pytest.mark.range_autotune(host_ref, example=ex, examples=3, benchmark=False, dtypes=[torch.float32])
+def test_host_ref(range_case):
+    pass
+"""
+
+
+def test_the_cuda_graph_case_names_a_capture_breaker_and_a_wrong_replay(pytester):
+    pytester.makepyfile(test_graphs=GRAPH_TESTS)
+    result = pytester.runpytest(*LOAD, "-q", "-p", "no:cacheprovider", "-W", "ignore")
+    # per op and range: the candidate, the dispatch and the cuda_graphs case; the op whose
+    # reference syncs skips its two graph cases
+    result.assert_outcomes(passed=18, failed=4, skipped=2)
+    result.stdout.fnmatch_lines([
+        "*g_syncs: range x?0? in ?*, 513), x?0?=* *candidate 'host_scaled' cannot be captured in a CUDA graph "
+        "where the reference 'op' can*",
+        "*g_stale: range x?0? in ?513, inf), x?0?=* *candidate 'capture_dependent' is wrong when its CUDA graph "
+        "is replayed on new inputs*",
+    ])
+    failed = [line for line in result.outlines if line.startswith("FAILED")]
+    assert len(failed) == 4 and all("cuda_graphs" in line and "g_good" not in line for line in failed)
 
 
 def test_cuda_graph_timing_measures_replays_and_a_capture_breaker_loses_its_range():

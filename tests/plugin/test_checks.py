@@ -9,11 +9,20 @@ from pytest_rangedispatch.checks import Equivalence, Variant
 from rangedispatch.testing import FakeBenchmarker
 
 
-def build(candidate):
+def scale_op(candidate, name):
     op = rd.range_dispatch(lambda x, w: x * w, dispatch_on=("x", 1), split_points=[64],
                            benchmarker=FakeBenchmarker({}), cache=False, name="scale")
-    op.register_impl(candidate, name="flaky")
-    spec = OpSpec(op, op, {"example": lambda: (torch.randn(2, 10, 8), torch.randn(8))})
+    op.register_impl(candidate, name=name)
+    return op
+
+
+def example():
+    return torch.randn(2, 10, 8), torch.randn(8)
+
+
+def build(candidate):
+    op = scale_op(candidate, "flaky")
+    spec = OpSpec(op, op, {"example": example})
     return Equivalence(RangeCase(spec, rd.Range(1, 65), "flaky"), None)
 
 
@@ -35,3 +44,22 @@ def test_a_candidate_whose_repeated_calls_differ_is_reported_as_non_deterministi
 def test_a_deterministic_candidate_passes_the_repeat():
     check = build(lambda x, w: torch.mul(w, x))
     check.check(10, Variant(torch.float32, "cpu", "contiguous"), repeat=True)
+
+
+def test_cuda_graph_cases_follow_the_example_device_and_the_option():
+    from pytest_rangedispatch.cases import GRAPHED, cases_for
+
+    op = scale_op(lambda x, w: torch.mul(w, x), "mul")
+    kinds = lambda **opts: [c.kind for c in cases_for(OpSpec(op, op, {"example": example, **opts}))]  # noqa: E731
+    assert GRAPHED not in kinds()  # a CPU example: nothing to capture
+    assert GRAPHED not in kinds(cuda_graphs=False)
+    assert kinds(cuda_graphs=True).count(GRAPHED) == 2  # one per range
+
+
+def test_a_forced_cuda_graph_case_skips_with_the_reason_on_a_cpu_example():
+    from pytest_rangedispatch.checks import run_graphed
+
+    op = scale_op(lambda x, w: torch.mul(w, x), "mul")
+    spec = OpSpec(op, op, {"example": example, "cuda_graphs": True})
+    with pytest.raises(pytest.skip.Exception, match="need the example on a CUDA device .it is on cpu"):
+        run_graphed(RangeCase(spec, rd.Range(1, 65), "cuda_graphs"))
