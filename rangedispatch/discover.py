@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from .candidates import Candidate
 from .ranges import Range
 from .table import RangeResult
-from .tuner import Probe, Prober, decide
+from .tuner import Probe, Prober, decide, decision_noise
 
 log = logging.getLogger("rangedispatch")
 
@@ -118,10 +117,9 @@ def discover(
     if not measured:
         return Discovery((RangeResult(Range(lo, None), reference.name, (), {}),), prober.benchmarks - start,
                          budget, sizes, 0)
-    noise = _noise(probes.values())
-    winners = {s: _winner([s], probes, reference.name, order, noise, prober) for s in measured}
+    winners = {s: _winner([s], probes, reference.name, order, prober)[0] for s in measured}
     segments = _merge([[s] for s in measured], winners, probes, [reference.name, *order], settings.merge_tolerance)
-    owners = [_winner(seg, probes, reference.name, order, noise, prober) for seg in segments]
+    owners = [_winner(seg, probes, reference.name, order, prober)[0] for seg in segments]
     splits, crossovers, steps = [], [], 0
     for left, right, a_name, b_name in zip(segments, segments[1:], owners, owners[1:]):
         a, b = left[-1], right[0]
@@ -135,8 +133,8 @@ def discover(
             if probe is None:
                 break
             probes[mid] = probe
-            if _winner([mid], probes, reference.name, [n for n in order if n in (a_name, b_name)], noise,
-                       prober) == a_name:
+            if _winner([mid], probes, reference.name, [n for n in order if n in (a_name, b_name)],
+                       prober)[0] == a_name:
                 a = mid
             else:
                 b = mid
@@ -148,32 +146,34 @@ def discover(
     for i, owner in enumerate(owners):
         rng = Range(edges[i], edges[i + 1] if i + 1 < len(edges) else None)
         inside = [s for s in sorted(probes) if s in rng]
-        timings = {n: tuple(probes[s].times.get(n, math.inf) for s in inside) for n in [reference.name, *order]}
-        lost: dict[str, str] = {}
-        for s in inside:
-            for n, why in probes[s].lost.items():
-                lost.setdefault(n, why)
+        timings, lost = _evidence(inside, probes, [reference.name, *order])
         skipped = {n: "not timed at the crossover search's sizes (a contender elsewhere)"
                    for n, ts in timings.items() if n not in lost and any(math.isinf(t) for t in ts)}
-        spreads = [x for s in inside for x in probes[s].spreads]
-        results.append(RangeResult(rng, owner, tuple(inside), timings, lost,
-                                   statistics.median(spreads) if spreads else 0.0, skipped))
+        noise = _winner(inside, probes, reference.name, order, prober)[1] if inside else 0.0
+        results.append(RangeResult(rng, owner, tuple(inside), timings, lost, noise, skipped))
     found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers)
     log.info("split_points='auto': %s", found.summary())
     return found
 
 
-def _noise(probes: Any) -> float:
-    spreads = [x for p in probes for x in p.spreads]
-    return statistics.median(spreads) if spreads else 0.0
+def _evidence(sizes: Sequence[int], probes: dict[int, Probe],
+              names: Sequence[str]) -> tuple[dict[str, tuple[float, ...]], dict[str, str]]:
+    """Every name's times at ``sizes`` (inf where it was not timed) and why any lost there."""
+    timings = {n: tuple(probes[s].times.get(n, math.inf) for s in sizes) for n in names}
+    lost: dict[str, str] = {}
+    for s in sizes:
+        for n, why in probes[s].lost.items():
+            lost.setdefault(n, why)
+    return timings, lost
 
 
 def _winner(sizes: Sequence[int], probes: dict[int, Probe], reference: str, order: Sequence[str],
-            noise: float, prober: Prober) -> str:
-    """The winner over ``sizes`` by the rule of hand-given ranges."""
-    timings = {n: tuple(probes[s].times.get(n, math.inf) for s in sizes) for n in [reference, *order]}
-    lost = {n: why for s in sizes for n, why in probes[s].lost.items()}
-    return decide(reference, order, timings, lost, noise, prober.settings)
+            prober: Prober) -> tuple[str, float]:
+    """The winner over ``sizes`` and the noise margin it was decided with: the rule and the
+    noise of hand-given ranges, from the probes at those sizes."""
+    timings, lost = _evidence(sizes, probes, [reference, *order])
+    noise = decision_noise([probes[s] for s in sizes], reference, order, timings, lost, prober.settings.tie)
+    return decide(reference, order, timings, lost, noise, prober.settings), noise
 
 
 def _merge(segments: list[list[int]], winners: dict[int, str], probes: dict[int, Probe],

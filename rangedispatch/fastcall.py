@@ -108,15 +108,18 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
 
 
 def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
-                 tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any]) -> list[str]:
+                 tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
+                 traced_call: str) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
     the ``(tensor, dim)`` of every dispatch dimension, and the decision, where a node is a
     function (a leaf) or ``(axis index, segment ends, children)``. Nothing in it reads the
-    op, so the compiled frame guards only on the candidates' code and the cond itself. Empty
-    when the signature does not allow it (``*args``, ``**kwargs``, a dispatch tensor that is
-    not a named tensor parameter)."""
+    op, so the compiled frame guards only on the candidates' code and the cond itself. A call
+    whose tensors have another dtype or device type than the table's example (or an opaque
+    op) takes ``traced_call``, the source of the general traced path. Empty when the
+    signature does not allow it (``*args``, ``**kwargs``, a dispatch tensor that is not a
+    named tensor parameter)."""
     from .traced import branch, opaque
 
     axes, root = tree
@@ -128,7 +131,14 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
     env.update({"_rd_opaque": opaque, "_rd_key": key, "_rd_branch": branch})
     call = ", ".join(n if sig.parameters[n].kind is not inspect.Parameter.KEYWORD_ONLY else f"{n}={n}" for n in names)
     ops = ", ".join(tensors)
-    lines: list[str] = []
+    # another dtype or device type has its own table: the general traced path finds it (Dynamo
+    # guards dtypes and devices anyway, so these checks add no guard)
+    other = []
+    for i, name in enumerate(tensors):
+        spec = template.get(name)
+        env[f"_rd_dt{i}"] = spec.dtype
+        other.append(f"{name}.dtype != _rd_dt{i} or {name}.device.type != {spec.device.type!r}")
+    lines: list[str] = [f"        if {' or '.join(other)} or _rd_opaque(_rd_key):", f"            return {traced_call}"]
     count = [0, 0]  # leaves, nodes
 
     def emit(node: Any) -> str:
@@ -245,13 +255,9 @@ def generate_call(
             f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
             f"    if {compiling}():",
         ]
-        written = traced_lines(template, names, sig, tree, key, env) if tree and key else []
-        if written:
-            lines.append("        if _rd_opaque(_rd_key):")
-            lines.append(f"            return _traced(self, {pos_src}, {{{', '.join(kw)}}})")
-            lines += written
-        else:
-            lines.append(f"        return _traced(self, {pos_src}, {{{', '.join(kw)}}})")
+        general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
+        written = traced_lines(template, names, sig, tree, key, env, general) if tree and key else []
+        lines += written or [f"        return {general}"]
     plain = plain_params(reference)
     conds = (guard_source(template, resized or {}, plain, env, tensor_checks)
              if template is not None and miss is not None else [])

@@ -614,13 +614,13 @@ class GridDispatchOp(RangeDispatchOp):
 
         return gap
 
-    def _decision(self) -> Any:
-        assert isinstance(self._table, GridTable)
-        return self._table.tree(gaps=self._table.reference)
+    def _decision(self, table: Any = None) -> Any:
+        table = table or self._table
+        assert isinstance(table, GridTable)
+        return table.tree(gaps=table.reference)
 
-    def _trial_size(self) -> Any:
-        assert self._template is not None
-        return tuple(max(2, s) for s in self._template.dispatch_size(self.dispatch))
+    def _trial_size(self, template: Any) -> Any:
+        return tuple(max(2, s) for s in template.dispatch_size(self.dispatch))
 
     def record_sizes(self, on: bool = True) -> Any:
         raise ConfigError(

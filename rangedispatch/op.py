@@ -29,7 +29,7 @@ from .config import (CustomOpConfig, DispatchSpec, Plan, build_plan, check_input
 from .environment import Environment
 from .errors import ConfigError, TableError
 from .fastcall import MAX_TENSOR_GUARDS
-from .inputs import CallTemplate, InputFactory
+from .inputs import CallTemplate, InputFactory, TensorSpec
 from .ranges import Range, map_tree, size_getter, tree_leaves
 from .table import TuningTable
 from .timing import Benchmarker, default_benchmarker
@@ -118,7 +118,7 @@ class RangeDispatchOp:
         self._by_name: dict[str, Candidate] = {self._ref.name: self._ref}
         self._warned_capture = False
         self.max_signatures = 8  # tables per op, one per input signature
-        self._compiled_plan: Any = None
+        self._compiled_plans: dict[str, Any] = {}  # the traced dispatch per signature (traced.compiled_plan)
         self._custom_op: Any = None  # the CustomOpDef whose kernel this op is, if any
         from .traced import register_op
 
@@ -208,7 +208,8 @@ class RangeDispatchOp:
         self._tables: dict[str, TuningTable] = {}
         self._routes: dict[str, Any] = {}  # by signature
         self._key_routes: dict[Any, Any] = {}  # by _call_key, for calls off the main signature
-        self._compiled_plan = None
+        self._templates: dict[str, CallTemplate] = {}  # the example each table was tuned on
+        self._compiled_plans = {}
         self._route: tuple[tuple[int, ...], tuple[Callable[..., Any], ...]] = ((), (self._first_call,))
         spec = self.dispatch
         self._tensor = spec.tensor if spec else ""
@@ -298,6 +299,7 @@ class RangeDispatchOp:
         self._template = template
         self._tensor_checks = []
         self._learn_guard(args, kwargs)
+        self._templates[table.signature] = template
         self._install(table)
         return table
 
@@ -437,7 +439,7 @@ class RangeDispatchOp:
     def _install(self, table: TuningTable) -> None:
         bounds, fns = self._route_of(table)
         self._table = table
-        self._compiled_plan = None
+        self._compiled_plans.clear()
         self._route = (bounds, fns)
         self._tables[table.signature] = table
         self._routes[table.signature] = self._route
@@ -465,11 +467,8 @@ class RangeDispatchOp:
         key = self._call_key(args, kwargs)
         route = self._key_routes.get(key)
         if route is None:
-            signature = CallTemplate.from_call(self.reference_fn, args, kwargs).signature(self.dispatch)
             with self._lock:
-                route = self._routes.get(signature)
-                if route is None:
-                    route = self._route_for_new_signature(args, kwargs, signature)
+                route = self._other_signature_route(args, kwargs)
             if not _capturing_cuda_graph():  # tuned later, outside capture
                 self._key_routes[key] = route
         if route is self._route and 0 < len(self._tensor_checks) < MAX_TENSOR_GUARDS:
@@ -478,6 +477,12 @@ class RangeDispatchOp:
                 if route is self._route and self._learn_guard(args, kwargs):
                     self._specialise(*self._route)
         return self._along(route, args, kwargs)
+
+    def _other_signature_route(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """The route of this call's signature, its table tuned first if it has none."""
+        signature = CallTemplate.from_call(self.reference_fn, args, kwargs).signature(self.dispatch)
+        route = self._routes.get(signature)
+        return route if route is not None else self._route_for_new_signature(args, kwargs, signature)
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         import torch
@@ -515,8 +520,9 @@ class RangeDispatchOp:
             route: Any = ((), (self.reference_fn,))
         else:
             log.info("%s: new input signature %s; tuning a table for it", self.name, signature)
-            table, _ = self._tune_table(args, kwargs, force=False)
+            table, template = self._tune_table(args, kwargs, force=False)
             self._tables[signature] = table
+            self._templates[signature] = template
             route = self._route_of(table)
         self._routes[signature] = route
         return route
@@ -564,15 +570,30 @@ class RangeDispatchOp:
         """Per dispatch dimension, a function reading its size from a call's ``(args, kwargs)``."""
         return [size_getter(self._positions.get(t), t, d) for t, d in self._axes()]
 
-    def _decision(self) -> Any:
-        """The table as a decision tree over owner names (see ``ranges.map_tree``), merged,
-        with gaps owned by the reference (what they run when traced): a name, or
-        ``(0, segment ends, names)``."""
+    def _decision(self, table: Any = None) -> Any:
+        """A table (default: the main one) as a decision tree over owner names (see
+        ``ranges.map_tree``), merged, with gaps owned by the reference (what they run when
+        traced): a name, or ``(0, segment ends, names)``."""
         from .traced import merged_segments
 
-        assert self._table is not None
-        owners, his = merged_segments(self._table)
+        table = table or self._table
+        assert table is not None
+        owners, his = merged_segments(table)
         return owners[0] if len(owners) == 1 else (0, his, owners)
+
+    def _traced_signature(self, kinds: Mapping[str, tuple[Any, str]]) -> str | None:
+        """The signature of the table a traced call uses: the first (the main table first)
+        whose example had the call's dtype and device type for every tensor (``kinds``:
+        name -> (dtype, device type)). Under tracing the other dims are symbolic, so they
+        do not select a table; ``None`` when no table matches."""
+        main = self._table.signature if self._table is not None else None
+        for signature in sorted(self._templates, key=lambda s: s != main):
+            template = self._templates[signature]
+            specs = {n: template.get(n) for n in kinds}
+            if all(isinstance(spec, TensorSpec) and (spec.dtype, spec.device.type) == kind
+                   for spec, kind in zip(specs.values(), kinds.values())):
+                return signature
+        return None
 
     def _written_tree(self) -> Any:
         """``(axes, decision)`` that ``fastcall`` writes out for Dynamo, with the candidates'
@@ -581,11 +602,10 @@ class RangeDispatchOp:
             return None
         return self._axes(), map_tree(self._decision(), lambda name: self._by_name[name].call)
 
-    def _trial_size(self) -> Any:
+    def _trial_size(self, template: CallTemplate) -> Any:
         """A size to trace the dispatch at once, to see that it builds (not 0 or 1: those
         specialise)."""
-        assert self._template is not None
-        return max(2, self._template.dispatch_size(self.dispatch))
+        return max(2, template.dispatch_size(self.dispatch))
 
     def _gap_fn(self, rng: Any) -> Callable[..., Any]:
         ref = self.reference_fn
@@ -749,8 +769,6 @@ def _within(inner: Range, outer: Range) -> bool:
 
 
 def _device_of(template: CallTemplate, spec: DispatchSpec | None) -> Any:
-    from .inputs import TensorSpec
-
     if spec is not None:
         value = template.get(spec.tensor)
         if isinstance(value, TensorSpec):

@@ -60,10 +60,13 @@ def _observe_fake(key: str, tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch._dynamo.assume_constant_result
-def _plan(key: str) -> Any:
-    """The compiled plan of an op as constants, or ``None`` when it is not tuned yet."""
+def _plan(key: str, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str, Any], ...],
+          kinds: tuple[tuple[Any, str], ...]) -> Any:
+    """The compiled plan (as constants) of the op's table for the call's tensor dtypes and
+    device types (``kinds``, in call order), or ``None`` when no table has them yet."""
     op = _OPS[key]
-    return None if op.table is None else compiled_plan(op)
+    signature = op._traced_signature(_kinds_by_name(op, layout_args, layout_kwargs, kinds))
+    return None if signature is None else compiled_plan(op, signature)
 
 
 @torch._dynamo.assume_constant_result
@@ -73,14 +76,43 @@ def _tune_observed(key: str, layout_args: tuple[Any, ...], layout_kwargs: tuple[
     tensors = iter(_OBSERVED.pop(key, []))
     args = tuple(next(tensors) if a == _TENSOR else a for a in layout_args)
     kwargs = {k: (next(tensors) if v == _TENSOR else v) for k, v in layout_kwargs}
-    _tune_from_fake(op, args, kwargs)
-    return compiled_plan(op)
+    return _plan_for_call(op, args, kwargs)
 
 
-def _tune_from_fake(op: RangeDispatchOp, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+def _kinds_by_name(op: RangeDispatchOp, layout_args: Sequence[Any], layout_kwargs: Sequence[tuple[str, Any]],
+                   kinds: Sequence[tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
+    from .inputs import _positional_names
+
+    names = _positional_names(op.reference_fn, len(layout_args))
+    tensors = [n for n, a in zip(names, layout_args) if a == _TENSOR] + [k for k, v in layout_kwargs if v == _TENSOR]
+    return dict(zip(tensors, kinds))
+
+
+def _kinds(tensors: Sequence[torch.Tensor]) -> tuple[tuple[Any, str], ...]:
+    return tuple((t.dtype, t.device.type) for t in tensors)
+
+
+def _layout(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[tuple[str, Any], ...]]:
+    """The call with every tensor replaced by a marker: constants Dynamo can pass on."""
+    return (tuple(_TENSOR if isinstance(a, torch.Tensor) else a for a in args),
+            tuple((k, _TENSOR if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()))
+
+
+def _plan_for_call(op: RangeDispatchOp, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """The compiled plan of the table for a traced call's dtypes and devices; that table is
+    tuned first (from the call's size hints) when the op has none for them. A call the op
+    cannot tune a table for (``max_signatures`` reached) runs the reference."""
+    flat, _ = _flatten(args, kwargs)
+    by_name = _kinds_by_name(op, *_layout(args, kwargs), _kinds(flat))
     with op._lock:
-        if op.table is None:
-            op._setup(args, kwargs, force=False)
+        signature = op._traced_signature(by_name)
+        if signature is None:
+            if op.table is None:
+                op._setup(args, kwargs, force=False)
+            else:
+                op._other_signature_route(args, kwargs)
+            signature = op._traced_signature(by_name)
+    return (op._ref.name, False) if signature is None else compiled_plan(op, signature)
 
 
 def merged_segments(table: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
@@ -98,7 +130,7 @@ def opaque(key: str) -> bool:
     op = _OPS[key]
     if not op.traced or op.table is None:
         return True
-    plan = compiled_plan(op)
+    plan = compiled_plan(op, op.table.signature)
     return plan == OPAQUE or plan[-1]  # contiguous outputs: the general path adds them
 
 
@@ -114,15 +146,14 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
     return torch.cond(pred, true_fn, false_fn, operands)  # export / make_fx: the wrapper's subgraphs lower
 
 
-def compiled_plan(op: RangeDispatchOp) -> Any:
-    """``(decision, contiguous)``: the op's decision tree over owner names (see
-    ``op._decision``) and whether branches must return contiguous outputs; or ``OPAQUE``
-    when the traced dispatch could not be built."""
-    if op._compiled_plan is not None:
-        return op._compiled_plan
-    table = op.table
-    assert table is not None
-    decision = op._decision()
+def compiled_plan(op: RangeDispatchOp, signature: str) -> Any:
+    """``(decision, contiguous)`` for the op's table of ``signature``: its decision tree over
+    owner names (see ``op._decision``) and whether branches must return contiguous outputs;
+    or ``OPAQUE`` when the traced dispatch could not be built."""
+    if signature in op._compiled_plans:
+        return op._compiled_plans[signature]
+    table = op._tables[signature]
+    decision = op._decision(table)
     owners = tree_leaves(decision)
     plan: Any = (decision, False)
     if len(owners) == 1:
@@ -130,12 +161,13 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
     else:
         log.info("=== Generating runtime dispatch with torch.cond ===")
         log.info("Generating torch.cond dispatch for %s with %d ranges", table.dispatch, len(owners))
-        problem = _preflight_isolated(op, plan)
+        template = op._templates.get(signature)
+        problem = _preflight_isolated(op, plan, template)
         if problem is not None:
             # branches whose outputs differ in layout (e.g. attention kernels): cond needs one
             # layout, so each branch returns contiguous outputs (a copy only where it was not)
             retry = (decision, True)
-            if _preflight_isolated(op, retry) is None:
+            if _preflight_isolated(op, retry, template) is None:
                 log.info("%s: traced with contiguous branch outputs (%s)", op.name, problem)
                 plan, problem = retry, None
         if problem is None:
@@ -149,21 +181,21 @@ def compiled_plan(op: RangeDispatchOp) -> Any:
                 stacklevel=2,
             )
             plan = OPAQUE
-    op._compiled_plan = plan
+    op._compiled_plans[signature] = plan
     return plan
 
 
-def _preflight_isolated(op: RangeDispatchOp, plan: Any) -> str | None:
+def _preflight_isolated(op: RangeDispatchOp, plan: Any, template: Any) -> str | None:
     """:func:`_preflight` outside any tracing context: the plan is built by a function Dynamo
     runs for real while it traces, and the trial trace must not pick up Dynamo's fake mode
     and shape environment (its symbols would end up in the compiled frame's guards)."""
     from torch._guards import tracing
 
     with tracing(None):
-        return _preflight(op, plan)
+        return _preflight(op, plan, template)
 
 
-def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
+def _preflight(op: RangeDispatchOp, plan: Any, template: Any) -> str | None:
     """Trace the cond tree once with make_fx on small real inputs; report a failure."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -171,13 +203,13 @@ def _preflight(op: RangeDispatchOp, plan: Any) -> str | None:
 
     from .inputs import InputFactory
 
-    if op._template is None or op.dispatch is None:
+    if template is None or op.dispatch is None:
         return None
-    factory = InputFactory(op._template, op.dispatch, op.input_gen_fns, op_name=op.name)
+    factory = InputFactory(template, op.dispatch, op.input_gen_fns, op_name=op.name)
     try:
         with _disable_current_modes(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            args, kwargs = factory.make(op._trial_size())
+            args, kwargs = factory.make(op._trial_size(template))
             flat, rebuild = _flatten(args, kwargs)
 
             def fn(*tensors: torch.Tensor) -> Any:
@@ -195,20 +227,16 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
     opaque = op._opaque_call
     if not op.traced and opaque is not None:
         return opaque(*args, **kwargs)
-    dynamo = torch.compiler.is_dynamo_compiling()
-    if dynamo:
+    if torch.compiler.is_dynamo_compiling():
         key = op._rd_key
-        plan = _plan(key)
+        flat, _ = _flatten(args, kwargs)
+        layout_args, layout_kwargs = _layout(args, kwargs)
+        plan = _plan(key, layout_args, layout_kwargs, _kinds(flat))
         if plan is None:
-            flat, _ = _flatten(args, kwargs)
             torch.ops.rangedispatch.observe(key, flat)
-            layout_args = tuple(_TENSOR if isinstance(a, torch.Tensor) else a for a in args)
-            layout_kwargs = tuple((k, _TENSOR if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items())
             plan = _tune_observed(key, layout_args, layout_kwargs)
     else:
-        if op.table is None:
-            _tune_from_fake(op, args, kwargs)
-        plan = compiled_plan(op)
+        plan = _plan_for_call(op, args, kwargs)
     if plan == OPAQUE:
         if opaque is not None:
             return opaque(*args, **kwargs)

@@ -12,7 +12,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .candidates import Candidate
 from .config import Plan
@@ -300,7 +300,6 @@ def _tune_range(
     disqualified: dict[str, str] = {}
     dropped: dict[str, str] = {}
     used_sizes: list[int] = []
-    noises: list[float] = []
     probes: list[Probe] = []
     race = getattr(prober.benchmarker, "race_factor", 2.0) ** 2
     for size in sizes:
@@ -317,21 +316,30 @@ def _tune_range(
             if name in probe.raced and ms > race * probe.fastest and name != reference.name:
                 dropped[name] = (f"{ms / probe.fastest:.1f}x slower than the fastest at size {probe.size}; "
                                  "not timed at the range's other sizes")
-        noises.extend(probe.spreads)
     _confirm(rng, cands, used_sizes, timings, disqualified, dropped, prober)
     n = len(used_sizes)
     final = {  # a dropped candidate keeps the times it has; sizes it skipped are inf
         name: tuple([math.inf] * n) if name in disqualified else tuple(ts[:n]) + (math.inf,) * (n - len(ts))
         for name, ts in timings.items()
     }
-    noise = statistics.median(noises) if noises else 0.0
     order = [c.name for c in cands]
-    contender = fastest_eligible(reference.name, order, final, disqualified, prober.settings.tie)
-    paired = paired_noise(contender[0], reference.name, probes) if contender is not None else None
-    if paired is not None:
-        noise = paired
+    noise = decision_noise(probes, reference.name, order, final, disqualified, prober.settings.tie)
     winner = decide(reference.name, order, final, disqualified, noise, prober.settings)
     return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped)
+
+
+def decision_noise(probes: Sequence[Probe], reference: str, order: Sequence[str],
+                   timings: dict[str, tuple[float, ...]], disqualified: Mapping[str, str], tie: float) -> float:
+    """The noise margin of one decision, for hand-given and discovered ranges alike: the
+    paired uncertainty of the fastest eligible candidate's speed-up over the reference at
+    the decision's sizes (see :func:`paired_noise`), else the median relative spread of
+    their measurements."""
+    contender = fastest_eligible(reference, order, timings, dict(disqualified), tie)
+    paired = paired_noise(contender[0], reference, probes) if contender is not None else None
+    if paired is not None:
+        return paired
+    spreads = [x for p in probes for x in p.spreads]
+    return statistics.median(spreads) if spreads else 0.0
 
 
 def paired_noise(name: str, reference: str, probes: Sequence[Probe]) -> float | None:

@@ -366,3 +366,32 @@ def test_a_grid_op_sweeps_both_sizes_in_one_graph_and_exports():
     for b_, h in GRID_POINTS:
         x, w = torch.randn(b_, 3, h), torch.randn(h)
         torch.testing.assert_close(ep.module()(x, w), x * w + 1)
+
+
+def test_a_compiled_call_of_another_dtype_uses_its_own_table():
+    # ``float32_only`` is the fastest, but only accurate to float32's tolerance: the float64
+    # table must give it up, also when the calls are compiled
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False, name="by_dtype",
+                       benchmarker=FakeBenchmarker({"by_dtype": 9.0, "float32_only": 1.0, "b": 2.0}))
+    def by_dtype(x, w):
+        return x * w
+
+    @by_dtype.register_impl
+    def float32_only(x, w):
+        return x * w * (1 + 1e-6)
+
+    by_dtype.register_impl(b)
+    cnt = CompileCounter()
+    f = torch.compile(lambda x, w: by_dtype(x, w), backend=cnt, dynamic=True, fullgraph=True)
+    for dtype in (torch.float32, torch.float64):
+        w = torch.randn(4, dtype=dtype)
+        for size in (30, 100):
+            x = torch.randn(2, size, 4, dtype=dtype)
+            got = f(x, w)
+            if dtype == torch.float64:  # b, exactly; float32_only would be 1e-6 off
+                torch.testing.assert_close(got, x * w, rtol=1e-12, atol=0)
+    tables = {t.signature: {r.winner for r in t.results} for t in by_dtype.tables.values()}
+    assert len(tables) == 2
+    assert [w for s, w in tables.items() if "float64" in s] == [{"b"}]
+    assert [w for s, w in tables.items() if "float32" in s] == [{"float32_only"}]
+    assert cnt.frame_count == 2  # one graph per dtype
