@@ -137,25 +137,33 @@ WORKLOADS = {
 
 # -- timing -----------------------------------------------------------------------------------
 
-def robust(fns: dict, args, rounds: int = 5) -> dict:
+def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.2) -> dict:
     """Least of ``rounds`` interleaved do_bench medians per callable (ms); inf if it raises.
     A callable over 3x the fastest after two rounds is timed no further (it only heats the
-    GPU for the others)."""
+    GPU for the others). When any callable still timed has round medians more than
+    ``unstable`` apart (a slow stretch of the device or host hit a whole round), every one
+    of them gets up to ``more`` rounds, the same for all, until none is that unstable."""
     from triton.testing import do_bench
 
-    best = {n: math.inf for n in fns}
+    seen = {n: [] for n in fns}
     names = list(fns)
-    for r in range(rounds):
-        if r >= 2:
-            fastest = min(best.values())
-            names = [n for n in names if best[n] <= 3 * fastest or n in ("dispatched", "auto")]
+
+    def one_round(r: int) -> None:
         for n in names[r % len(names):] + names[: r % len(names)]:
             try:
                 t = do_bench(lambda f=fns[n]: f(*args), warmup=10, rep=30, return_mode="median")
             except Exception:
                 t = math.inf
-            best[n] = min(best[n], t)
-    return best
+            seen[n].append(t)
+
+    for r in range(rounds + more):
+        if r >= 2:
+            fastest = min(min(ts) for ts in seen.values())
+            names = [n for n in names if min(seen[n]) <= 3 * fastest or n in ("dispatched", "auto")]
+        if r >= rounds and all(max(seen[n]) <= unstable * min(seen[n]) for n in names):
+            break
+        one_round(r)
+    return {n: min(ts) if ts else math.inf for n, ts in seen.items()}
 
 
 def warm_gpu(ms: float = 300.0) -> None:

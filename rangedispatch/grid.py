@@ -39,7 +39,7 @@ from .errors import ConfigError, ConfigTypeError, describe
 from .inputs import InputFactory
 from .ranges import (Partition, Range, check_ranges, describe_tree, map_tree, parse_range,
                      ranges_from_split_points)
-from .table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable
+from .table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable, choice_lines
 from .timing import Benchmarker
 from .tuner import Budget, Prober, TunerSettings, _tune_range, make_table, sample_sizes
 
@@ -439,7 +439,7 @@ class GridTable(TuningTable):
         return cls(**dict(fields, results=results))
 
     def summary(self) -> list[str]:
-        lines = [f"  Cell {r.range}: {r.winner}" for r in self.results]
+        lines = [line for r in self.results for line in choice_lines(r, "Cell")]
         owners = {r.winner for r in self.results}
         if len(owners) == 1:
             lines.append(f"=== Every cell selected the same implementation: '{next(iter(owners))}' ===")

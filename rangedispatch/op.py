@@ -695,13 +695,17 @@ class RangeDispatchOp:
         if seg.owner != ref and ratio > 0:
             lines.append(f"  {1 / ratio:.2f}x faster than the reference {ref!r} at sizes {list(result.samples)}")
         lines += self._ranking_lines(result, ref)
+        inner = result.crossover()
+        if inner is not None:
+            lines.append(f"  note: {inner.describe(result.winner)}")
         lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"
                      + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else ""))
         return "\n".join(lines)
 
     def _ranking_lines(self, result: Any, ref: str) -> list[str]:
         """Every candidate of a tuned range (or cell) with its time over the reference's, or
-        why it lost; then the noise margin."""
+        why it lost; then the noise margin, and where the winner stops being the fastest
+        inside the range, if it does."""
         lines = []
         for name, r in result.ranking(ref):
             if name in result.disqualified:
@@ -712,6 +716,9 @@ class RangeDispatchOp:
                 status = f"{r:.3f}x reference time"
             lines.append(f"  {name}: {status}")
         lines.append(f"  noise margin {max(result.noise, self.settings.noise_floor) * 100:.1f}%")
+        inner = result.crossover()
+        if inner is not None:
+            lines.append(f"  note: {inner.describe(result.winner)}")
         return lines
 
     def __repr__(self) -> str:

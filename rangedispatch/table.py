@@ -22,6 +22,33 @@ from .ranges import Partition, Range
 
 FORMAT = "rangedispatch.table"
 VERSION = 1
+INNER_CROSSOVER = 0.05  # a rival this much faster at one sample means the winner changes inside the range
+
+
+def choice_lines(result: RangeResult, kind: str) -> list[str]:
+    """A range's (or cell's) line of the tuning summary, and a note where its winner stops
+    being the fastest inside it."""
+    lines = [f"  {kind} {result.range}: {result.winner}"]
+    inner = result.crossover()
+    if inner is not None:
+        lines.append(f"    note: {inner.describe(result.winner)}")
+    return lines
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Inside one range: the winner held up to ``held`` (``None``: at no earlier sample),
+    and ``rival`` is ``ratio`` times faster at ``size``."""
+
+    held: Any
+    size: Any
+    rival: str
+    ratio: float
+
+    def describe(self, winner: str) -> str:
+        where = f"between {self.held} and {self.size}" if self.held is not None else f"at or below {self.size}"
+        return (f"the winner changes inside this range: {self.rival!r} is {self.ratio:.2f}x faster than "
+                f"{winner!r} at {self.size}; a split point {where} (or split_points=\"auto\") would serve both")
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,28 @@ class RangeResult:
     def ranking(self, reference: str) -> list[tuple[str, float]]:
         """Candidates by ratio to the reference, fastest first (disqualified last)."""
         return sorted(((n, self.ratio(n, reference)) for n in self.timings), key=lambda p: p[1])
+
+    def crossover(self, margin: float = INNER_CROSSOVER) -> Crossover | None:
+        """Where the winner stops being the fastest inside this range: the first sample
+        size at which another eligible candidate beats it by more than ``margin`` (or the
+        range's noise, when larger), with the last sample before it where the winner held.
+        One winner per range then costs that much at some sizes; a split point between the
+        two serves both. ``None`` when the winner holds at every sample."""
+        won = self.timings.get(self.winner)
+        if not won or len(won) != len(self.samples):
+            return None
+        limit = 1 + max(margin, self.noise)
+        held = None
+        for i, size in enumerate(self.samples):
+            rivals = [(ts[i], n) for n, ts in self.timings.items()
+                      if n != self.winner and n not in self.disqualified and i < len(ts) and math.isfinite(ts[i])]
+            if not rivals or not math.isfinite(won[i]):
+                continue
+            best, name = min(rivals)
+            if best * limit < won[i]:
+                return Crossover(held, size, name, won[i] / best)
+            held = size
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,12 +168,14 @@ class TuningTable:
 
     def summary(self) -> list[str]:
         """What tuning chose, for the log."""
-        lines = [f"  Range {r.range}: {r.winner}" for r in self.results]
+        lines = [line for r in self.results for line in choice_lines(r, "Range")]
         segments = self.partition.segments
         owners = {s.owner for s in segments if s.owner is not None}
-        if len(owners) <= 1 and all(s.owner is not None for s in segments):
+        if len(owners) <= 1:
+            gaps = any(s.owner is None for s in segments)
+            how = "sizes outside every range run the reference" if gaps else "called directly (no dispatch)"
             lines.append(f"=== All ranges selected the same implementation: "
-                         f"'{next(iter(owners), self.reference)}', called directly (no dispatch) ===")
+                         f"'{next(iter(owners), self.reference)}', {how} ===")
         else:
             lines.append("=== Different ranges selected different implementations ===")
             lines.append(f"Generated runtime dispatch for {self.dispatch} with {len(segments)} ranges")

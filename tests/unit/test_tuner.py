@@ -195,3 +195,25 @@ def test_registering_after_tuning_retunes():
 
     call(op, 100)
     assert len(bench.calls) > n and ("d", 1) in bench.calls
+
+
+def test_a_winner_that_stops_being_fastest_inside_its_range_is_pointed_out(caplog):
+    # [512, inf) is sampled at 512, 724 and 1024: the reference wins on the geometric mean,
+    # but 'big' is 2x faster at 1024, so one winner for the whole range costs 2x there
+    def ref(x):
+        return x * 2
+
+    times = {"ref": 1.0, "big": lambda s: 4.0 if s < 1000 else 0.5}
+    op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points=[511], benchmarker=FakeBenchmarker(times),
+                           cache=False)
+    op.register_impl(lambda x: x + x, name="big")
+    with caplog.at_level("INFO", logger="rangedispatch"):
+        op.tune(torch.randn(600))
+    top = op.table.results[-1]
+    assert top.winner == "ref" and top.samples == (512, 724, 1024)
+    inner = top.crossover()
+    assert (inner.held, inner.size, inner.rival) == (724, 1024, "big") and inner.ratio == pytest.approx(2.0)
+    note = "the winner changes inside this range: 'big' is 2.00x faster than 'ref' at 1024; a split point between 724 and 1024"
+    assert note in caplog.text and "All ranges selected the same implementation: 'ref'" in caplog.text
+    assert note in op.explain(900)
+    assert op.table.results[0].crossover() is None and "note" not in op.explain(100)
