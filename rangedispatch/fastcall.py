@@ -167,6 +167,44 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
     return lines
 
 
+def eager_lines(eager_tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str], sig: inspect.Signature,
+                conds: Sequence[str], env: dict[str, Any]) -> list[str] | None:
+    """The eager dispatch of a decision over several dimensions: each size read once, then
+    ``return (<nested conditional expression>)`` without the call's arguments (the caller
+    appends them). ``None`` when a dispatch tensor is not a plain named parameter."""
+    axes, root = eager_tree
+    plain = {n for n in names if sig.parameters[n].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                               inspect.Parameter.POSITIONAL_ONLY,
+                                                               inspect.Parameter.KEYWORD_ONLY)}
+    if any(t not in plain for t, _ in axes):
+        return None
+    joined = " ".join(conds)
+    lines = []
+    shapes: dict[str, str] = {}  # a torch.Size is built per .shape read: one read per tensor
+    for tensor, _ in axes:
+        if tensor not in shapes:
+            shapes[tensor] = f"_rd_s_{tensor}"
+            if f"_rd_s_{tensor} :=" not in joined:
+                lines.append(f"    _rd_s_{tensor} = {tensor}.shape")
+    for i, (tensor, dim) in enumerate(axes):
+        lines.append(f"    _rd_a{i} = {shapes[tensor]}[{int(dim)}]")
+    leaves = [0]
+
+    def emit(node: Any) -> str:
+        if not isinstance(node, tuple):
+            name = f"_rd_e{leaves[0]}"
+            leaves[0] += 1
+            env[name] = node
+            return name
+        axis, his, children = node
+        kids = [emit(child) for child in children]
+        chain = " else ".join(f"{kid} if _rd_a{axis} < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
+        return f"({chain} else {kids[-1]})"
+
+    lines.append(f"    return {emit(root)}")
+    return lines
+
+
 def generate_call(
     reference: Callable[..., Any],
     *,
@@ -182,6 +220,7 @@ def generate_call(
     tensor_checks: Sequence[Callable[..., bool]] = (),
     tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
     key: str | None = None,
+    eager_tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -195,7 +234,9 @@ def generate_call(
     ``tensor_checks`` replace the template's tensor conditions (see :func:`tensor_guard`).
     With ``tree`` (the dispatch dimensions and the traced decision) and the op's ``key``, Dynamo
     traces the dispatch written out for this signature (see :func:`traced_lines`) instead of
-    the general traced path: fewer guards on every compiled call."""
+    the general traced path: fewer guards on every compiled call. With ``eager_tree`` (the
+    same form, leaves the functions eager calls run: a grid op's decision), the eager dispatch
+    is written out as one nested conditional expression over the dimensions' sizes."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -276,7 +317,11 @@ def generate_call(
         lines.append(f"    _rd_size = {size}")
         lines.append("    _rd_rec(_rd_size)")
         size = "_rd_size"
-    if len(fns) == 1 or tensor is None:
+    written_eager = eager_lines(eager_tree, names, sig, conds, env) if eager_tree is not None else None
+    if written_eager:
+        lines += written_eager[:-1]
+        lines.append(f"{written_eager[-1]}({args_src})")
+    elif len(fns) == 1 or tensor is None:
         lines.append(f"    return _fn0({args_src})")
     elif len(bounds) <= 4:  # a chain of comparisons beats bisect for a few bounds
         if size != "_rd_size":

@@ -516,7 +516,8 @@ def grid_tree(axis_ranges: Sequence[Sequence[Range]], owners: Mapping[Cell, str]
 
 def eager_walker(tree: Any, getters: Sequence[Callable[[tuple[Any, ...], dict[str, Any]], int]]) -> Callable[..., Any]:
     """A function calling the leaf (a callable) of ``tree`` that a call's sizes lead to: one
-    comparison (two segments) or one ``bisect`` per dimension on the way."""
+    comparison (two segments) or one ``bisect`` per dimension on the way. The generic path;
+    the generated ``__call__`` writes the tree out as one expression (``walker.tree``)."""
     if not isinstance(tree, tuple):
         return tree
     dim, his, children = tree
@@ -526,14 +527,13 @@ def eager_walker(tree: Any, getters: Sequence[Callable[[tuple[Any, ...], dict[st
     if len(kids) == 2:
         (k0, k1), (b0,) = kids, bounds
 
-        def walk2(*args: Any, **kwargs: Any) -> Any:
+        def walk(*args: Any, **kwargs: Any) -> Any:
             return (k0 if get(args, kwargs) < b0 else k1)(*args, **kwargs)
+    else:
+        def walk(*args: Any, **kwargs: Any) -> Any:
+            return kids[bisect_right(bounds, get(args, kwargs))](*args, **kwargs)
 
-        return walk2
-
-    def walk(*args: Any, **kwargs: Any) -> Any:
-        return kids[bisect_right(bounds, get(args, kwargs))](*args, **kwargs)
-
+    walk.tree = tree  # type: ignore[attr-defined]
     return walk
 
 

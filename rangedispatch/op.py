@@ -547,6 +547,9 @@ class RangeDispatchOp:
                      resized=self._resized,
                      record=self.profile.add if self._recording and self.profile is not None else None)
         tree = self._written_tree()
+        walked = getattr(fns[0], "tree", None) if len(fns) == 1 else None  # a grid's decision (grid.eager_walker)
+        if walked is not None:
+            guard["eager_tree"] = (self._axes(), walked)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                              bounds=bounds, fns=fns, traced=traced_call, miss=self._miss,
                              tree=tree, key=self._rd_key, **guard)

@@ -60,6 +60,10 @@ def test_each_cell_is_tuned_at_points_inside_it_and_dispatched_by_size():
         out = op(torch.randn(b, h), torch.randn(h))
         assert calls == [name], (b, h, calls)
         assert out.shape == (b, h)
+    # the eager decision is written into the generated call: each size read once, no walker
+    source = type(op).__call__.__rd_source__.split("_rd_miss")[-1]  # the eager part, after the guard
+    assert source.count("x.shape") == 1 and "_rd_a0 = _rd_s_x[0]" in source and "_rd_a1 = _rd_s_x[1]" in source
+    assert "_rd_a0 < 8" in source and "_rd_a1 < 64" in source and "_fn0" not in source
 
 
 def test_the_tied_tensor_is_resized_with_its_dimension():
