@@ -95,10 +95,15 @@ class HintRegion:
         return self.label
 
 
+def is_cell(rng: Any) -> bool:
+    """Whether a case's range is a grid cell (one range per dispatch dimension)."""
+    return hasattr(rng, "ranges")
+
+
 def range_label(rng: Any) -> str:
     if isinstance(rng, HintRegion):
         return rng.label
-    if hasattr(rng, "ranges"):  # a grid cell
+    if is_cell(rng):
         return "x".join(range_label(r) for r in rng.ranges)
     hi = "inf" if rng.hi is None else str(rng.hi)
     return f"[{rng.lo},{hi})"
@@ -108,7 +113,7 @@ def range_id(op: Any, rng: Any) -> str:
     if isinstance(rng, HintRegion):
         return f"near[{'x'.join(map(str, rng.hint))}]"
     dispatch = op.dispatch
-    if hasattr(rng, "ranges"):  # a grid cell: x[0]in[0,32)-x[1]in[1024,inf)
+    if is_cell(rng):  # x[0]in[0,32)-x[1]in[1024,inf)
         return "-".join(f"{axis}in{range_label(r)}" for axis, r in zip(dispatch.axes, rng.ranges))
     return f"{dispatch}in{range_label(rng)}" if dispatch is not None else "all"
 

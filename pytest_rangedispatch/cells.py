@@ -19,7 +19,7 @@ from typing import Any
 from rangedispatch.grid import cell_points
 from rangedispatch.tuner import range_top
 
-from .cases import DISPATCH, RangeCase
+from .cases import DISPATCH
 from .checks import Equivalence, Variant, describe_inputs
 
 
@@ -101,7 +101,3 @@ class CellEquivalence(Equivalence):
     def _where(self, size: Any, variant: Variant, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return (f"{self.case.spec.name}: cell {self.op.dispatch} in {self.case.range}, "
                 f"{self.op.dispatch.at(size)} ({variant.describe()}; inputs {describe_inputs(args, kwargs, self.names)})")
-
-
-def is_cell_case(case: RangeCase) -> bool:
-    return hasattr(case.range, "ranges")

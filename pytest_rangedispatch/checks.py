@@ -17,13 +17,14 @@ import torch
 
 from rangedispatch import compare
 from rangedispatch.compare import compare_with_truth
+from rangedispatch.errors import first_line
 from rangedispatch.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
                                   reference_run, truth_of)
 from rangedispatch.inputs import CallTemplate, InputFactory
 from rangedispatch.timing import OK, RACED, Job, capture_graph, default_benchmarker, measure_jobs
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
-from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase
+from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase, is_cell
 from .locking import device_lock
 from .options import DEFAULT_PROFILE, MARKER, PROFILES
 from .records import format_ms as _ms
@@ -89,6 +90,14 @@ def example_call(spec: OpSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(example, (tuple, list)):
         return tuple(example), {}
     return (example,), {}
+
+
+def example_variant(args: Sequence[Any], kwargs: dict[str, Any]) -> Variant:
+    """The example's own variant: its first tensor's dtype (if floating) and device, contiguous."""
+    first = next(iter(_tensors(args, kwargs)), None)
+    if first is None:
+        return Variant(None, "cpu", "contiguous")
+    return Variant(first.dtype if first.is_floating_point() else None, str(first.device), "contiguous")
 
 
 def _tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterable[Any]:
@@ -427,7 +436,7 @@ class Equivalence:
                     test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
         except Exception as exc:
             where = self._where(size, variant, args, kwargs)
-            raise AssertionError(f"{where}: torch.library.opcheck failed: {str(exc).splitlines()[0]}") from exc
+            raise AssertionError(f"{where}: torch.library.opcheck failed: {first_line(exc)}") from exc
 
 
 def size_at(dispatch: Any, size: Any) -> str:
@@ -482,10 +491,9 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
     winner = result.winner if result is not None else table.partition.lookup(rng.lo).owner or table.reference
     disqualified = dict(result.disqualified) if result is not None else {}
     inputs = Inputs(spec, args, kwargs)
-    first = next(iter(_tensors(args, kwargs)), None)
-    device = str(first.device) if first is not None else "cpu"
-    variant = Variant(first.dtype if first is not None and first.is_floating_point() else None, device, "contiguous")
-    if hasattr(rng, "ranges"):  # a grid cell
+    variant = example_variant(args, kwargs)
+    device = variant.device
+    if is_cell(rng):
         from .cells import bench_points
 
         sizes: Sequence[Any] = bench_points(spec, rng)
@@ -499,7 +507,7 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
     benchmarker = op.benchmarker or default_benchmarker(torch.device(device).type)
     subjects = [(c.name, c.call) for c in cands] + [(DISPATCH, subject)]
     per_size, noises = time_all(subjects, sizes, lambda size: inputs.make(size, variant), benchmarker, device,
-                                points=hasattr(rng, "ranges"))
+                                points=is_cell(rng))
     label = f"{spec.name}: range {op.dispatch} in {rng}"
     record = summarise(case, per_size, noises, winner=winner, label=label, baseline=baseline, threshold=threshold,
                        fix="re-tune with op.tune(..., force=True) or clear the cache")
@@ -610,13 +618,11 @@ class EdgeCheck:
         op = spec.op
         args, kwargs = example_call(spec)
         ensure_tuned(spec, args, kwargs)
-        first = next(iter(_tensors(args, kwargs)), None)
-        variant = Variant(first.dtype if first is not None and first.is_floating_point() else None,
-                          str(first.device) if first is not None else "cpu", "contiguous")
+        variant = example_variant(args, kwargs)
         subjects = [(f"candidate {c.name!r}", c.call) for c in op.plan.candidates.get(rng, op.plan.all_candidates)
                     if c.name != op._ref.name]
         subjects.append(("the dispatched op", spec.target if callable(spec.target) else op))
-        if hasattr(rng, "ranges"):  # a grid cell: the corners of lo, lo+1 and the top on every dimension
+        if is_cell(rng):  # the corners of lo, lo+1 and the top on every dimension
             from .cells import corner_points
 
             sizes: list[Any] = corner_points(spec, rng, across=False)
@@ -653,7 +659,7 @@ def run_compiled(case: RangeCase) -> int:
                 got = compiled(*a, **k)
             except Exception as exc:
                 raise AssertionError(f"{edge.where(size)}: {what} raised under torch.compile: "
-                                     f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                                     f"{type(exc).__name__}: {first_line(exc)}") from exc
             found = edge.differs(got, expected, a, k)
             if found is not None:
                 raise AssertionError(f"{edge.where(size)}: {what} differs from the reference under torch.compile: {found}")
@@ -661,16 +667,12 @@ def run_compiled(case: RangeCase) -> int:
     return checked
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""
-
-
 def _failure(exc: BaseException) -> str:
     """``Type: first line``, led by the error that started it when one error raised another
     (a failed capture's own end raises too)."""
     chain = []
     while exc is not None and len(chain) < 3:
-        chain.append(f"{type(exc).__name__}: {_first_line(exc)}")
+        chain.append(f"{type(exc).__name__}: {first_line(exc)}")
         exc = exc.__context__
     return "; ".join(reversed(chain))
 
@@ -730,8 +732,7 @@ def run_graphed(case: RangeCase) -> int:
         expected = ref.call(*a, **k)
         static = edge.inputs.make(size, edge.variant)
         try:
-            graph, _ = capture(ref.call, *static)
-            del graph
+            capture(ref.call, *static)
         except Exception as exc:
             pytest.skip(f"{edge.where(size)}: the reference {ref.name!r} cannot be captured in a CUDA graph "
                         f"({_failure(exc)}); nothing to hold the candidates to")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from .cases import is_cell
+
 
 def boundary_sizes(rng: Any, *, upper: int = 256) -> list[Any]:
     """lo, lo+1, hi-1 and hi (the first size of the next range) of a range, sizes >= 1; for a
     grid cell, every combination of its dimensions' boundary sizes."""
-    if hasattr(rng, "ranges"):
+    if is_cell(rng):
         import itertools
 
         return sorted(itertools.product(*[boundary_sizes(r, upper=upper) for r in rng.ranges]))
@@ -78,7 +80,7 @@ def size_strategies(op: Any, *, max_size: int | None = None) -> dict[Any, Any]:
         return st.one_of(st.sampled_from(edges), st.integers(rng.lo, top))
 
     for rng in rd_op.plan.ranges:  # a grid cell: a tuple, one size per dimension
-        out[rng] = st.tuples(*map(sizes, rng.ranges)) if hasattr(rng, "ranges") else sizes(rng)
+        out[rng] = st.tuples(*map(sizes, rng.ranges)) if is_cell(rng) else sizes(rng)
     return out
 
 

@@ -104,14 +104,8 @@ class CustomOpRangeConfig:
             raise ConfigTypeError(
                 f"Expected a parameter name but got {describe('tensor_name', tensor_name)}"
             )
-        if not isinstance(ranges, (list, tuple)) or not ranges:
-            raise ConfigError(
-                f"Expected a non-empty list of (start, end) ranges but got "
-                f"{describe('ranges', ranges)}; e.g. [(0, 512), (512, float('inf'))]"
-            )
+        parsed = parse_range_list(ranges)
         check_implementations(implementations)
-        parsed = tuple(parse_range(r, name=f"ranges[{i}]") for i, r in enumerate(ranges))
-        check_ranges(parsed)
         self.tensor_name = tensor_name
         self.dim_index = _check_dim(dim_index, "dim_index")
         self.ranges = parsed
@@ -360,7 +354,7 @@ def build_plan(
             if split_points is not None:
                 all_ranges = ranges_from_split_points(split_points)
             elif ranges is not None:
-                all_ranges = _parse_range_list(ranges)
+                all_ranges = parse_range_list(ranges)
             else:
                 all_ranges = (Range(0, None),)
         elif split_points is not None or ranges is not None:
@@ -389,12 +383,14 @@ def build_plan(
     return Plan(spec, tuple(sorted(final)), final)
 
 
-def _parse_range_list(ranges: Any) -> tuple[Range, ...]:
+def parse_range_list(ranges: Any, name: str = "ranges") -> tuple[Range, ...]:
+    """A non-empty list of ``(start, end)`` ranges, parsed and checked (no overlap)."""
     if not isinstance(ranges, (list, tuple)) or not ranges:
         raise ConfigError(
-            f"Expected a non-empty list of (start, end) ranges but got {describe('ranges', ranges)}"
+            f"Expected a non-empty list of (start, end) ranges but got {describe(name, ranges)}; "
+            "e.g. [(0, 512), (512, float('inf'))]"
         )
-    parsed = tuple(parse_range(r, name=f"ranges[{i}]") for i, r in enumerate(ranges))
+    parsed = tuple(parse_range(r, name=f"{name}[{i}]") for i, r in enumerate(ranges))
     check_ranges(parsed)
     return parsed
 

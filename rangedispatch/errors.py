@@ -28,6 +28,12 @@ class TuningError(RangeDispatchError, RuntimeError):
     """Tuning cannot proceed at all (e.g. the reference itself fails on every tuning input)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none)."""
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
 def describe(name: str, value: object) -> str:
     """Render ``name=value!r`` for error messages, trimmed to a readable length."""
     text = repr(value)

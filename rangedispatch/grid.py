@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .candidates import Candidate
-from .config import (CustomOpConfig, DispatchSpec, Plan, _parse_range_list, _parse_tie, check_implementations,
-                     make_candidate, op_parameters, parse_dispatch_on)
+from .config import (CustomOpConfig, DispatchSpec, Plan, _parse_tie, check_implementations, make_candidate,
+                     op_parameters, parse_dispatch_on, parse_range_list)
 from .candidates import uniquify
 from .environment import Environment
 from .errors import ConfigError, ConfigTypeError, describe
 from .inputs import InputFactory
-from .ranges import (Partition, Range, check_ranges, describe_tree, map_tree, parse_range,
-                     ranges_from_split_points)
+from .ranges import Partition, Range, describe_tree, map_tree, ranges_from_split_points
 from .table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable, choice_lines
 from .timing import Benchmarker
 from .tuner import Budget, Prober, TunerSettings, _tune_range, make_table, sample_sizes
@@ -155,7 +154,7 @@ class MultiDimRangeConfig:
             for dim, rngs in per_dim.items():
                 spec = parse_dispatch_on((name, dim), tie=ties.pop((name, dim), None))
                 axes.append(spec)
-                ranges.append(_axis_ranges(rngs, f"dims[{name!r}][{dim}]"))
+                ranges.append(parse_range_list(rngs, f"dims[{name!r}][{dim}]"))
         if ties:
             raise ConfigError(
                 f"Expected tie keys that are dimensions of dims but got {sorted(ties)}; "
@@ -189,17 +188,6 @@ def _grid_ties(tie: Any) -> dict[tuple[str, int], Any]:
             f"{describe('tie', tie)}"
         )
     return {(str(k[0]), int(k[1])): v for k, v in tie.items()}
-
-
-def _axis_ranges(value: Any, name: str) -> tuple[Range, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(
-            f"Expected a non-empty list of (start, end) ranges but got {describe(name, value)}; "
-            "e.g. [(0, 32), (32, float('inf'))]"
-        )
-    parsed = tuple(parse_range(r, name=f"{name}[{i}]") for i, r in enumerate(value))
-    check_ranges(parsed)
-    return parsed
 
 
 def _check_distinct(axes: Sequence[DispatchSpec]) -> None:
@@ -329,7 +317,7 @@ def _grid_from_args(dispatch_on: Any, split_points: Any, ranges: Any,
             f"Expected {what} with one list per dispatch dimension ({len(axes)}) but got "
             f"{describe(what, given)}; e.g. {what}=[[32], [1024]]"
         )
-    parse = ranges_from_split_points if split_points is not None else _parse_range_list
+    parse = ranges_from_split_points if split_points is not None else parse_range_list
     return tuple(axes), tuple(parse(v) for v in given)
 
 
@@ -595,6 +583,10 @@ class GridDispatchOp(RangeDispatchOp):
         gap = self._grid_gap()
         tree = map_tree(table.tree(), lambda owner: gap if owner is None else self._by_name[owner].call)
         return (), (eager_walker(tree, self._getters()),)
+
+    def _eager_tree(self, fns: Sequence[Callable[..., Any]]) -> Any:
+        walked = getattr(fns[0], "tree", None)  # see eager_walker; a lone leaf has none
+        return None if walked is None else (self._axes(), walked)
 
     def _grid_gap(self) -> Callable[..., Any]:
         """What sizes outside every tuned cell run: the reference, with one warning."""

@@ -547,9 +547,7 @@ class RangeDispatchOp:
                      resized=self._resized,
                      record=self.profile.add if self._recording and self.profile is not None else None)
         tree = self._written_tree()
-        walked = getattr(fns[0], "tree", None) if len(fns) == 1 else None  # a grid's decision (grid.eager_walker)
-        if walked is not None:
-            guard["eager_tree"] = (self._axes(), walked)
+        guard["eager_tree"] = self._eager_tree(fns)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                              bounds=bounds, fns=fns, traced=traced_call, miss=self._miss,
                              tree=tree, key=self._rd_key, **guard)
@@ -592,10 +590,14 @@ class RangeDispatchOp:
         main = self._table.signature if self._table is not None else None
         for signature in sorted(self._templates, key=lambda s: s != main):
             template = self._templates[signature]
-            specs = {n: template.get(n) for n in kinds}
-            if all(isinstance(spec, TensorSpec) and (spec.dtype, spec.device.type) == kind
-                   for spec, kind in zip(specs.values(), kinds.values())):
+            if all(isinstance(spec := template.get(n), TensorSpec) and (spec.dtype, spec.device.type) == kind
+                   for n, kind in kinds.items()):
                 return signature
+        return None
+
+    def _eager_tree(self, fns: Sequence[Callable[..., Any]]) -> Any:
+        """``(axes, decision)`` that ``fastcall`` writes out for eager calls, leaves the
+        functions calls run; ``None``: the route's ``bounds, fns`` are written instead."""
         return None
 
     def _written_tree(self) -> Any:
@@ -698,9 +700,6 @@ class RangeDispatchOp:
         if seg.owner != ref and ratio > 0:
             lines.append(f"  {1 / ratio:.2f}x faster than the reference {ref!r} at sizes {list(result.samples)}")
         lines += self._ranking_lines(result, ref)
-        inner = result.crossover()
-        if inner is not None:
-            lines.append(f"  note: {inner.describe(result.winner)}")
         lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"
                      + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else ""))
         return "\n".join(lines)

@@ -25,6 +25,7 @@ import torch
 from torch.compiler import is_dynamo_compiling
 from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
+from .errors import first_line
 from .ranges import Partition, tree_leaves
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ def _preflight(op: RangeDispatchOp, plan: Any, template: Any) -> str | None:
 
             make_fx(fn, tracing_mode="symbolic")(*flat)
     except Exception as exc:  # any failure means: do not trace, stay opaque
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return f"{type(exc).__name__}: {first_line(exc)}"
     return None
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .compare import Mismatch, compare, compare_with_truth, low_precision
+from .errors import first_line
 
 PRECISION_FACTOR = 2.0
 
@@ -171,8 +172,7 @@ def run_candidate(
             sync()
     except Exception as exc:
         snapshot.restore()
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return None, f"raised {type(exc).__name__}: {text}"
+        return None, f"raised {type(exc).__name__}: {first_line(exc)}"
     fault = input_fault(snapshot, out, args, kwargs, names, owned, ref_aliases)
     if fault is not None:
         return None, fault

@@ -39,7 +39,8 @@ def c(x, w):
     return x * w.view(1, 1, -1)
 
 
-def register(name, times, **options):
+def custom_scale(name):
+    """A fresh ``x * w`` custom op with a fake kernel."""
     @torch.library.custom_op(f"rdtest_compile::{name}", mutates_args=())
     def op(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return x * w
@@ -48,6 +49,11 @@ def register(name, times, **options):
     def _(x, w):
         return torch.empty_like(x)
 
+    return op
+
+
+def register(name, times, **options):
+    op = custom_scale(name)
     handle = rd.register_custom_op_autotuning(
         op,
         configs=[rd.CustomOpRangeConfig("x", 1, [(0, 64), (64, 256), (256, float("inf"))], [a, b, c])],
@@ -313,14 +319,7 @@ def test_branches_with_different_output_layouts_trace_with_contiguous_outputs():
 
 
 def _grid_op(name):
-    @torch.library.custom_op(f"rdtest_compile::{name}", mutates_args=())
-    def op(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return x * w
-
-    @op.register_fake
-    def _(x, w):
-        return torch.empty_like(x)
-
+    op = custom_scale(name)
     inf = float("inf")
     times = {"op": 9.0, "a": lambda p: 1 if p[0] < 8 else 5, "b": lambda p: 1 if p[0] >= 8 and p[1] < 64 else 5,
              "c": lambda p: 1 if p[0] >= 8 and p[1] >= 64 else 5}
