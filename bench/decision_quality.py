@@ -5,6 +5,8 @@
 - the tuner's time per candidate and range against the robust time at the same sizes;
 - the noise the tuner measured per range, its tuning wall time, and whether 3 fresh
   processes produced the same table.
+- the same for ``split_points="auto"`` and for the guessed split points with
+  ``refine_splits=True`` (a range split further where its winner changes).
 
 Workloads (user-guessed split points): causal attention b4 h16 d128 bf16 with the SDPA math
 backend as reference and with PyTorch's default SDPA as reference (candidates flash,
@@ -52,7 +54,7 @@ def _sdpa(backend):
     return run
 
 
-def attention_op(reference: str, split_points):
+def attention_op(reference: str, split_points, **options):
     if reference == "math":
         ref = _sdpa("MATH")
     else:
@@ -60,7 +62,7 @@ def attention_op(reference: str, split_points):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         ref.__name__ = ref.__qualname__ = "default"
     op = rd.range_dispatch(ref, dispatch_on=("q", 2), tie={"k": 2, "v": 2}, split_points=split_points,
-                           range_upper_bound=8192, cache=False, name=f"attention_{reference}")
+                           range_upper_bound=8192, cache=False, name=f"attention_{reference}", **options)
     for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"):
         op.register_impl(_sdpa(backend), name=backend.lower())
     return op
@@ -83,12 +85,12 @@ def _splitk(splits):
     return run
 
 
-def splitk_op(split_points):
+def splitk_op(split_points, **options):
     def mm(a, b):
         return a @ b
 
     op = rd.range_dispatch(mm, dispatch_on=("a", 1), tie={"b": 0}, split_points=split_points,
-                           range_upper_bound=262144, cache=False, name="splitk")
+                           range_upper_bound=262144, cache=False, name="splitk", **options)
     for s in (4, 16, 64):
         op.register_impl(_splitk(s), name=f"splitk{s}")
     return op
@@ -100,7 +102,7 @@ def splitk_inputs(k):
             torch.randn(k, 64, device="cuda", dtype=torch.bfloat16, generator=g))
 
 
-def topk_op(split_points):
+def topk_op(split_points, **options):
     def topk(x):
         return torch.topk(x, 8, dim=-1).values
 
@@ -108,7 +110,7 @@ def topk_op(split_points):
         return torch.sort(x, dim=-1, descending=True).values[:, :8]
 
     op = rd.range_dispatch(topk, dispatch_on=("x", 1), split_points=split_points, range_upper_bound=1 << 20,
-                           cache=False, name="topk")
+                           cache=False, name="topk", **options)
     op.register_impl(sort, name="sort")
     return op
 
@@ -124,9 +126,9 @@ def _logspace(lo, hi, count, multiple=1):
 
 
 WORKLOADS = {
-    "attention-math": dict(build=lambda sp: attention_op("math", sp), inputs=attention_inputs,
+    "attention-math": dict(build=lambda sp, **o: attention_op("math", sp, **o), inputs=attention_inputs,
                            split_points=[128, 512, 2048], sizes=_logspace(1, 8192, 42), example=256),
-    "attention-default": dict(build=lambda sp: attention_op("default", sp), inputs=attention_inputs,
+    "attention-default": dict(build=lambda sp, **o: attention_op("default", sp, **o), inputs=attention_inputs,
                               split_points=[128, 512, 2048], sizes=_logspace(1, 8192, 42), example=256),
     "splitk": dict(build=splitk_op, inputs=splitk_inputs, split_points=[8192, 65536],
                    sizes=_logspace(256, 262144, 42, multiple=64), example=1024),
@@ -134,6 +136,8 @@ WORKLOADS = {
                  sizes=_logspace(16, 1 << 20, 42), example=1024),
 }
 
+
+OURS = ("dispatched", "auto", "refined")  # the ops under test; the per-size best is among the others
 
 # -- timing -----------------------------------------------------------------------------------
 
@@ -159,7 +163,7 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
     for r in range(rounds + more):
         if r >= 2:
             fastest = min(min(ts) for ts in seen.values())
-            names = [n for n in names if min(seen[n]) <= 3 * fastest or n in ("dispatched", "auto")]
+            names = [n for n in names if min(seen[n]) <= 3 * fastest or n in OURS]
         if r >= rounds and all(max(seen[n]) <= unstable * min(seen[n]) for n in names):
             break
         one_round(r)
@@ -177,9 +181,9 @@ def warm_gpu(ms: float = 300.0) -> None:
 
 # -- one tuning, in this process or a fresh one --------------------------------------------
 
-def tune(name: str, split_points) -> tuple[object, float]:
+def tune(name: str, split_points, **options) -> tuple[object, float]:
     spec = WORKLOADS[name]
-    op = spec["build"](split_points)
+    op = spec["build"](split_points, **options)
     t0 = time.perf_counter()
     op.tune(*spec["inputs"](spec["example"]))
     return op, time.perf_counter() - t0
@@ -203,17 +207,19 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
     fresh = [tune_in_fresh_process(name, split_points) for _ in range(processes)]
     op, wall = tune(name, split_points)
     auto_op, auto_wall = tune(name, "auto")
+    refined_op, refined_wall = tune(name, split_points, refine_splits=True)
     table = op.table
     cands = {n: c.call for n, c in op.candidates.items()}
-    per_size, losses, decision, auto_losses = [], [], [], []
+    per_size, losses, decision, auto_losses, refined_losses = [], [], [], [], []
     for size in spec["sizes"]:
         args = spec["inputs"](size)
         warm_gpu(30)  # building inputs idles the GPU; keep its clocks up
-        times = robust({**cands, "dispatched": op, "auto": auto_op}, args)
-        best = min(t for n, t in times.items() if n not in ("dispatched", "auto"))
+        times = robust({**cands, "dispatched": op, "auto": auto_op, "refined": refined_op}, args)
+        best = min(t for n, t in times.items() if n not in OURS)
         loss = times["dispatched"] / best
         losses.append(loss)
         auto_losses.append(times["auto"] / best)
+        refined_losses.append(times["refined"] / best)
         chosen = table.partition.lookup(size).owner or table.reference
         decision.append(times[chosen] / best)
         per_size.append({"size": size, "chosen": chosen, "loss": loss, "decision_loss": decision[-1],
@@ -241,6 +247,9 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
         "auto_tuning_s": auto_wall, "auto_benchmarks": auto_op.table.settings.get("benchmarks"),
         "hand_budget": 4 * 3 * len(cands), "auto_winners": _winners(auto_op.table),
         "auto_discovery": auto_op.table.settings.get("discovery"),
+        "refined_geomean": math.exp(sum(map(math.log, refined_losses)) / len(refined_losses)),
+        "refined_worst": max(refined_losses), "refined_tuning_s": refined_wall,
+        "refined_winners": _winners(refined_op.table),
         "sizes": len(losses), "tuning_s": wall, "fresh_tuning_s": [f["wall_s"] for f in fresh],
         "same_table": same, "fresh_winners": [f["winners"] for f in fresh], "winners": _winners(table),
         "noise": {str(r.range): r.noise for r in table.results},
@@ -263,6 +272,12 @@ def print_report(results: list) -> None:
         ranges = " ".join(f"{rng}:{w}" for rng, w in r["auto_winners"])
         print(f"{r['workload']:18s} {r['auto_geomean']:8.3f} {r['auto_worst']:6.2f} {r['geomean']:8.3f} "
               f"{r['auto_benchmarks']:>5}/{r['hand_budget']:<5} {r['auto_tuning_s']:7.1f}  {ranges}")
+    print("\n== refine_splits=True (the guessed split points, split further where the winner changes) ==")
+    print(f"{'workload':18s} {'geomean':>8s} {'worst':>6s} {'guessed':>8s} {'worst':>6s} {'tune s':>7s}  ranges")
+    for r in results:
+        ranges = " ".join(f"{rng}:{w}" for rng, w in r["refined_winners"])
+        print(f"{r['workload']:18s} {r['refined_geomean']:8.3f} {r['refined_worst']:6.2f} {r['geomean']:8.3f} "
+              f"{r['worst']:6.2f} {r['refined_tuning_s']:7.1f}  {ranges}")
     print("\n== per range: winner, noise, tuned / robust time per candidate (median over samples) ==")
     for r in results:
         for rng, winner in r["winners"]:

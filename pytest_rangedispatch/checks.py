@@ -239,6 +239,11 @@ def boundary_sizes(case: RangeCase) -> list[int]:
     profile = getattr(case.op, "profile", None)
     if profile is not None:  # the sizes real calls send most often
         sizes |= set(profile.top(RECORDED_SIZES, low, high))
+    table = getattr(case.op, "table", None)
+    if case.kind == DISPATCH and table is not None and not is_cell(rng):
+        for r in table.results:  # where a refined table changes implementation inside the range
+            if low < r.range.lo <= high:
+                sizes |= {r.range.lo - 1, r.range.lo}
     return sorted(s for s in sizes if low <= s <= high)
 
 

@@ -189,18 +189,40 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
 
 
 def _with_table(record: dict[str, Any], case: Any) -> dict[str, Any]:
-    """Winner, runner-up and margin from the op's table when no benchmark case measured them."""
+    """Winner, runner-up and margin from the op's table when no benchmark case measured them
+    (a range the table split further names each piece's winner), and a note where a winner
+    stops being the fastest inside its range."""
     table = getattr(case.op, "table", None)
-    if table is None or record.get("winner"):
+    if table is None:
         return record
-    result = next((r for r in table.results if r.range == case.range), None)
-    if result is None:
+    pieces = [r for r in table.results if _within(r.range, case.range)]
+    if not pieces:
         return record
+    notes = [f"{record['op']} {r.range}: {inner.describe(r.winner)}"
+             for r in pieces if (inner := r.crossover()) is not None]
+    if notes:
+        record = dict(record, notes=notes)
+    if record.get("winner"):
+        return record
+    if len(pieces) > 1:
+        return dict(record, winner=", ".join(f"{r.winner} in {r.range}" for r in pieces))
+    result = pieces[0]
     ranking = [(n, t) for n, t in result.ranking(table.reference)]
     winner_ratio = dict(ranking).get(result.winner)
     runner = next(((n, t) for n, t in ranking if n != result.winner), None)
     margin = runner[1] / winner_ratio - 1 if runner and winner_ratio and runner[1] != float("inf") else None
     return dict(record, winner=result.winner, runner_up=runner[0] if runner else None, margin=margin)
+
+
+def _within(piece: Any, rng: Any) -> bool:
+    """Whether a table's range is ``rng`` or (for a refined table) a part of it."""
+    from .cases import is_cell
+
+    if piece == rng:
+        return True
+    if is_cell(piece) or is_cell(rng):
+        return False
+    return rng.lo <= piece.lo and (rng.hi is None or (piece.hi is not None and piece.hi <= rng.hi))
 
 
 # -- xdist: workers send their records, the controller merges them ----------------------------

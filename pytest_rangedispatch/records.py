@@ -53,7 +53,7 @@ def merge(records: dict[str, dict[str, Any]], part: Mapping[str, Any]) -> None:
     key = key_of(part)
     into = records.setdefault(key, {k: v for k, v in part.items() if k in ("op", "dispatch", "range", "lo", "hi")})
     into["examples"] = into.get("examples", 0) + int(part.get("examples", 0))
-    for name in ("checked", "statuses", "problems"):
+    for name in ("checked", "statuses", "problems", "notes"):
         into[name] = sorted(set(into.get(name, [])) | set(part.get(name, [])))
     measured = part.get("times_ms") is not None  # a benchmark's numbers beat the table's
     for name, value in part.items():
@@ -106,6 +106,10 @@ def terminal_lines(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if problems:
         lines.append("")
         lines += [f"- {p}" for p in problems]
+    notes = [n for r in ordered(records) for n in r.get("notes", [])]
+    if notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in notes]
     return lines
 
 
@@ -119,6 +123,9 @@ def markdown(records: Mapping[str, Mapping[str, Any]]) -> str:
     problems = [p for r in ordered(records) for p in r.get("problems", [])]
     if problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in problems]
+    notes = [n for r in ordered(records) for n in r.get("notes", [])]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 

@@ -95,8 +95,11 @@ def discover(
     *,
     upper_bound: int | None = None,
     profile: Any = None,
+    seeded: dict[int, Probe] | None = None,
 ) -> Discovery:
-    """Find the ranges and their winners (see the module docstring)."""
+    """Find the ranges and their winners (see the module docstring). With ``seeded`` probes
+    (sizes already measured with every candidate, e.g. a hand-given range's samples) those
+    are the base sizes and nothing more is measured for step 1."""
     reference = prober.reference
     cands = [c for c in candidates if c.name != reference.name]
     order = [c.name for c in cands]
@@ -106,11 +109,11 @@ def discover(
     width = len(cands) + 1
     budget = settings.budget or 12 * width
     count = int(min(16, max(4, (budget * 0.6) // width)))
-    sizes = base_sizes(lo, hi, count, profile)
-    probes: dict[int, Probe] = {}
+    sizes = sorted(seeded) if seeded else base_sizes(lo, hi, count, profile)
+    probes: dict[int, Probe] = dict(seeded or {})
     start = prober.benchmarks
     for size in sizes:
-        probe = prober.probe(size, cands, f"size {size}")
+        probe = probes.get(size) or prober.probe(size, cands, f"size {size}")
         if probe is not None:
             probes[probe.size] = probe
     measured = sorted(probes)
@@ -152,7 +155,7 @@ def discover(
         noise = _winner(inside, probes, reference.name, order, prober)[1] if inside else 0.0
         results.append(RangeResult(rng, owner, tuple(inside), timings, lost, noise, skipped))
     found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers)
-    log.info("split_points='auto': %s", found.summary())
+    log.info("%s: %s", "crossover search" if seeded else "split_points='auto'", found.summary())
     return found
 
 

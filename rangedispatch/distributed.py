@@ -143,8 +143,8 @@ def tune_consistently(op: Any, common: dict[str, Any], tuner: Callable[..., Any]
         if rank == 0:
             from .tuner import make_table
 
-            by_range = {r.range: r for _, table in parts for r in table.results}
-            results = [by_range[r] for r in plan.ranges]
+            # each rank's ranges, in order (a refined range comes back as its pieces)
+            results = sorted((r for _, table in parts for r in table.results), key=lambda r: r.range.lo)
             outcome = _attempt(lambda: make_table(name, plan, common["reference"], results, common["factory"],
                                                   common["settings"], common["environment"],
                                                   table_type=type(parts[0][1])))

@@ -357,7 +357,7 @@ def tune_grid(*, op_name: str, plan: Plan, reference: Candidate, factory: InputF
     results = []
     for cell in cells:
         cands = [c for c in plan.candidates[cell] if c.name != reference.name]
-        result = _tune_range(cell, cands, points[cell], prober)
+        result, _ = _tune_range(cell, cands, points[cell], prober)
         log.info("Cell %s: Selected implementation '%s'", cell, result.winner)
         results.append(result)
     return make_table(op_name, plan, reference, results, factory, settings, environment, table_type=GridTable)
@@ -548,6 +548,12 @@ class GridDispatchOp(RangeDispatchOp):
                 f"Expected one list of split points per dimension but got "
                 f"{describe('split_points', kwargs['split_points'])}; automatic split points are found "
                 "for one dimension only"
+            )
+        settings = kwargs.get("settings")
+        if settings is not None and settings.refine:
+            raise ConfigError(
+                "Expected refine_splits=False on an op that dispatches on several dimensions; split "
+                "points are refined on one dimension only (give finer split points per dimension instead)"
             )
         self.axis_ranges: tuple[tuple[Range, ...], ...] = ()
         super().__init__(reference, **kwargs)

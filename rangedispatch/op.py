@@ -422,7 +422,9 @@ class RangeDispatchOp:
 
     def _fits(self, table: TuningTable) -> bool:
         assert self._plan is not None
-        ranges_ok = self.auto is not None or [r.range for r in table.results] == list(self._plan.ranges)
+        ranges = [r.range for r in table.results]
+        ranges_ok = (self.auto is not None or ranges == list(self._plan.ranges)
+                     or (self.settings.refine and _refines(ranges, self._plan.ranges)))
         names_ok = all(r.winner in self._by_name for r in table.results)
         return ranges_ok and names_ok
 
@@ -740,6 +742,16 @@ class _RangedImpl:
 
         self.fn, self.params, self.name = fn, dict(params), name
         self.range = parse_range(rng, name="ranges") if rng is not None else None
+
+
+def _refines(ranges: Sequence[Range], given: Sequence[Range]) -> bool:
+    """Whether ``ranges`` split ``given`` (contiguous, same ends, every given bound kept)."""
+    if not ranges or not given or ranges[0].lo != given[0].lo or ranges[-1].hi != given[-1].hi:
+        return False
+    if any(a.hi != b.lo for a, b in zip(ranges, ranges[1:])):
+        return False
+    bounds = {r.lo for r in ranges}
+    return all(g.lo in bounds for g in given)
 
 
 def _apply_names_and_restrictions(plan: Plan, configs: Sequence[Any], ref: Candidate) -> Plan:

@@ -29,6 +29,7 @@ def register_custom_op_autotuning(
     min_speedup_threshold: float | None = None,
     benchmark_with_cudagraphs: bool = False,
     tuning_budget_s: float | None = 60.0,
+    refine_splits: bool = False,
     samples_per_range: int = 3,
     range_upper_bound: int | None = None,
     check: bool = True,
@@ -69,6 +70,9 @@ def register_custom_op_autotuning(
             (the cost inside a captured region, without eager launch gaps); a candidate that
             cannot be captured loses its range.
         tuning_budget_s: wall-clock budget for the timing of one tuning run (``None``: none).
+        refine_splits: split a given range where its winner stops being the fastest inside
+            it (located by bisection, as ``split_points="auto"`` does); the given split
+            points stay. One dispatch dimension only.
         cache: read and write the persistent table cache.
         traced: under ``torch.compile``, trace the dispatch into the graph (``False``
             keeps the op opaque; it still dispatches inside its kernel).
@@ -93,7 +97,7 @@ def register_custom_op_autotuning(
         raise ConfigError("Expected min_speedup or min_speedup_threshold, not two different values")
     speedup = min_speedup if min_speedup is not None else (min_speedup_threshold or 1.0)
     settings = make_settings(speedup, samples_per_range, range_upper_bound, check, rtol, atol,
-                             benchmark_with_cudagraphs, tuning_budget_s)
+                             benchmark_with_cudagraphs, tuning_budget_s, refine_splits)
     if configs is not None and config_generator is not None:
         raise ConfigError("Expected configs or config_generator, not both; config_generator builds the configs")
     if configs is not None and (not isinstance(configs, (list, tuple)) or not configs):
@@ -155,6 +159,7 @@ def make_settings(
     atol: float | None,
     cuda_graphs: bool = False,
     budget_s: float | None = 60.0,
+    refine: bool = False,
 ) -> TunerSettings:
     if not isinstance(min_speedup, (int, float)) or min_speedup < 1.0:
         raise ConfigError(
@@ -175,7 +180,10 @@ def make_settings(
             f"Expected a positive number of seconds (or None for no budget) but got "
             f"{describe('tuning_budget_s', budget_s)}"
         )
+    if not isinstance(refine, bool):
+        raise ConfigError(f"Expected True or False but got {describe('refine_splits', refine)}")
     return TunerSettings(
+        refine=refine,
         cuda_graphs=bool(cuda_graphs),
         budget_s=None if budget_s is None else float(budget_s),
         samples_per_range=samples_per_range,
@@ -206,6 +214,7 @@ def range_dispatch(
     benchmarker: Benchmarker | None = None,
     benchmark_with_cudagraphs: bool = False,
     tuning_budget_s: float | None = 60.0,
+    refine_splits: bool = False,
     cache: bool = True,
     distributed: str = "broadcast",
     process_group: Any = None,
@@ -231,7 +240,7 @@ def range_dispatch(
         torch.Size([1, 4, 2])
     """
     settings = make_settings(min_speedup, samples_per_range, range_upper_bound, check, rtol, atol,
-                             benchmark_with_cudagraphs, tuning_budget_s)
+                             benchmark_with_cudagraphs, tuning_budget_s, refine_splits)
 
     kind = GridDispatchOp if is_grid_request((), dispatch_on) else RangeDispatchOp
 

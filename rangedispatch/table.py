@@ -48,7 +48,8 @@ class Crossover:
     def describe(self, winner: str) -> str:
         where = f"between {self.held} and {self.size}" if self.held is not None else f"at or below {self.size}"
         return (f"the winner changes inside this range: {self.rival!r} is {self.ratio:.2f}x faster than "
-                f"{winner!r} at {self.size}; a split point {where} (or split_points=\"auto\") would serve both")
+                f"{winner!r} at {self.size}; a split point {where} (or refine_splits=True, or "
+                "split_points=\"auto\") would serve both")
 
 
 @dataclass(frozen=True)

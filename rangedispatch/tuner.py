@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from .candidates import Candidate
@@ -47,6 +47,9 @@ class TunerSettings:
         cuda_graphs: on CUDA, time CUDA-graph replays of each candidate.
         check: compare every candidate's output with the reference's during tuning.
         rtol, atol: override the dtype-aware tolerances of that check.
+        refine: a hand-given range whose winner stops being the fastest inside it (see
+            :meth:`~rangedispatch.table.RangeResult.crossover`) is split where the two cross,
+            located by bisection as ``split_points="auto"`` does; the given split points stay.
     """
 
     samples_per_range: int = 3
@@ -59,6 +62,7 @@ class TunerSettings:
     check: bool = True
     rtol: float | None = None
     atol: float | None = None
+    refine: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,13 +148,16 @@ def tune_plan(
             if plan.dispatch is not None
             else (None,)
         )
-        result = _tune_range(rng, cands, sizes, prober)
+        result, probes = _tune_range(rng, cands, sizes, prober)
         n = len(plan.candidates[rng])
         log.info(
             "Range %s: Selected implementation '%s' after benchmarking %d candidate%s",
             rng, result.winner, n, "" if n == 1 else "s",
         )
-        results.append(result)
+        if settings.refine and plan.dispatch is not None:
+            results += refine_range(result, cands, probes, prober, upper)
+        else:
+            results.append(result)
     return make_table(op_name, plan, reference, results, factory, settings, environment)
 
 
@@ -325,7 +332,34 @@ def _tune_range(
     order = [c.name for c in cands]
     noise = decision_noise(probes, reference.name, order, final, disqualified, prober.settings.tie)
     winner = decide(reference.name, order, final, disqualified, noise, prober.settings)
-    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped)
+    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped), probes
+
+
+#: (candidate, size) measurements a refined range may spend on locating its crossovers
+REFINE_BUDGET = 24
+
+
+def refine_range(result: RangeResult, cands: Sequence[Candidate], probes: Sequence[Probe], prober: Prober,
+                 upper: int | None) -> list[RangeResult]:
+    """``result`` split where its winner stops being the fastest (``refine=True``): the range's
+    sample sizes seed the crossover search of ``split_points="auto"``, which bisects between
+    the sizes whose winners differ; ``[result]`` when no crossover is found or it holds no split."""
+    from .discover import AutoSettings, discover
+
+    rng = result.range
+    if result.crossover() is None or len(probes) < 2:
+        return [result]
+    search = AutoSettings(lo=max(rng.lo, 1), hi=range_top(rng, upper), budget=REFINE_BUDGET)
+    found = discover(prober, cands, search, seeded={p.size: p for p in probes}).results
+    if len(found) < 2:
+        return [result]
+    first, last = found[0], found[-1]
+    found = (replace(first, range=Range(rng.lo, first.range.hi)), *found[1:-1],
+             replace(last, range=Range(last.range.lo, rng.hi)))
+    log.info("Range %s: split at %s where the fastest candidate changes: %s", rng,
+             ", ".join(str(r.range.lo) for r in found[1:]),
+             ", ".join(f"{r.range} -> '{r.winner}'" for r in found))
+    return list(found)
 
 
 def decision_noise(probes: Sequence[Probe], reference: str, order: Sequence[str],

@@ -63,3 +63,20 @@ def test_a_forced_cuda_graph_case_skips_with_the_reason_on_a_cpu_example():
     spec = OpSpec(op, op, {"example": example, "cuda_graphs": True})
     with pytest.raises(pytest.skip.Exception, match="need the example on a CUDA device .it is on cpu"):
         run_graphed(RangeCase(spec, rd.Range(1, 65), "cuda_graphs"))
+
+
+def test_the_dispatch_case_checks_both_sides_of_a_split_the_table_made_inside_the_range():
+    from pytest_rangedispatch.cases import DISPATCH
+    from pytest_rangedispatch.checks import boundary_sizes
+
+    times = {"<lambda>": 1.0, "big": lambda s: 4.0 if s < 700 else 0.5}
+    op = rd.range_dispatch(lambda x, w: x * w, dispatch_on=("x", 1), split_points=[64], range_upper_bound=1024,
+                           refine_splits=True, benchmarker=FakeBenchmarker(times), cache=False, name="scale")
+    op.register_impl(lambda x, w: torch.mul(w, x), name="big")
+    spec = OpSpec(op, op, {"example": example})
+    case = RangeCase(spec, rd.Range(65, None), DISPATCH)
+    before = boundary_sizes(case)
+    op.tune(*example())
+    split = op.table.results[-1].range.lo
+    assert [r.winner for r in op.table.results] == ["<lambda>", "<lambda>", "big"] and 512 < split < 1024
+    assert {split - 1, split} <= set(boundary_sizes(case)) and split not in before

@@ -207,6 +207,48 @@ def test_report_terminal_and_files(pytester, monkeypatch):
     assert "| ws | x[1] in [65,513) | ws | short |" in (pytester.path / "out" / "rep.md").read_text()
 
 
+CROSSING = """
+import os, pytest, torch
+import rangedispatch as rd
+from rangedispatch.testing import FakeBenchmarker
+
+# in [65, inf) 'big' is 2x faster from 700 on and 4x slower below
+TIMES = {"sc": 1.0, "big": lambda s: 4.0 if s < 700 else 0.5}
+
+@rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], range_upper_bound=1024, benchmarker=FakeBenchmarker(TIMES),
+                   cache=False, refine_splits=os.environ.get("RD_REFINE") == "1")
+def sc(x, w):
+    return x * w
+
+@sc.register_impl
+def big(x, w):
+    return torch.mul(w, x)
+
+@pytest.mark.range_autotune(sc, example=lambda: (torch.randn(2, 100, 8), torch.randn(8)), examples=3,
+                            benchmark=False, dtypes=[torch.float32], layouts=["contiguous"])
+def test_sc():
+    pass
+"""
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_the_report_notes_a_winner_that_changes_inside_a_range_and_names_a_refined_ranges_pieces(
+        pytester, monkeypatch, refine):
+    monkeypatch.setenv("RD_REFINE", "1" if refine else "0")
+    pytester.makepyfile(test_op=CROSSING)
+    result = pytester.runpytest(*LOAD, "-q", "-W", "ignore::RuntimeWarning", "--rangedispatch-report=out/rep")
+    result.assert_outcomes(passed=4)
+    top = report_rows(pytester.path / "out" / "rep.json")[-1]
+    text = (pytester.path / "out" / "rep.md").read_text()
+    if refine:
+        assert top["winner"].startswith("sc in [65, ") and ", big in [" in top["winner"] and "## Notes" not in text
+        assert "note:" not in result.stdout.str()
+    else:
+        note = "sc [65, inf): the winner changes inside this range: 'big' is 2.00x faster than 'sc' at 1024"
+        assert top["winner"] == "sc" and f"- {note}" in text.split("## Notes")[1]
+        result.stdout.fnmatch_lines([f"note: {note}*refine_splits=True*"])
+
+
 def test_xdist_run_gives_the_serial_report(pytester):
     pytest.importorskip("xdist")
     make(pytester, MARKED)

@@ -217,3 +217,54 @@ def test_a_winner_that_stops_being_fastest_inside_its_range_is_pointed_out(caplo
     assert note in caplog.text and "All ranges selected the same implementation: 'ref'" in caplog.text
     assert note in op.explain(900)
     assert op.table.results[0].crossover() is None and "note" not in op.explain(100)
+
+
+def refined_op(times, split_points, **options):
+    def ref(x):
+        return x * 2
+
+    op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points=split_points, benchmarker=FakeBenchmarker(times),
+                           refine_splits=True, **options)
+    op.register_impl(lambda x: x + x, name="big")
+    op.register_impl(lambda x: x.mul(2), name="mid")
+    return op
+
+
+def test_refine_splits_a_given_range_where_its_winner_changes_and_keeps_the_given_split_points(caplog):
+    # in [512, inf) (samples 512, 724, 1024) 'big' is 2x faster from 900 on; 'mid' never wins
+    times = {"ref": 1.0, "big": lambda s: 4.0 if s < 900 else 0.5, "mid": 1.5}
+    op = refined_op(times, [511], cache=False)
+    with caplog.at_level("INFO", logger="rangedispatch"):
+        op.tune(torch.randn(600))
+    ranges = [(r.range.lo, r.range.hi, r.winner) for r in op.table.results]
+    assert ranges[0] == (1, 512, "ref") and ranges[1][0] == 512 and ranges[-1][1] is None
+    split = ranges[-1][0]
+    assert [w for *_, w in ranges] == ["ref", "ref", "big"] and ranges[1][1] == split
+    assert 724 < split <= 1024 and split / 900 < 1.25 and 900 / split < 1.25  # located within the tolerance
+    assert op.table.partition.lookup(split - 1).owner == "ref" and op.table.partition.lookup(split).owner == "big"
+    assert all(r.crossover() is None for r in op.table.results)
+    assert f"split at {split} where the fastest candidate changes" in caplog.text
+    # the measurements of the search: only the two winners and the reference at the bisection sizes
+    sampled = {s for r in op.table.results[:1] for s in r.samples} | {512, 724, 1024}
+    bisected = {s for n, s in op.benchmarker.calls if s not in sampled}
+    assert bisected and all(n != "mid" for n, s in op.benchmarker.calls if s in bisected)
+
+
+def test_refine_leaves_a_range_whose_winner_holds_alone_and_a_refined_table_reloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANGEDISPATCH_CACHE_DIR", str(tmp_path))
+    times = {"ref": 1.0, "big": lambda s: 0.5 if s < 300 else 4.0, "mid": 1.5}
+    op = refined_op(times, [511, 4095])
+    op.tune(torch.randn(600))
+    owners = [(r.range.lo, r.winner) for r in op.table.results]
+    assert owners[0] == (1, "big") and owners[-2:] == [(512, "ref"), (4096, "ref")]
+    assert len(owners) == 4 and 256 <= owners[1][0] <= 400 and owners[1][1] == "ref"
+    again = refined_op(times, [511, 4095])
+    again.tune(torch.randn(600))
+    assert again.table.results == op.table.results and not again.benchmarker.calls
+
+
+def test_refine_splits_is_checked_and_one_dimensional_only():
+    with pytest.raises(rd.ConfigError, match="refine_splits"):
+        rd.range_dispatch(lambda x: x, dispatch_on=("x", 0), split_points=[8], refine_splits="yes")
+    with pytest.raises(rd.ConfigError, match="refine_splits=False on an op that dispatches on several dimensions"):
+        rd.range_dispatch(lambda x: x, dispatch_on=[("x", 0), ("x", 1)], split_points=[[8], [8]], refine_splits=True)
