@@ -3,12 +3,16 @@ nested dispatch (a cond per dimension) against a bare ``torch.compile`` of one c
 how many Dynamo guards each compiled frame checks per call. Runs on any device; tiny tensors,
 so the host cost is all there is to see.
 
-    python bench/cond_guards.py [--device cuda] 2>/dev/null   # Dynamo's guard log goes to stderr
+    python bench/cond_guards.py [--device cuda] [--profile] 2>/dev/null   # Dynamo's guard log goes to stderr
+
+``--profile`` adds where the host time of one compiled call goes (cProfile, per call), ours
+next to the bare compile: the functions whose own time differs most.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +33,9 @@ def mm_lin(a, b):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
-    device = parser.parse_args().device
+    parser.add_argument("--profile", action="store_true")
+    opts = parser.parse_args()
+    device = opts.device
 
     @torch.library.custom_op("rdbench_guards::mm", mutates_args=())
     def op(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,6 +84,35 @@ def main() -> None:
               f"{host_us(mm1, a, b, device=device, calls=2000):9.1f}")
     print("guards checked per call: " + ", ".join(f"{k} {v}" for k, v in guards.items()))
     print(f"grid dispatch: {grid.table.format().splitlines()[-1]}")
+    if opts.profile:
+        profile_calls({"ours": ours, "1-compile": single}, torch.randn(5, 16, device=device), b)
+
+
+def profile_calls(fns, *args, calls: int = 5000, top: int = 12) -> None:
+    """Own time per call (us, under cProfile) of every function each compiled callable runs,
+    side by side, the largest differences first."""
+    import cProfile
+    import pstats
+
+    own = {}
+    for name, fn in fns.items():
+        fn(*args)
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(calls):
+            fn(*args)
+        prof.disable()
+        stats = pstats.Stats(prof).stats  # (file, line, func) -> (cc, nc, tottime, cumtime, callers)
+        own[name] = {f"{Path(k[0]).name}:{k[1]}({k[2]})": (v[1] / calls, v[2] / calls * 1e6) for k, v in stats.items()}
+    a, b = list(own)
+    keys = sorted(set(own[a]) | set(own[b]), key=lambda k: -abs(own[a].get(k, (0, 0))[1] - own[b].get(k, (0, 0))[1]))
+    total = {n: sum(t for _, t in own[n].values()) for n in own}
+    print(f"\nhost time under cProfile, us per call: {a} {total[a]:.1f}, {b} {total[b]:.1f}")
+    print(f"{'function':70s} {a + ' calls/us':>16s} {b + ' calls/us':>16s}")
+    for k in keys[:top]:
+        ca, ta = own[a].get(k, (0, 0.0))
+        cb, tb = own[b].get(k, (0, 0.0))
+        print(f"{k[:70]:70s} {ca:6.0f} {ta:9.2f} {cb:6.0f} {tb:9.2f}")
 
 
 if __name__ == "__main__":

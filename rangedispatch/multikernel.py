@@ -21,16 +21,26 @@ Variant sources: plain callables (:class:`Variant`), a function compiled once pe
 launch configs, the best config per hint chosen by timing at the hint
 (:meth:`MultiKernel.tuned_configs`). Decisions persist in the tuning cache (or any file
 with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
+
+Inside ``torch.compile`` and ``torch.export`` the ``nearest`` rule is traced as conditionals
+on the symbolic sizes (one graph for every shape). By default (``in_graph="opaque"``) each
+region calls its variant through one custom op (``torch.ops.rangedispatch_mk.<name>``), so
+the variant runs exactly as it does eagerly: a per-hint compile keeps its hint's kernels and
+a library kernel stays the library's. ``in_graph="inline"`` traces the variants' code into the
+graph instead, where the compiler may fuse it with its neighbours but compiles it anew for
+symbolic shapes (a per-hint compile's specialisation is lost).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -57,6 +67,7 @@ log = logging.getLogger("rangedispatch")
 FORMAT = "rangedispatch.multikernel"
 VERSION = 1
 POLICIES = ("benchmark", "nearest")
+IN_GRAPH = ("opaque", "inline")
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,83 @@ def _traced_plan(key: str) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple
     return _TRACEABLE[key].traced_plan()
 
 
+_GRAPH_OPS: dict[str, str] = {}  # trace key -> the name of its MultiKernel's op in torch.ops.rangedispatch_mk
+_GRAPH_OP_COUNT = itertools.count()
+
+
+@torch._dynamo.assume_constant_result
+def _graph_op_name(key: str) -> str:
+    """The custom op running a MultiKernel's hinted variants in a graph, made on first use
+    (outside tracing: Dynamo calls this instead of tracing it)."""
+    name = _GRAPH_OPS.get(key)
+    if name is None:
+        name = _GRAPH_OPS[key] = _make_graph_op(key)
+    return name
+
+
+@torch._dynamo.assume_constant_result
+def _graph_output_single(key: str) -> bool:
+    """Whether the variants return one tensor (seen by the op's fake run, which comes first)."""
+    return _TRACEABLE[key]._single_output
+
+
+def _make_graph_op(key: str) -> str:
+    """``rangedispatch_mk::<name>(Tensor[] ops, int variant) -> Tensor[]``: runs hinted variant
+    ``variant`` on real tensors; on fake tensors, the variants' uncompiled code (the first that
+    runs there) gives the output shapes."""
+    mk = _TRACEABLE[key]
+    name = f"{re.sub(r'[^0-9A-Za-z_]', '_', mk.name)[:40]}_{next(_GRAPH_OP_COUNT)}"
+
+    def owner() -> MultiKernel:
+        found = _TRACEABLE.get(key)
+        if found is None:
+            raise RuntimeError(f"rangedispatch_mk::{name}: the MultiKernel it belongs to no longer exists; keep it "
+                               "alive while its compiled or exported graphs run")
+        return found
+
+    @torch.library.custom_op(f"rangedispatch_mk::{name}", mutates_args=())
+    def run(ops: list[torch.Tensor], variant: int) -> list[torch.Tensor]:
+        return _fresh_outputs(owner().hinted[variant].fn(*ops), ops)
+
+    @run.register_fake
+    def _(ops: list[torch.Tensor], variant: int) -> list[torch.Tensor]:
+        mk = owner()
+        failure: Exception | None = None
+        for v in (mk.hinted[variant], *mk.hinted):
+            try:
+                out = _uncompiled(v.fn)(*ops)
+            except Exception as exc:  # e.g. a Triton launch, which fake tensors cannot run
+                failure = failure or exc
+                continue
+            mk._single_output = isinstance(out, torch.Tensor)
+            return [o.clone() for o in _outputs(out)]
+        raise RuntimeError(f"{mk.name}: no variant computes its output shapes on fake tensors; pass "
+                           "in_graph='inline' to trace the variants' code instead") from failure
+
+    return name
+
+
+def _outputs(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
+        return list(out)
+    raise TypeError(f"a MultiKernel variant in a graph must return a tensor or a tuple of tensors, got "
+                    f"{type(out).__name__}")
+
+
+def _fresh_outputs(out: Any, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The variant's outputs; one that shares an input's memory (a custom op may not return
+    an alias of its inputs) is copied."""
+    held = {t.untyped_storage().data_ptr() for t in inputs if t.numel()}
+    return [o.clone() if o.numel() and o.untyped_storage().data_ptr() in held else o for o in _outputs(out)]
+
+
+def _uncompiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The Python code behind a ``torch.compile`` wrapper (functions and modules)."""
+    return getattr(fn, "_torchdynamo_orig_callable", None) or getattr(fn, "_orig_mod", None) or fn
+
+
 class MultiKernel:
     """Call it like any of its variants; it picks one per input shape.
 
@@ -168,6 +256,10 @@ class MultiKernel:
         make_inputs: ``make_inputs(sizes)`` builds one call's inputs (a tuple of args) at
             sizes like a hint; the pytest plugin's equivalence sweeps and benchmarks use it.
             :meth:`compiled` and :meth:`tuned_configs` keep the one they were given.
+        in_graph: inside ``torch.compile`` / ``torch.export``, ``"opaque"`` (default) runs each
+            region's variant through a custom op, exactly as eagerly (calls with tensor
+            arguments only; others are traced inline); ``"inline"`` traces the variants' code
+            into the graph (see the module doc).
 
     Example:
         >>> mk = MultiKernel([(small_impl, [64, 64]), (large_impl, [4096, 4096])],
@@ -188,7 +280,11 @@ class MultiKernel:
         atol: float | None = None,
         cache: bool = True,
         make_inputs: Callable[[Sequence[int]], Any] | None = None,
+        in_graph: str = "opaque",
     ) -> None:
+        if in_graph not in IN_GRAPH:
+            raise ConfigError(f"Expected in_graph to be one of {list(IN_GRAPH)} but got {in_graph!r}; 'opaque' runs "
+                              "each variant as it runs eagerly, 'inline' traces its code into the graph")
         if isinstance(variants, (str, bytes)) or not isinstance(variants, Sequence) or not variants:
             raise ConfigError(
                 f"MultiKernel needs a non-empty list of variants (Variant(fn, hint) or (fn, hint) pairs), got {variants!r}"
@@ -232,6 +328,8 @@ class MultiKernel:
         self._selected = {v.name: 0 for v in made}
         self._loaded = False
         self._warned_trace = False
+        self.in_graph = in_graph
+        self._single_output = True
         self._trace_key = f"mk{id(self)}"
         _TRACEABLE[self._trace_key] = self
 
@@ -308,7 +406,14 @@ class MultiKernel:
         hinted = [self.hinted[i] for i in owners]
         flat, rebuild = _flatten(args, kwargs)
 
+        index = {id(v): i for i, v in enumerate(self.hinted)}
+        opaque = self.in_graph == "opaque" and not kwargs and all(isinstance(a, torch.Tensor) for a in args)
+        key = self._trace_key
+
         def run(v: Variant, ops: Sequence[Any]) -> Any:
+            if opaque:  # the variant exactly as it runs eagerly, behind a custom op
+                out = getattr(torch.ops.rangedispatch_mk, _graph_op_name(key))(list(ops), index[id(v)])
+                return out[0] if _graph_output_single(key) else tuple(out)
             a, k = rebuild(ops)
             return v.fn(*a, **k)
 

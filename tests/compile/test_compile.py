@@ -293,6 +293,61 @@ def test_multikernel_nearest_regions_compile_to_one_graph_and_export():
         assert int(ep.module()(x, x)[0]) == int(one.nearest((s,)).name[1]), s
 
 
+def test_multikernel_in_a_graph_runs_each_variant_as_it_runs_eagerly():
+    """By default each region calls its variant through a custom op, so a per-hint compile or a
+    library kernel runs as it does eagerly (here: the variant's Python runs on every call, on
+    the real tensor); in_graph="inline" traces the variants' code into the graph instead."""
+    seen = []
+
+    def variant(i):
+        def fn(x):
+            seen.append((i, x.shape[0], type(x) is torch.Tensor))  # runs only when the variant runs
+            return x + i
+
+        fn.__name__ = f"v{i}"
+        return fn
+
+    hints = [[16], [256], [4096]]
+
+    def make(**options):
+        return rd.MultiKernel([rd.Variant(variant(i), h) for i, h in enumerate(hints)], policy="nearest",
+                              cache=False, **options)
+
+    mk = make()
+    cnt = CompileCounter()
+    f = torch.compile(lambda x: mk(x) * 2, backend=cnt, dynamic=True, fullgraph=True)
+    for s in (3, 40, 100, 300, 5000, 70):
+        seen.clear()
+        want = int(mk.nearest((s,)).name[1])
+        assert int(f(torch.zeros(s))[0]) == 2 * want, s
+        assert [e for e in seen if e[2]] == [(want, s, True)], (s, seen)
+    assert cnt.frame_count == 1
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return mk(x)
+
+    def exported_targets(m):
+        ep = torch.export.export(m, (torch.zeros(40),), dynamic_shapes=({0: torch.export.Dim("s", min=2, max=9999)},))
+        targets = [str(n.target) for g in ep.graph_module.modules() if isinstance(g, torch.fx.GraphModule)
+                   for n in g.graph.nodes]
+        assert [int(ep.module()(torch.zeros(s))[0]) for s in (5, 200, 3000)] == [0, 1, 2]
+        return targets
+
+    assert sum("rangedispatch_mk" in t for t in exported_targets(M())) == 3  # one call per region, in the conds
+
+    pure = rd.MultiKernel([rd.Variant(lambda x, i=i: x + i, h, name=f"v{i}") for i, h in enumerate(hints)],
+                          policy="nearest", cache=False, in_graph="inline")
+
+    class Inline(torch.nn.Module):
+        def forward(self, x):
+            return pure(x)
+
+    assert not any("rangedispatch_mk" in t for t in exported_targets(Inline()))  # the variants' own ops
+    with pytest.raises(rd.ConfigError, match="in_graph"):
+        make(in_graph="fused")
+
+
 def test_branches_with_different_output_layouts_trace_with_contiguous_outputs():
     """torch.cond needs one output layout; candidates that differ (attention kernels do)
     are traced with contiguous outputs instead of falling back to the reference."""
