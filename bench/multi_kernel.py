@@ -128,14 +128,19 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
 
     graphs = CompileCounterWithBackend("inductor")  # the nearest rule traced into one dynamic graph
     in_graph = torch.compile(lambda *a: ours_near(*a), dynamic=True, backend=graphs)
+    # the same regions with the variants' code traced into the graph (Inductor compiles it anew)
+    near_inline = rd.MultiKernel(ours_near.variants, policy="nearest", sizes=sc.sizes, cache=False,
+                                 name=f"{sc.name}_inline", in_graph="inline")
+    inline_graphs = CompileCounterWithBackend("inductor")
+    in_graph_inline = torch.compile(lambda *a: near_inline(*a), dynamic=True, backend=inline_graphs)
 
     rows = []
     for shape in shapes:
         args = make(shape)
         ref = fn(*(a.float() for a in args))
-        for mk in (ours_bench, ours_near, in_graph):
+        for mk in (ours_bench, ours_near, in_graph, in_graph_inline):
             torch.testing.assert_close(mk(*args).float(), ref, rtol=3e-2, atol=3e-2)
-        fns = {"single": single, "bench": ours_bench, "near": ours_near, "graph": in_graph,
+        fns = {"single": single, "bench": ours_bench, "near": ours_near, "graph": in_graph, "inline": in_graph_inline,
                **{v.name: v.fn for v in ours_near.variants}}
         if upstream is not None:
             fns["up"] = upstream
@@ -144,7 +149,7 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
         best_name, best = min(per_variant.items(), key=lambda p: p[1])
         rows.append({
             "shape": shape, "single": t["single"], "bench": t["bench"], "near": t["near"], "best": best,
-            "graph": t["graph"],
+            "graph": t["graph"], "inline": t["inline"],
             "best_name": best_name, "per_variant": per_variant, "up": t.get("up", float("nan")),
             "pick_bench": ours_bench.select(*args).name, "pick_near": ours_near.select(*args).name,
         })
@@ -179,10 +184,11 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
         f"{geomean([r['bench'] / r['near'] for r in rows]):.3f}; worst best/ours: benchmark "
         f"{min(r['best'] / r['bench'] for r in rows):.3f}, nearest {min(r['best'] / r['near'] for r in rows):.3f}"
         + (f"; upstream {geomean([r['single'] / r['up'] for r in rows]):.3f}x" if upstream is not None else ""))
-    out.append(f"nearest traced into torch.compile(dynamic=True): {graphs.frame_count} graph(s) over "
-               f"{len(rows)} shapes; best/in-graph geomean {geomean([r['best'] / r['graph'] for r in rows]):.3f}, "
-               f"worst {min(r['best'] / r['graph'] for r in rows):.3f}; in-graph / nearest per shape: "
-               + ", ".join(f"{r['graph'] / r['near']:.3f}" for r in rows))
+    for label, key, counter in (("opaque", "graph", graphs), ("inline", "inline", inline_graphs)):
+        out.append(f"nearest traced into torch.compile(dynamic=True), in_graph={label!r}: {counter.frame_count} "
+                   f"graph(s) over {len(rows)} shapes; best/in-graph geomean "
+                   f"{geomean([r['best'] / r[key] for r in rows]):.3f}, worst {min(r['best'] / r[key] for r in rows):.3f}; "
+                   "in-graph / nearest per shape: " + ", ".join(f"{r[key] / r['near']:.3f}" for r in rows))
     st_b, st_n = ours_bench.stats(), ours_near.stats()
     out.append(f"runtime benchmarks: benchmark policy {st_b['benchmarks']} ({st_b['benchmark_ms']:.0f} ms), "
                f"nearest policy {st_n['benchmarks']}")

@@ -344,6 +344,12 @@ def test_multikernel_in_a_graph_runs_each_variant_as_it_runs_eagerly():
             return pure(x)
 
     assert not any("rangedispatch_mk" in t for t in exported_targets(Inline()))  # the variants' own ops
+
+    scaled = rd.MultiKernel([rd.Variant(lambda x, i=i: x * (i + 2), h, name=f"v{i}") for i, h in enumerate(hints)],
+                            policy="nearest", cache=False)
+    x = torch.zeros(300, requires_grad=True)  # gradients cannot flow through the op: traced inline
+    torch.compile(lambda x: scaled(x), backend=CompileCounter(), dynamic=True)(x).sum().backward()
+    assert torch.equal(x.grad, torch.full((300,), 3.0))
     with pytest.raises(rd.ConfigError, match="in_graph"):
         make(in_graph="fused")
 
