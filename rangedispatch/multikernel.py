@@ -23,12 +23,13 @@ launch configs, the best config per hint chosen by timing at the hint
 with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
 
 Inside ``torch.compile`` and ``torch.export`` the ``nearest`` rule is traced as conditionals
-on the symbolic sizes (one graph for every shape). By default (``in_graph="opaque"``) each
-region calls its variant through one custom op (``torch.ops.rangedispatch_mk.<name>``), so
-the variant runs exactly as it does eagerly: a per-hint compile keeps its hint's kernels and
-a library kernel stays the library's. ``in_graph="inline"`` traces the variants' code into the
-graph instead, where the compiler may fuse it with its neighbours but compiles it anew for
-symbolic shapes (a per-hint compile's specialisation is lost).
+on the symbolic sizes (one graph for every shape). By default (``in_graph="inline"``) the
+variants' code is traced into the graph, where the compiler may fuse it with its neighbours
+but compiles it for symbolic shapes (a per-hint compile's specialisation is not kept).
+``in_graph="opaque"`` calls each region's variant through one custom op
+(``torch.ops.rangedispatch_mk.<name>``) instead, so it runs exactly as it does eagerly: for
+variants the compiler cannot trace (host logic, extensions without fake kernels). On an H200
+it cost more than the inline form at every measured shape (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -268,10 +269,10 @@ class MultiKernel:
         make_inputs: ``make_inputs(sizes)`` builds one call's inputs (a tuple of args) at
             sizes like a hint; the pytest plugin's equivalence sweeps and benchmarks use it.
             :meth:`compiled` and :meth:`tuned_configs` keep the one they were given.
-        in_graph: inside ``torch.compile`` / ``torch.export``, ``"opaque"`` (default) runs each
-            region's variant through a custom op, exactly as eagerly (calls with tensor
-            arguments only, none needing gradients; others are traced inline); ``"inline"``
-            traces the variants' code into the graph (see the module doc).
+        in_graph: inside ``torch.compile`` / ``torch.export``, ``"inline"`` (default) traces
+            the variants' code into the graph; ``"opaque"`` runs each region's variant through
+            a custom op, exactly as eagerly (calls with tensor arguments only, none needing
+            gradients; others are traced inline). See the module doc.
 
     Example:
         >>> mk = MultiKernel([(small_impl, [64, 64]), (large_impl, [4096, 4096])],
@@ -292,7 +293,7 @@ class MultiKernel:
         atol: float | None = None,
         cache: bool = True,
         make_inputs: Callable[[Sequence[int]], Any] | None = None,
-        in_graph: str = "opaque",
+        in_graph: str = "inline",
     ) -> None:
         if in_graph not in IN_GRAPH:
             raise ConfigError(f"Expected in_graph to be one of {list(IN_GRAPH)} but got {in_graph!r}; 'opaque' runs "

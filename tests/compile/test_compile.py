@@ -294,9 +294,9 @@ def test_multikernel_nearest_regions_compile_to_one_graph_and_export():
 
 
 def test_multikernel_in_a_graph_runs_each_variant_as_it_runs_eagerly():
-    """By default each region calls its variant through a custom op, so a per-hint compile or a
-    library kernel runs as it does eagerly (here: the variant's Python runs on every call, on
-    the real tensor); in_graph="inline" traces the variants' code into the graph instead."""
+    """in_graph="opaque": each region calls its variant through a custom op, so the variant runs
+    as it does eagerly (here: its Python, which Dynamo could not trace inside a cond, runs on
+    every call, on the real tensor); the default traces the variants' code into the graph."""
     seen = []
 
     def variant(i):
@@ -313,7 +313,7 @@ def test_multikernel_in_a_graph_runs_each_variant_as_it_runs_eagerly():
         return rd.MultiKernel([rd.Variant(variant(i), h) for i, h in enumerate(hints)], policy="nearest",
                               cache=False, **options)
 
-    mk = make()
+    mk = make(in_graph="opaque")
     cnt = CompileCounter()
     f = torch.compile(lambda x: mk(x) * 2, backend=cnt, dynamic=True, fullgraph=True)
     for s in (3, 40, 100, 300, 5000, 70):
@@ -337,7 +337,7 @@ def test_multikernel_in_a_graph_runs_each_variant_as_it_runs_eagerly():
     assert sum("rangedispatch_mk" in t for t in exported_targets(M())) == 3  # one call per region, in the conds
 
     pure = rd.MultiKernel([rd.Variant(lambda x, i=i: x + i, h, name=f"v{i}") for i, h in enumerate(hints)],
-                          policy="nearest", cache=False, in_graph="inline")
+                          policy="nearest", cache=False)
 
     class Inline(torch.nn.Module):
         def forward(self, x):
@@ -346,7 +346,7 @@ def test_multikernel_in_a_graph_runs_each_variant_as_it_runs_eagerly():
     assert not any("rangedispatch_mk" in t for t in exported_targets(Inline()))  # the variants' own ops
 
     scaled = rd.MultiKernel([rd.Variant(lambda x, i=i: x * (i + 2), h, name=f"v{i}") for i, h in enumerate(hints)],
-                            policy="nearest", cache=False)
+                            policy="nearest", cache=False, in_graph="opaque")
     x = torch.zeros(300, requires_grad=True)  # gradients cannot flow through the op: traced inline
     torch.compile(lambda x: scaled(x), backend=CompileCounter(), dynamic=True)(x).sum().backward()
     assert torch.equal(x.grad, torch.full((300,), 3.0))
