@@ -195,6 +195,24 @@ def tune_in_fresh_process(name: str, split_points) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _table_cost(winners: list, per_size: list) -> tuple[float, float]:
+    """Geomean and worst time(choice) / best over the sweep's robust times, for a table given
+    as ``[[range, winner], ...]`` (a fresh process's)."""
+    def owner(size):
+        for rng, winner in winners:
+            lo, hi = rng.strip("[)").split(", ")
+            if int(lo) <= size and (hi == "inf" or size < int(hi)):
+                return winner
+        return None
+
+    losses = []
+    for p in per_size:
+        times = p["times_ms"]
+        best = min(t for n, t in times.items() if n not in OURS)
+        losses.append(times.get(owner(p["size"]), math.inf) / best)
+    return math.exp(sum(map(math.log, losses)) / len(losses)), max(losses)
+
+
 def _winners(table) -> list:
     return [[str(r.range), r.winner] for r in table.results]
 
@@ -239,6 +257,7 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
                                         "ratio": r.timings[n][i] / times[n]})
             del args
     same = all(f["winners"] == _winners(table) for f in fresh)
+    fresh_cost = [_table_cost(f["winners"], per_size) for f in fresh]  # what a differing table loses here
     return {
         "workload": name, "split_points": split_points,
         "geomean": math.exp(sum(map(math.log, losses)) / len(losses)), "worst": max(losses),
@@ -252,10 +271,21 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
         "refined_winners": _winners(refined_op.table),
         "sizes": len(losses), "tuning_s": wall, "fresh_tuning_s": [f["wall_s"] for f in fresh],
         "same_table": same, "fresh_winners": [f["winners"] for f in fresh], "winners": _winners(table),
+        "fresh_chosen": fresh_cost,
         "noise": {str(r.range): r.noise for r in table.results},
         "disqualified": {str(r.range): dict(r.disqualified) for r in table.results},
         "tuned_vs_robust": tuned_vs_robust, "per_size": per_size,
     }
+
+
+def _print_alternative(results: list, key: str, title: str, head: str, cell) -> None:
+    """One section per alternative table (auto, refined), its losses beside the guessed table's."""
+    print(f"\n== {title} ==")
+    print(f"{'workload':18s} {'geomean':>8s} {'worst':>6s} {'guessed':>8s} {head} {'tune s':>7s}  ranges")
+    for r in results:
+        ranges = " ".join(f"{rng}:{w}" for rng, w in r[f"{key}_winners"])
+        print(f"{r['workload']:18s} {r[f'{key}_geomean']:8.3f} {r[f'{key}_worst']:6.2f} {r['geomean']:8.3f} {cell(r)} "
+              f"{r[f'{key}_tuning_s']:7.1f}  {ranges}")
 
 
 def print_report(results: list) -> None:
@@ -266,18 +296,10 @@ def print_report(results: list) -> None:
         fresh = ",".join(f"{t:.1f}" for t in r["fresh_tuning_s"])
         print(f"{r['workload']:18s} {r['sizes']:5d} {r['geomean']:8.3f} {r['worst']:6.2f} {r['decision_geomean']:7.3f} "
               f"{r['decision_worst']:6.2f} {r['tuning_s']:7.1f} {fresh:>14s} {str(r['same_table']):>5s}")
-    print("\n== split_points='auto': time(dispatched) / time(per-size best), same robust times ==")
-    print(f"{'workload':18s} {'geomean':>8s} {'worst':>6s} {'guessed':>8s} {'benchmarks':>11s} {'tune s':>7s}  ranges")
-    for r in results:
-        ranges = " ".join(f"{rng}:{w}" for rng, w in r["auto_winners"])
-        print(f"{r['workload']:18s} {r['auto_geomean']:8.3f} {r['auto_worst']:6.2f} {r['geomean']:8.3f} "
-              f"{r['auto_benchmarks']:>5}/{r['hand_budget']:<5} {r['auto_tuning_s']:7.1f}  {ranges}")
-    print("\n== refine_splits=True (the guessed split points, split further where the winner changes) ==")
-    print(f"{'workload':18s} {'geomean':>8s} {'worst':>6s} {'guessed':>8s} {'worst':>6s} {'tune s':>7s}  ranges")
-    for r in results:
-        ranges = " ".join(f"{rng}:{w}" for rng, w in r["refined_winners"])
-        print(f"{r['workload']:18s} {r['refined_geomean']:8.3f} {r['refined_worst']:6.2f} {r['geomean']:8.3f} "
-              f"{r['worst']:6.2f} {r['refined_tuning_s']:7.1f}  {ranges}")
+    _print_alternative(results, "auto", "split_points='auto': time(dispatched) / time(per-size best), same robust times",
+                       f"{'benchmarks':>11s}", lambda r: f"{r['auto_benchmarks']:>5}/{r['hand_budget']:<5}")
+    _print_alternative(results, "refined", "refine_splits=True (the guessed split points, split further where the "
+                       "winner changes)", f"{'worst':>6s}", lambda r: f"{r['worst']:6.2f}")
     print("\n== per range: winner, noise, tuned / robust time per candidate (median over samples) ==")
     for r in results:
         for rng, winner in r["winners"]:
@@ -292,9 +314,9 @@ def print_report(results: list) -> None:
         worst = sorted(r["per_size"], key=lambda p: -p["loss"])[:3]
         print(f"{r['workload']:18s} " + "; ".join(f"{p['size']}: {p['chosen']} vs {p['best']} {p['loss']:.2f} "
                                                   f"(chosen {p['decision_loss']:.2f})" for p in worst))
-        differing = [f["winners"] for f in [{"winners": w} for w in r["fresh_winners"]] if f["winners"] != r["winners"]]
-        for w in differing:
-            print(f"{'':18s} a fresh process chose: {w}")
+        for w, (geo, worst) in zip(r["fresh_winners"], r.get("fresh_chosen", [])):
+            if w != r["winners"]:
+                print(f"{'':18s} a fresh process chose: {w} (chosen {geo:.3f} / worst {worst:.2f} on these times)")
 
 
 def main() -> None:
