@@ -99,8 +99,6 @@ class Variant:
 
 
 def _default_sizes(*args: Any, **kwargs: Any) -> tuple[int, ...]:
-    import torch
-
     dims: list[int] = []
     for value in [*args, *kwargs.values()]:
         if isinstance(value, torch.Tensor):
@@ -111,15 +109,11 @@ def _default_sizes(*args: Any, **kwargs: Any) -> tuple[int, ...]:
 def _first_tensor_sizes(args: Sequence[Any], kwargs: Mapping[str, Any], rank: int) -> tuple[int, ...] | None:
     """The first tensor's shape when it has as many dims as the hints (the default sizes of
     every tensor's dims do not fit: ``add(x, y)`` with 1-d hints)."""
-    import torch
-
     first = next((v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)), None)
     return tuple(first.shape) if first is not None and first.dim() == rank else None
 
 
 def _shape_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-    import torch
-
     key: list[Any] = []
     for value in [*args, *kwargs.values()]:
         if isinstance(value, torch.Tensor):
@@ -132,8 +126,6 @@ def _key_to_json(key: tuple[Any, ...]) -> list[Any]:
 
 
 def _key_from_json(items: Sequence[Any]) -> tuple[Any, ...]:
-    import torch
-
     return tuple((tuple(shape), getattr(torch, dtype), device) for shape, dtype, device in items)
 
 
@@ -600,8 +592,6 @@ class MultiKernel:
         return taken
 
     def _environment(self) -> Environment:
-        import torch
-
         return Environment.current("cuda" if torch.cuda.is_available() else "cpu")
 
     def _cache_file(self) -> Path | None:
@@ -665,8 +655,6 @@ class MultiKernel:
         variant, which ``nearest`` picks. The others stay as variants without a hint, which
         the ``benchmark`` policy still times.
         """
-        import torch
-
         hinted: list[Variant] = []
         spare: dict[str, Variant] = {}
         for hint in hints:
@@ -755,7 +743,6 @@ def inductor_multi_kernel(
     Inductor cache directory is pointed at a new empty one first: upstream's multi-kernel
     stores its runtime choices there and has been seen to fail on a warm cache.
     """
-    import torch
     import torch._inductor.config as inductor_config
 
     if not hasattr(inductor_config, "multi_kernel_hints"):
@@ -789,8 +776,6 @@ def _unshared_compile_caches() -> Iterator[None]:
 
 
 def _device_type(values: Sequence[Any]) -> str:
-    import torch
-
     return next((v.device.type for v in values if isinstance(v, torch.Tensor)), "cpu")
 
 
@@ -851,8 +836,6 @@ def _fastest(
 def _sync_for(values: Sequence[Any]) -> Callable[[], None] | None:
     if _device_type(values) != "cuda":
         return None
-    import torch
-
     return torch.cuda.synchronize
 
 
