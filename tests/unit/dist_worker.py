@@ -76,6 +76,14 @@ def main():
         g = grid(mode)
         g(x)
         out[f"grid-{mode}"] = {"winners": winners(g), "sizes": sizes(g)}
+    # a refined range comes back from its rank as its pieces: [65, 513) splits where 'b' takes over
+    refine = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points=[8, 64, 512], refine_splits=True, cache=False,
+                               distributed="split", benchmarker=FakeBenchmarker(
+                                   {"ref": 4.0, "a": lambda s: 1.0 if s < 200 else 3.0, "b": 2.0}))
+    refine.register_impl(a)
+    refine.register_impl(b)
+    refine(x)
+    out["refine-split"] = [[r.range.lo, r.range.hi, r.winner] for r in refine.table.results]
     # the ranks disagree on the candidates: every rank raises
     try:
         one_dim("broadcast", extra=(c,) if RANK == 1 else (), cache=False)(x)

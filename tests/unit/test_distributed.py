@@ -59,3 +59,11 @@ def test_rank_0s_cached_table_wins_over_another_ranks_cache(ranks):
     assert ranks[0]["cache"]["alone"] != ranks[1]["cache"]["alone"]
     for rank in ranks:
         assert rank["cache"]["winners"] == ranks[0]["cache"]["alone"] and rank["cache"]["benchmarked"] == 0
+
+
+def test_split_tuning_keeps_the_pieces_of_a_refined_range(ranks):
+    table = ranks[0]["refine-split"]
+    assert ranks[1]["refine-split"] == table
+    assert [lo for lo, _, _ in table][:3] == [1, 9, 65] and table[-1][:2] == [513, None]
+    inside = [row for row in table if 65 <= row[0] and row[1] is not None and row[1] <= 513]
+    assert [w for *_, w in inside] == ["a", "b"] and 182 < inside[1][0] <= 512
