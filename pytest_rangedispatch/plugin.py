@@ -220,9 +220,7 @@ def _within(piece: Any, rng: Any) -> bool:
 
     if piece == rng:
         return True
-    if is_cell(piece) or is_cell(rng):
-        return False
-    return rng.lo <= piece.lo and (rng.hi is None or (piece.hi is not None and piece.hi <= rng.hi))
+    return not (is_cell(piece) or is_cell(rng)) and piece.within(rng)
 
 
 # -- xdist: workers send their records, the controller merges them ----------------------------

@@ -102,15 +102,16 @@ def terminal_lines(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
     fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
     lines = [fmt(table[0]), fmt(tuple("-" * w for w in widths))]
     lines += [fmt(row) for row in table[1:]]
-    problems = [p for r in ordered(records) for p in r.get("problems", [])]
-    if problems:
-        lines.append("")
-        lines += [f"- {p}" for p in problems]
-    notes = [n for r in ordered(records) for n in r.get("notes", [])]
-    if notes:
-        lines.append("")
-        lines += [f"note: {n}" for n in notes]
+    for name, prefix in (("problems", "- "), ("notes", "note: ")):
+        found = collected(records, name)
+        if found:
+            lines += [""] + [prefix + item for item in found]
     return lines
+
+
+def collected(records: Mapping[str, Mapping[str, Any]], name: str) -> list[str]:
+    """Every record's ``name`` list (problems, notes), in report order."""
+    return [item for r in ordered(records) for item in r.get(name, [])]
 
 
 def markdown(records: Mapping[str, Mapping[str, Any]]) -> str:
@@ -120,12 +121,10 @@ def markdown(records: Mapping[str, Mapping[str, Any]]) -> str:
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows(records):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-    problems = [p for r in ordered(records) for p in r.get("problems", [])]
-    if problems:
-        lines += ["", "## Problems", ""] + [f"- {p}" for p in problems]
-    notes = [n for r in ordered(records) for n in r.get("notes", [])]
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    for name, title in (("problems", "Problems"), ("notes", "Notes")):
+        found = collected(records, name)
+        if found:
+            lines += ["", f"## {title}", ""] + [f"- {item}" for item in found]
     return "\n".join(lines) + "\n"
 
 

@@ -109,12 +109,11 @@ def discover(
     width = len(cands) + 1
     budget = settings.budget or 12 * width
     count = int(min(16, max(4, (budget * 0.6) // width)))
-    sizes = sorted(seeded) if seeded else base_sizes(lo, hi, count, profile)
     probes: dict[int, Probe] = dict(seeded or {})
+    sizes = sorted(probes) or base_sizes(lo, hi, count, profile)
     start = prober.benchmarks
     for size in sizes:
-        probe = probes.get(size) or prober.probe(size, cands, f"size {size}")
-        if probe is not None:
+        if size not in probes and (probe := prober.probe(size, cands, f"size {size}")) is not None:
             probes[probe.size] = probe
     measured = sorted(probes)
     if not measured:

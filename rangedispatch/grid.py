@@ -25,7 +25,6 @@ import functools
 import itertools
 import logging
 import math
-import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -596,21 +595,12 @@ class GridDispatchOp(RangeDispatchOp):
 
     def _grid_gap(self) -> Callable[..., Any]:
         """What sizes outside every tuned cell run: the reference, with one warning."""
-        ref, getters, spec = self.reference_fn, self._getters(), self.dispatch
-        state = {"warned": False}
+        getters, spec = self._getters(), self.dispatch
         tuned = "; ".join(f"{a}: {', '.join(str(r) for r in rs)}" for a, rs in zip(spec.axes, self.axis_ranges))
-
-        @functools.wraps(ref)
-        def gap(*args: Any, **kwargs: Any) -> Any:
-            if not state["warned"]:
-                state["warned"] = True
-                point = tuple(get(args, kwargs) for get in getters)
-                warnings.warn(
-                    f"{self.name}: {spec.at(point)} is outside every tuned cell ({tuned}); running the "
-                    f"reference {self._ref.name!r}. Add ranges covering it", RuntimeWarning, stacklevel=3)
-            return ref(*args, **kwargs)
-
-        return gap
+        return self._warning_reference(
+            lambda args, kwargs: f"{self.name}: {spec.at(tuple(get(args, kwargs) for get in getters))} is outside "
+                                 f"every tuned cell ({tuned}); running the reference {self._ref.name!r}. Add ranges "
+                                 "covering it")
 
     def _decision(self, table: Any = None) -> Any:
         table = table or self._table

@@ -407,28 +407,25 @@ class MultiKernel:
                           "'nearest' rule picks the variant per shape in the graph", RuntimeWarning, stacklevel=3)
         sizes = self._sizes(args, kwargs)
         # the plan as constants: ints read from the variants while tracing could turn symbolic
-        kind, dims, owners, values = _traced_plan(self._trace_key)
-        hinted = [self.hinted[i] for i in owners]
+        kind, dims, owners, values = _traced_plan(self._trace_key)  # owners: indices into self.hinted
         flat, rebuild = _flatten(args, kwargs)
-
-        index = {id(v): i for i, v in enumerate(self.hinted)}
         # gradients do not flow through the op: a call that needs them traces the code inline
         opaque = (self.in_graph == "opaque" and not kwargs and all(isinstance(a, torch.Tensor) for a in args)
                   and not (torch.is_grad_enabled() and any(a.requires_grad for a in args)))
         key = self._trace_key
 
-        def run(v: Variant, ops: Sequence[Any]) -> Any:
+        def run(owner: int, ops: Sequence[Any]) -> Any:
             if opaque:  # the variant exactly as it runs eagerly, behind a custom op
-                out = getattr(torch.ops.rangedispatch_mk, _graph_op_name(key))(list(ops), index[id(v)])
+                out = getattr(torch.ops.rangedispatch_mk, _graph_op_name(key))(list(ops), owner)
                 return out[0] if _graph_output_single(key) else tuple(out)
             a, k = rebuild(ops)
-            return v.fn(*a, **k)
+            return self.hinted[owner].fn(*a, **k)
 
         if kind == "intervals":  # one size varies: its regions are intervals, plain thresholds
             def segment(i: int, ops: Sequence[Any]) -> Any:
-                if i == len(hinted) - 1:
-                    return run(hinted[i], ops)
-                return branch(sizes[dims[0]] < values[i], lambda *o: run(hinted[i], o),
+                if i == len(owners) - 1:
+                    return run(owners[i], ops)
+                return branch(sizes[dims[0]] < values[i], lambda *o: run(owners[i], o),
                               lambda *o: segment(i + 1, o), tuple(ops))
 
             return segment(0, flat)
@@ -443,14 +440,14 @@ class MultiKernel:
             num.append(n)
             den.append(d)
 
-        def chain(i: int, ops: Sequence[Any]) -> Any:
-            if i == len(hinted) - 1:
-                return run(hinted[i], ops)
+        def chain(i: int, ops: Sequence[Any]) -> Any:  # owners are every hinted variant, in order
+            if i == len(owners) - 1:
+                return run(owners[i], ops)
             # the first variant no farther than every later one is the nearest (first on ties)
             pred: Any = True
-            for j in range(i + 1, len(hinted)):
+            for j in range(i + 1, len(owners)):
                 pred = pred & (num[i] * den[j] <= num[j] * den[i])
-            return branch(pred, lambda *o: run(hinted[i], o), lambda *o: chain(i + 1, o), tuple(ops))
+            return branch(pred, lambda *o: run(owners[i], o), lambda *o: chain(i + 1, o), tuple(ops))
 
         return chain(0, flat)
 

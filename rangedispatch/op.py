@@ -615,20 +615,22 @@ class RangeDispatchOp:
         return max(2, template.dispatch_size(self.dispatch))
 
     def _gap_fn(self, rng: Any) -> Callable[..., Any]:
+        tuned = ", ".join(str(r) for r in (self._plan.ranges if self._plan else ()))
+        return self._warning_reference(
+            lambda args, kwargs: f"{self.name}: {self.dispatch} size in {rng} is outside every tuned range ({tuned}); "
+                                 f"running the reference {self._ref.name!r}. Add a range covering it")
+
+    def _warning_reference(self, message: Callable[[tuple[Any, ...], dict[str, Any]], str]) -> Callable[..., Any]:
+        """The reference, warning once (``message(args, kwargs)``) the first time it runs:
+        what sizes outside every tuned range run."""
         ref = self.reference_fn
         state = {"warned": False}
-        tuned = ", ".join(str(r) for r in (self._plan.ranges if self._plan else ()))
 
         @functools.wraps(ref)
         def gap(*args: Any, **kwargs: Any) -> Any:
             if not state["warned"]:
                 state["warned"] = True
-                warnings.warn(
-                    f"{self.name}: {self.dispatch} size in {rng} is outside every tuned range "
-                    f"({tuned}); running the reference {self._ref.name!r}. Add a range covering it",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                warnings.warn(message(args, kwargs), RuntimeWarning, stacklevel=3)
             return ref(*args, **kwargs)
 
         return gap
@@ -778,15 +780,11 @@ def _apply_names_and_restrictions(plan: Plan, configs: Sequence[Any], ref: Candi
         kept = []
         for cand in cands:
             ok = allowed.get(id(cand.fn))
-            if ok is not None and None not in ok and not any(_within(rng, r) for r in ok):
+            if ok is not None and None not in ok and not any(rng.within(r) for r in ok):
                 continue
             kept.append(renames.get(cand.name, cand))
         per_range[rng] = tuple(kept)
     return Plan(plan.dispatch, plan.ranges, per_range)
-
-
-def _within(inner: Range, outer: Range) -> bool:
-    return outer.lo <= inner.lo and (outer.hi is None or (inner.hi is not None and inner.hi <= outer.hi))
 
 
 def _device_of(template: CallTemplate, spec: DispatchSpec | None) -> Any:

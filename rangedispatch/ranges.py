@@ -30,6 +30,10 @@ class Range:
         """The largest size inside the range (``None`` when unbounded)."""
         return None if self.hi is None else self.hi - 1
 
+    def within(self, other: Range) -> bool:
+        """Whether every size of this range is in ``other``."""
+        return other.lo <= self.lo and (other.hi is None or (self.hi is not None and self.hi <= other.hi))
+
     def __str__(self) -> str:
         return f"[{self.lo}, {'inf' if self.hi is None else self.hi})"
 
