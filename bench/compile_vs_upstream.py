@@ -13,7 +13,8 @@ split points for both sides:
 
 Per size: our compiled op, upstream's compiled op, the eager per-size best candidate, and
 ``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
-costs), as device time (ms: ``do_bench`` medians, the least of 3 interleaved rounds) and as host time per call (us, a loop of
+costs), as device time (ms: ``rangedispatch.timing.device_time_ms`` medians, i.e. ``do_bench`` or
+the covered loop for host-heavy calls, the least of 3 interleaved rounds) and as host time per call (us, a loop of
 calls with one sync at the end: shows per-call launch overhead that device events hide).
 On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
 graphs), interleaved with the rest. Then graph counts and compile (first-call) times.
@@ -91,10 +92,10 @@ def make_op(qualname: str, fp32_reference: bool = False):
 
 
 def device_ms(fn, *args, device: str) -> float:
-    if device == "cuda":
-        from triton.testing import do_bench
+    if device == "cuda":  # do_bench, or the covered loop where host work would leak into it
+        from rangedispatch.timing import device_time_ms
 
-        return do_bench(lambda: fn(*args), warmup=10, rep=40, return_mode="median")
+        return device_time_ms(lambda: fn(*args), rep_ms=40)
     for _ in range(2):
         fn(*args)
     ts = []

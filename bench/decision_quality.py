@@ -1,7 +1,8 @@
 """How good are the tuner's decisions on a GPU? Per workload, over >= 40 sizes:
 
 - geomean and worst time(dispatched op) / time(per-size best candidate), robust times
-  (least of 3 interleaved ``triton.testing.do_bench`` medians, warm GPU);
+  (least of 5 interleaved medians of device time, warm GPU: ``triton.testing.do_bench``, or for
+  host-heavy calls the core's covered loop, ``rangedispatch.timing.device_time_ms``);
 - the tuner's time per candidate and range against the robust time at the same sizes;
 - the noise the tuner measured per range, its tuning wall time, and whether 3 fresh
   processes produced the same table.
@@ -147,7 +148,7 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
     GPU for the others). When any callable still timed has round medians more than
     ``unstable`` apart (a slow stretch of the device or host hit a whole round), every one
     of them gets up to ``more`` rounds, the same for all, until none is that unstable."""
-    from triton.testing import do_bench
+    from rangedispatch.timing import device_time_ms
 
     seen = {n: [] for n in fns}
     names = list(fns)
@@ -155,7 +156,7 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
     def one_round(r: int) -> None:
         for n in names[r % len(names):] + names[: r % len(names)]:
             try:
-                t = do_bench(lambda f=fns[n]: f(*args), warmup=10, rep=30, return_mode="median")
+                t = device_time_ms(lambda f=fns[n]: f(*args), rep_ms=30)
             except Exception:
                 t = math.inf
             seen[n].append(t)

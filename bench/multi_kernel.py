@@ -15,7 +15,8 @@ Variants (``MultiKernel.compiled(..., library=[eager])``): one ``torch.compile``
 primed at its hint, and eager PyTorch as a library variant; at each hint the faster of the
 compile and eager becomes the hint's variant (``nearest`` picks among those), the rest stay for
 the ``benchmark`` policy. The sweep mixes the hints, sizes between them and non-power-of-two
-shapes (seed 003's 1500x750). Device times are ``triton.testing.do_bench`` medians, the least
+shapes (seed 003's 1500x750). Device times are ``rangedispatch.timing.device_time_ms`` medians
+(``do_bench``, or the covered loop where a call's host work would leak into it), the least
 of 3 interleaved rounds; ``x`` columns are speedups over the single compile.
 
     python bench/multi_kernel.py [--device cuda] [--ops softmax,relu_mm] [--quick]
@@ -32,7 +33,7 @@ from typing import Any, Callable
 import torch
 
 import rangedispatch as rd
-from compile_vs_upstream import gpu_warmup, interleaved_ms  # the compile benchmark's timing
+from compile_vs_upstream import gpu_warmup, host_us, interleaved_ms  # the compile benchmark's timing
 
 
 def softmax_op(x, y):
@@ -148,10 +149,13 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
         t = interleaved_ms(fns, *args, device=device)
         per_variant = {v.name: t[v.name] for v in ours_near.variants}
         best_name, best = min(per_variant.items(), key=lambda p: p[1])
+        # host time per call: the MultiKernel's own cost shows where the call is host-bound
+        host = {k: host_us(f, *args, device=device) for k, f in
+                (("best", by_name[best_name].fn), ("bench", ours_bench), ("near", ours_near))}
         rows.append({
             "shape": shape, "single": t["single"], "bench": t["bench"], "near": t["near"], "best": best,
             "graph": t["graph"], "inline": t["inline"],
-            "best_name": best_name, "per_variant": per_variant, "up": t.get("up", float("nan")),
+            "best_name": best_name, "per_variant": per_variant, "up": t.get("up", float("nan")), "host": host,
             "pick_bench": ours_bench.select(*args).name, "pick_near": ours_near.select(*args).name,
         })
 
@@ -163,7 +167,7 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
            f"{[v.name for v in ours_near.variants if v.hint is None]}",
            f"built in {compile_s:.1f} s; Inductor FX-graph cache during the compiles: {fx or 'no events'}",
            f"upstream multi_kernel_hints={sc.upstream_hints} {sc.upstream_options or ''}: {upstream_note}",
-           "ms: do_bench medians, least of 3 interleaved rounds; x = speedup over the single compile primed at "
+           "ms: device-time medians, least of 3 interleaved rounds; x = speedup over the single compile primed at "
            f"{sc.hints[0]}; best/ours = the per-shape best variant's time over ours (1.0: as fast as the best)",
            f"{'shape':>10} {'single':>8} {'bench':>8} {'nearest':>8} {'best':>8} {'upstream':>9} {'bench x':>8} "
            f"{'near x':>7} {'best/bench':>10} {'best/near':>9} {'near/bench':>10} {'up x':>6}  "
@@ -174,6 +178,9 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
             f"{r['best']:8.4f} {r['up']:9.4f} {r['single'] / r['bench']:8.3f} {r['single'] / r['near']:7.3f} "
             f"{r['best'] / r['bench']:10.3f} {r['best'] / r['near']:9.3f} {r['bench'] / r['near']:10.3f} "
             f"{r['single'] / r['up']:6.3f}  {r['pick_bench']} | {r['pick_near']} | {r['best_name']}")
+    out.append("host us/call (back-to-back calls, one sync): " + "; ".join(
+        f"{'x'.join(map(str, r['shape']))}: best variant {r['host']['best']:.1f}, benchmark "
+        f"{r['host']['bench']:.1f}, nearest {r['host']['near']:.1f}" for r in rows))
     out.append("per-variant ms: " + "; ".join(
         f"{'x'.join(map(str, r['shape']))}: " + ", ".join(f"{k} {v:.4f}" for k, v in r["per_variant"].items())
         for r in rows))

@@ -58,17 +58,24 @@ def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
                  resized: Mapping[str, Sequence[int]]) -> Callable[..., bool] | None:
     """A C-level check that tensors look like ``tensors`` (see the module doc), every size
     but the dispatch dims checked; ``None`` where this torch has no ``TensorGuards``."""
+    sizes = []
+    for name, t in zip(names, tensors):
+        skip = dispatch_dims(resized, name, t.dim())
+        sizes.append([None if i in skip else int(d) for i, d in enumerate(t.shape)])
+    return tensor_check(tensors, sizes)
+
+
+def tensor_check(tensors: Sequence[Any], sizes: Sequence[Sequence[int | None]]) -> Callable[..., bool] | None:
+    """Dynamo's ``TensorGuards.check`` for tensors like ``tensors`` (dtype, device, dispatch
+    keys, ``requires_grad``, type, rank) with the given sizes (``None``: any), strides
+    unchecked; ``None`` where this torch has no ``TensorGuards``."""
     try:
         from torch._C._dynamo.guards import TensorGuards
     except ImportError:  # pragma: no cover - every supported torch has it
         return None
-    sizes, strides = [], []
-    for name, t in zip(names, tensors):
-        skip = dispatch_dims(resized, name, t.dim())
-        sizes.append([None if i in skip else int(d) for i, d in enumerate(t.shape)])
-        strides.append([None] * t.dim())
     try:
-        return TensorGuards(*tensors, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides).check
+        return TensorGuards(*tensors, dynamic_dims_sizes=[list(s) for s in sizes],
+                            dynamic_dims_strides=[[None] * t.dim() for t in tensors]).check
     except Exception:  # pragma: no cover - an API change: the Python guard stays
         return None
 

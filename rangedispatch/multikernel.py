@@ -53,11 +53,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-from torch.compiler import is_compiling
+from torch.compiler import is_compiling, is_dynamo_compiling
 
 from .cache import cache_dir, cache_key, cache_path
 from .candidates import short_name, source_hash
 from .environment import Environment
+from .fastcall import MAX_TENSOR_GUARDS, tensor_check
 from .errors import ConfigError, ConfigTypeError, TableError
 from .table import atomic_write_text
 from .timing import OK, RACED, Benchmarker, Job, default_benchmarker, measure_jobs
@@ -96,6 +97,14 @@ class Variant:
         object.__setattr__(self, "hint", hint)
         if not self.name:
             object.__setattr__(self, "name", f"{short_name(self.fn)}@{'x'.join(map(str, hint))}")
+
+
+class _Counter(list):
+    """A hot-path call count (``[n]``) and the variant it counts for."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__([0])
+        self.name = name
 
 
 def _default_sizes(*args: Any, **kwargs: Any) -> tuple[int, ...]:
@@ -327,6 +336,7 @@ class MultiKernel:
         hints = [v.hint for v in hinted]
         self._mask = [len({h[i] for h in hints}) > 1 for i in range(self.rank)]
         self._choice: dict[tuple[Any, ...], Variant] = {}
+        self._fast: dict[tuple[Any, ...], list[tuple[Callable[..., bool], Callable[..., Any], _Counter]]] = {}
         self._by_name = {v.name: v for v in made}
         self._lock = threading.Lock()
         self._stats = {"calls": 0, "hits": 0, "misses": 0, "benchmarks": 0, "benchmark_ms": 0.0}
@@ -349,12 +359,33 @@ class MultiKernel:
         if value not in POLICIES:
             raise ConfigError(f"policy must be one of {list(POLICIES)}, got {value!r}")
         if getattr(self, "_policy", value) != value:
+            self._fold_fast()
             self._choice.clear()  # decisions of one policy are not the other's
         self._policy = value
 
     # -- the call ----------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # the hot path: tensor-only positional calls are looked up by their shapes, and one C
+        # call (Dynamo's TensorGuards) confirms dtypes, devices and the rest of the signature.
+        # Fake tensors (non-strict export) fail that check; calls passing one tensor twice do
+        # too, and take the general path.
+        fn = None
+        if not kwargs and not is_dynamo_compiling():
+            try:
+                for check, fn, count in self._fast[tuple([a.shape for a in args])]:
+                    if check(*args):
+                        break
+                else:
+                    fn = None
+            except (AttributeError, KeyError, TypeError):
+                fn = None
+            if fn is not None:
+                count[0] += 1
+                return fn(*args)
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if is_compiling():
             return self._traced_call(args, kwargs)
         self._stats["calls"] += 1
@@ -365,7 +396,33 @@ class MultiKernel:
         else:
             self._stats["hits"] += 1
         self._selected[variant.name] += 1
+        if not kwargs:
+            self._learn_fast(args, variant)
         return variant.fn(*args, **kwargs)
+
+    def _learn_fast(self, args: tuple[Any, ...], variant: Variant) -> None:
+        """Let calls like this one (every argument a tensor) take the hot path: one guard per
+        way the callers' tensors differ (grad mode, ``requires_grad``, device index), a few at most."""
+        if not args or not all(type(a) is torch.Tensor for a in args):
+            return
+        shapes = tuple(a.shape for a in args)
+        known = self._fast.setdefault(shapes, [])
+        if len(known) >= MAX_TENSOR_GUARDS:
+            return
+        check = tensor_check(args, [[int(d) for d in a.shape] for a in args])
+        if check is not None:
+            with self._lock:
+                known.append((check, variant.fn, _Counter(variant.name)))
+
+    def _fold_fast(self) -> None:
+        """Move the hot path's counts into the statistics and forget its entries."""
+        with self._lock:
+            for entries in self._fast.values():
+                for _, _, count in entries:
+                    self._stats["calls"] += count[0]
+                    self._stats["hits"] += count[0]
+                    self._selected[count.name] += count[0]
+            self._fast.clear()
 
     def select(self, *args: Any, **kwargs: Any) -> Variant:
         """The variant a call with these inputs runs (deciding, and caching, if needed)."""
@@ -521,13 +578,19 @@ class MultiKernel:
     def stats(self) -> dict[str, Any]:
         """Calls, cache hits and misses, benchmarks run and their wall time (ms), shapes
         cached, and how often each variant ran."""
-        return {**self._stats, "shapes": len(self._choice), "policy": self.policy,
-                "selections": dict(self._selected)}
+        stats, selected = dict(self._stats), dict(self._selected)
+        for entries in list(self._fast.values()):
+            for _, _, count in entries:
+                stats["calls"] += count[0]
+                stats["hits"] += count[0]
+                selected[count.name] += count[0]
+        return {**stats, "shapes": len(self._choice), "policy": self.policy, "selections": selected}
 
     get_dispatch_stats = stats  # the name seed 003's dispatcher used
 
     def reset(self) -> None:
         """Forget every per-shape decision and the statistics."""
+        self._fast.clear()
         self._choice.clear()
         self._stats.update(calls=0, hits=0, misses=0, benchmarks=0, benchmark_ms=0.0)
         self._selected = {v.name: 0 for v in self.variants}
@@ -576,6 +639,7 @@ class MultiKernel:
         return None
 
     def _take(self, data: Mapping[str, Any]) -> int:
+        self._fold_fast()  # a loaded decision may replace one the hot path knows
         taken = 0
         for item in data.get("decisions", []):
             variant = self._by_name.get(item.get("variant")) if isinstance(item, dict) else None

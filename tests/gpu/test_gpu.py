@@ -301,3 +301,33 @@ def test_a_grid_op_tunes_per_cell_with_cuda_timing_and_compiles_to_one_graph():
         for got in (op(a, b), compiled(a, b)):
             torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
     assert counter.frame_count == 1
+
+
+def _busy_host(us: float) -> None:
+    import time
+
+    end = time.perf_counter() + us / 1e6
+    while time.perf_counter() < end:
+        pass
+
+
+def test_host_work_before_a_launch_is_not_timed_as_device_time():
+    """A call that spends 250 us on the host before a short kernel: do_bench's flush hides only
+    part of that, so its events time the host; the core's covered loop times the kernel."""
+    from triton.testing import do_bench
+
+    from rangedispatch.timing import CudaTimer, Job, device_time_ms
+
+    x = torch.randn(1 << 16, device=DEV)
+    bare = lambda: x.mul_(1.0)  # noqa: E731
+    heavy = lambda: (_busy_host(250), x.mul_(1.0))  # noqa: E731
+    kernel = device_time_ms(bare)
+    timer = CudaTimer()
+    assert timer.host_ms(heavy) > 0.24
+    covered = sorted(timer.batch(Job("heavy", 0, heavy), 5.0, 0.2))
+    assert len(covered) >= 5
+    median = covered[len(covered) // 2]
+    leaked = do_bench(heavy, warmup=5, rep=20, return_mode="median")
+    assert leaked > 0.15  # the host's 250 us show in do_bench's events
+    assert median < kernel + 0.02, (median, kernel)  # the covered loop shows the kernel
+    assert device_time_ms(heavy) < kernel + 0.02
