@@ -503,7 +503,7 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
 
         sizes: Sequence[Any] = bench_points(spec, rng)
     else:
-        sizes = (sample_sizes(rng, count=op.settings.samples_per_range, upper_bound=upper_size(spec, rng))
+        sizes = (sample_sizes(rng, count=op.settings.base_samples, upper_bound=upper_size(spec, rng))
                  if op.dispatch is not None else (None,))
     cands = [c for c in op.plan.candidates.get(rng, op.plan.all_candidates) if c.name not in disqualified]
     if op._ref.name not in {c.name for c in cands}:

@@ -332,12 +332,12 @@ def cell_points(cell: Cell, axes: Sequence[DispatchSpec], settings: TunerSetting
         >>> cell_points(cell, GridSpec((DispatchSpec("x", 0), DispatchSpec("x", 1))).axes, TunerSettings())
         ((1, 1), (1, 1024), (6, 32), (32, 1), (32, 1024))
     """
-    per_axis = [sample_sizes(r, count=settings.samples_per_range,
+    per_axis = [sample_sizes(r, count=settings.base_samples,
                              upper_bound=a.upper_bound if a.upper_bound is not None else settings.upper_bound)
                 for r, a in zip(cell.ranges, axes)]
     corners = itertools.product(*[(s[0], s[-1]) for s in per_axis])
-    diagonal = [tuple(s[min(i * (len(s) - 1) // max(1, settings.samples_per_range - 1), len(s) - 1)]
-                      for s in per_axis) for i in range(settings.samples_per_range)]
+    diagonal = [tuple(s[min(i * (len(s) - 1) // max(1, settings.base_samples - 1), len(s) - 1)]
+                      for s in per_axis) for i in range(settings.base_samples)]
     return tuple(sorted(set(corners) | set(diagonal)))
 
 

@@ -338,7 +338,7 @@ class MultiKernel:
         self._choice: dict[tuple[Any, ...], Variant] = {}
         self._fast: dict[tuple[Any, ...], list[tuple[Callable[..., bool], Callable[..., Any], _Counter]]] = {}
         self._by_name = {v.name: v for v in made}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: a decision loads the cache, which folds the hot path
         self._stats = {"calls": 0, "hits": 0, "misses": 0, "benchmarks": 0, "benchmark_ms": 0.0}
         self._selected = {v.name: 0 for v in made}
         self._loaded = False

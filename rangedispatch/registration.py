@@ -30,7 +30,7 @@ def register_custom_op_autotuning(
     benchmark_with_cudagraphs: bool = False,
     tuning_budget_s: float | None = 60.0,
     refine_splits: bool = False,
-    samples_per_range: int = 3,
+    samples_per_range: int | None = None,
     range_upper_bound: int | None = None,
     check: bool = True,
     rtol: float | None = None,
@@ -62,7 +62,8 @@ def register_custom_op_autotuning(
         tie: other tensors sharing the dispatch size, ``{"k": 2, "v": 2}``.
         min_speedup: a candidate must beat the reference by this factor (also
             ``min_speedup_threshold``, upstream's name).
-        samples_per_range, range_upper_bound: sizes benchmarked per range.
+        samples_per_range: sizes benchmarked per range (default: 3, more for a range wider than
+            4 octaves). range_upper_bound: the largest size benchmarked for an unbounded range.
         check, rtol, atol: the output check against the reference during tuning.
         benchmarker: the timing strategy (default: the measurement core of
             ``rangedispatch.timing`` with CUDA events or ``perf_counter``).
@@ -152,7 +153,7 @@ def register_custom_op_autotuning(
 
 def make_settings(
     min_speedup: float,
-    samples_per_range: int,
+    samples_per_range: int | None,
     range_upper_bound: int | None,
     check: bool,
     rtol: float | None,
@@ -166,8 +167,10 @@ def make_settings(
             f"Expected min_speedup >= 1.0 but got {describe('min_speedup', min_speedup)}; 1.1 means "
             "a candidate must be 10% faster than the reference"
         )
-    if isinstance(samples_per_range, bool) or not isinstance(samples_per_range, int) or samples_per_range < 1:
-        raise ConfigError(f"Expected samples_per_range >= 1 but got {describe('samples_per_range', samples_per_range)}")
+    if samples_per_range is not None and (isinstance(samples_per_range, bool) or not isinstance(samples_per_range, int)
+                                          or samples_per_range < 1):
+        raise ConfigError(f"Expected samples_per_range >= 1 (or None: 3, more for wide ranges) but got "
+                          f"{describe('samples_per_range', samples_per_range)}")
     if range_upper_bound is not None and (not isinstance(range_upper_bound, int) or range_upper_bound < 1):
         raise ConfigError(
             f"Expected a positive integer but got {describe('range_upper_bound', range_upper_bound)}"
@@ -206,7 +209,7 @@ def range_dispatch(
     name: str | None = None,
     input_gen_fns: Mapping[str, Callable[..., Any]] | None = None,
     min_speedup: float = 1.0,
-    samples_per_range: int = 3,
+    samples_per_range: int | None = None,
     range_upper_bound: int | None = None,
     check: bool = True,
     rtol: float | None = None,

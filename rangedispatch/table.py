@@ -65,6 +65,8 @@ class RangeResult:
         noise: relative run-to-run noise measured for this range.
         dropped: candidate name -> why it was not timed at every sample size (far slower
             than the fastest at one of them); its other times are ``inf``.
+        weights: how much of the range each sample stands for in the mean over samples
+            (``None``: equal; see :func:`~rangedispatch.tuner.log_weights`).
     """
 
     range: Range
@@ -74,16 +76,19 @@ class RangeResult:
     disqualified: Mapping[str, str] = field(default_factory=dict)
     noise: float = 0.0
     dropped: Mapping[str, str] = field(default_factory=dict)
+    weights: tuple[float, ...] | None = None
 
     def ratio(self, name: str, reference: str) -> float:
-        """Geometric mean over samples of ``time(name) / time(reference)``."""
+        """Geometric mean over samples of ``time(name) / time(reference)``, each sample
+        weighted by ``weights`` when given."""
         ours, ref = self.timings.get(name), self.timings.get(reference)
         if not ours or not ref:
             return math.inf
         logs = [math.log(a / b) for a, b in zip(ours, ref) if b > 0 and math.isfinite(a) and math.isfinite(b) and a > 0]
         if len(logs) != len(ours):
             return math.inf
-        return math.exp(sum(logs) / len(logs))
+        weights = self.weights if self.weights is not None and len(self.weights) == len(logs) else (1.0,) * len(logs)
+        return math.exp(sum(w * x for w, x in zip(weights, logs)) / sum(weights))
 
     def ranking(self, reference: str) -> list[tuple[str, float]]:
         """Candidates by ratio to the reference, fastest first (disqualified last)."""
@@ -120,6 +125,7 @@ class RangeResult:
             "disqualified": dict(self.disqualified),
             "noise": self.noise,
             "dropped": dict(self.dropped),
+            **({"weights": list(self.weights)} if self.weights is not None else {}),
         }
 
     @classmethod
@@ -132,6 +138,7 @@ class RangeResult:
             dict(data.get("disqualified", {})),
             float(data.get("noise", 0.0)),
             dict(data.get("dropped", {})),
+            tuple(float(w) for w in data["weights"]) if data.get("weights") is not None else None,
         )
 
 

@@ -34,7 +34,8 @@ class TunerSettings:
 
     Args:
         samples_per_range: sizes benchmarked per range: near ``lo``, geometric middles,
-            near ``hi - 1`` (or the upper bound for an unbounded range).
+            near ``hi - 1`` (or the upper bound for an unbounded range). ``None`` (default):
+            3, and more for a range wider than 4 octaves (see :func:`sample_count`).
         upper_bound: largest size benchmarked for an unbounded range (default
             ``max(2 * lo, 256)``).
         min_speedup: a candidate replaces the reference only if at least this much faster.
@@ -52,7 +53,7 @@ class TunerSettings:
             located by bisection as ``split_points="auto"`` does; the given split points stay.
     """
 
-    samples_per_range: int = 3
+    samples_per_range: int | None = None
     upper_bound: int | None = None
     min_speedup: float = 1.0
     noise_floor: float = 0.02
@@ -63,6 +64,11 @@ class TunerSettings:
     rtol: float | None = None
     atol: float | None = None
     refine: bool = False
+
+    @property
+    def base_samples(self) -> int:
+        """Samples per range before any widening: ``samples_per_range`` or 3."""
+        return DEFAULT_SAMPLES if self.samples_per_range is None else self.samples_per_range
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +102,7 @@ def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None,
         (2048, 2896, 4096)
     """
     lo = max(rng.lo, 1)
-    if profile is not None and profile.total(rng.lo, None if rng.hi is None else rng.hi - 1) > 0:
+    if has_traffic(profile, rng):
         inside = profile.quantiles(count, lo=rng.lo, hi=None if rng.hi is None else rng.hi - 1)
         if inside:
             return tuple(inside)
@@ -109,6 +115,54 @@ def sample_sizes(rng: Range, *, count: int = 3, upper_bound: int | None = None,
         return (round(math.sqrt(lo * top)),)
     points = {round(lo * (top / lo) ** (i / (count - 1))) for i in range(count)}
     return tuple(sorted(min(max(p, lo), top) for p in points))
+
+
+def has_traffic(profile: Any, rng: Range) -> bool:
+    """Whether a recorded size profile has calls inside ``rng``."""
+    return profile is not None and profile.total(rng.lo, None if rng.hi is None else rng.hi - 1) > 0
+
+
+DEFAULT_SAMPLES = 3
+#: by default a range wider than this many octaves per gap between its samples gets more samples
+OCTAVES_PER_SAMPLE = 2.0
+MAX_EXTRA_SAMPLES = 3
+
+
+def sample_count(rng: Range, samples_per_range: int | None, upper_bound: int | None = None) -> int:
+    """The number of sizes to benchmark in ``rng``: ``samples_per_range`` when given; by
+    default 3, or one per ``OCTAVES_PER_SAMPLE`` octaves for a wider range (at most
+    ``MAX_EXTRA_SAMPLES`` more), so a candidate that wins only in the middle of a wide range
+    is seen there (3 samples of ``[1, 129)`` are 1, 11 and 128).
+
+    Example:
+        >>> sample_count(Range(1, 129), None), sample_count(Range(512, 2048), None), sample_count(Range(1, 129), 3)
+        (5, 3, 3)
+    """
+    if samples_per_range is not None:
+        return samples_per_range
+    count = DEFAULT_SAMPLES
+    lo = max(rng.lo, 1)
+    octaves = math.log2(max(range_top(rng, upper_bound), lo) / lo)
+    return max(count, min(count + MAX_EXTRA_SAMPLES, 1 + math.ceil(octaves / OCTAVES_PER_SAMPLE - 1e-9)))
+
+
+def log_weights(sizes: Sequence[int]) -> tuple[float, ...] | None:
+    """Weights for a mean over geometrically spread sample sizes: each sample stands for the
+    stretch of log-size halfway to its neighbours (the trapezoid rule), so the samples near
+    ``lo`` and ``hi - 1`` count half a gap each, and the mean is the one over sizes spread
+    evenly in log-size through the range. ``None`` (equal weights) below 3 samples.
+
+    Example:
+        >>> log_weights([1, 4, 16])
+        (0.25, 0.5, 0.25)
+    """
+    if len(sizes) < 3 or any(s <= 0 for s in sizes):
+        return None
+    logs = [math.log(s) for s in sizes]
+    gaps = [b - a for a, b in zip(logs, logs[1:])]
+    raw = [((gaps[i - 1] if i > 0 else 0.0) + (gaps[i] if i < len(gaps) else 0.0)) / 2 for i in range(len(logs))]
+    total = sum(raw)
+    return tuple(round(w / total, 6) for w in raw) if total > 0 else None
 
 
 def _sync(device_type: str) -> None:
@@ -139,16 +193,19 @@ def tune_plan(
     upper = effective_upper_bound(plan.dispatch, settings)
     results = []
     ranges = [r for r in plan.ranges if only is None or r in only]
-    budget = Budget(settings.budget_s, len(ranges) * (settings.samples_per_range if plan.dispatch else 1))
+    counts = {r: sample_count(r, settings.samples_per_range, upper) if plan.dispatch else 1 for r in ranges}
+    budget = Budget(settings.budget_s, sum(counts.values()))
     prober = Prober(op_name, reference, factory, benchmarker, settings, device_type, budget)
     for rng in ranges:
         cands = [c for c in plan.candidates[rng] if c.name != reference.name]
         sizes: Sequence[int | None] = (
-            sample_sizes(rng, count=settings.samples_per_range, upper_bound=upper, profile=profile)
+            sample_sizes(rng, count=counts[rng], upper_bound=upper, profile=profile)
             if plan.dispatch is not None
             else (None,)
         )
-        result, probes = _tune_range(rng, cands, sizes, prober)
+        # geometric samples stand for stretches of log-size; traffic quantiles for equal traffic
+        weighted = plan.dispatch is not None and not has_traffic(profile, rng)
+        result, probes = _tune_range(rng, cands, sizes, prober, weighted=weighted)
         n = len(plan.candidates[rng])
         log.info(
             "Range %s: Selected implementation '%s' after benchmarking %d candidate%s",
@@ -301,6 +358,7 @@ def _tune_range(
     cands: Sequence[Candidate],
     sizes: Sequence[int | None],
     prober: Prober,
+    weighted: bool = False,
 ) -> RangeResult:
     reference = prober.reference
     timings: dict[str, list[float]] = {c.name: [] for c in [reference, *cands]}
@@ -330,9 +388,10 @@ def _tune_range(
         for name, ts in timings.items()
     }
     order = [c.name for c in cands]
-    noise = decision_noise(probes, reference.name, order, final, disqualified, prober.settings.tie)
-    winner = decide(reference.name, order, final, disqualified, noise, prober.settings)
-    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped), probes
+    weights = log_weights(used_sizes) if weighted else None
+    noise = decision_noise(probes, reference.name, order, final, disqualified, prober.settings.tie, weights)
+    winner = decide(reference.name, order, final, disqualified, noise, prober.settings, weights)
+    return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped, weights), probes
 
 
 #: (candidate, size) measurements a refined range may spend on locating its crossovers
@@ -363,12 +422,13 @@ def refine_range(result: RangeResult, cands: Sequence[Candidate], probes: Sequen
 
 
 def decision_noise(probes: Sequence[Probe], reference: str, order: Sequence[str],
-                   timings: dict[str, tuple[float, ...]], disqualified: Mapping[str, str], tie: float) -> float:
+                   timings: dict[str, tuple[float, ...]], disqualified: Mapping[str, str], tie: float,
+                   weights: tuple[float, ...] | None = None) -> float:
     """The noise margin of one decision, for hand-given and discovered ranges alike: the
     paired uncertainty of the fastest eligible candidate's speed-up over the reference at
     the decision's sizes (see :func:`paired_noise`), else the median relative spread of
     their measurements."""
-    contender = fastest_eligible(reference, order, timings, dict(disqualified), tie)
+    contender = fastest_eligible(reference, order, timings, dict(disqualified), tie, weights)
     paired = paired_noise(contender[0], reference, probes) if contender is not None else None
     if paired is not None:
         return paired
@@ -430,13 +490,15 @@ def decide(
     disqualified: dict[str, str],
     noise: float,
     settings: TunerSettings,
+    weights: tuple[float, ...] | None = None,
 ) -> str:
     """The winner of a range: the fastest eligible candidate (geometric mean over the sample
     sizes of its time over the reference's), if it beats the reference by more than the noise
-    margin and ``min_speedup``; else the reference. Candidates within ``settings.tie`` of the
+    margin and ``min_speedup``; else the reference. ``weights``: per sample size, for that
+    mean (see :func:`log_weights`). Candidates within ``settings.tie`` of the
     fastest are a tie, which the first declared wins: a candidate measurably slower than
     another eligible one is never chosen."""
-    found = fastest_eligible(reference, order, timings, disqualified, settings.tie)
+    found = fastest_eligible(reference, order, timings, disqualified, settings.tie, weights)
     if found is None:
         return reference
     winner, ratio = found
@@ -445,10 +507,11 @@ def decide(
 
 
 def fastest_eligible(reference: str, order: Sequence[str], timings: dict[str, tuple[float, ...]],
-                     disqualified: dict[str, str], tie: float) -> tuple[str, float] | None:
+                     disqualified: dict[str, str], tie: float,
+                     weights: tuple[float, ...] | None = None) -> tuple[str, float] | None:
     """The fastest candidate that is not disqualified (the first declared within ``tie`` of it)
     and its geometric-mean time ratio to the reference; ``None`` if no candidate has one."""
-    probe = RangeResult(Range(0), reference, (), timings)
+    probe = RangeResult(Range(0), reference, (), timings, weights=weights)
     ratios = {n: probe.ratio(n, reference) for n in order if n not in disqualified}
     ratios = {n: r for n, r in ratios.items() if math.isfinite(r)}
     if not ratios:

@@ -196,7 +196,8 @@ def test_tied_tensors_resize_together_and_int_inputs_keep_values():
     q, k = torch.randn(2, 8, 4), torch.randn(2, 8, 4)
     attn(q, k, idx)
     tuning = seen[:-1]
-    assert {s for s, t, _ in tuning} == {1, 6, 32, 33, 92, 256}  # [1, 33) and [33, inf)
+    # [1, 33) spans 5 octaves: 4 samples by default; [33, inf) up to 256 spans 3: 3 samples
+    assert {s for s, t, _ in tuning} == {1, 3, 10, 32, 33, 92, 256}
     assert all(s == t for s, t, _ in tuning)
     assert all(i == [1, 0] for _, _, i in tuning)
 

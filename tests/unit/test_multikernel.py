@@ -80,6 +80,32 @@ def test_benchmark_policy_times_each_new_shape_once_and_picks_the_fastest():
     assert stats["selections"] == {"small@64x64": 2, "large@4096x4096": 3}
 
 
+def test_the_hot_path_counts_every_call_and_never_serves_another_signature():
+    bench = FakeBenchmarker({"small@64x64": 1.0, "large@4096x4096": 2.0})
+    mk = make("benchmark", bench)
+    a, b = inputs(100)
+    for _ in range(3):
+        torch.testing.assert_close(mk(a, b), a @ b)
+    # same shapes, other dtype: a decision of its own (timed again), not the float32 one
+    a64, b64 = a.double(), b.double()
+    torch.testing.assert_close(mk(a64, b64), a64 @ b64)
+    mk(a64, b64)
+    # requires_grad and a tensor passed twice differ from the learned guard: still served right
+    g = a.clone().requires_grad_(True)
+    mk(g, b)
+    sq = torch.randn(16, 16)
+    torch.testing.assert_close(mk(sq, sq), sq @ sq)
+    mk(sq, sq)
+    assert [size for _, size in bench.calls] == [100, 100, 100, 100, 16, 16]  # 2 variants per decision
+    stats = mk.stats()
+    assert (stats["calls"], stats["misses"], stats["hits"]) == (8, 3, 5)
+    assert stats["selections"] == {"small@64x64": 8, "large@4096x4096": 0}
+    mk.policy = "nearest"  # the hot path forgets the benchmark policy's decisions, the counts stay
+    assert mk.stats()["calls"] == 8
+    mk(a, b)
+    assert mk.stats()["misses"] == 4
+
+
 def test_a_shape_equal_to_a_hint_takes_that_variant_without_timing():
     bench = FakeBenchmarker({})
     mk = make("benchmark", bench)

@@ -62,9 +62,13 @@ def test_each_range_gets_its_fastest_candidate_and_boundaries_dispatch_right():
 
 
 def test_sample_sizes_cover_each_range_near_lo_middle_and_hi():
-    op, bench = build({})
+    op, bench = build({}, samples_per_range=3)
     call(op, 100)
     assert bench.sizes == [1, 23, 511, 512, 1024, 2047, 2048, 2896, 4096]
+    # by default a range wider than 4 octaves gets a sample per 2 octaves (at most 6)
+    op, bench = build({})
+    call(op, 100)
+    assert bench.sizes == [1, 3, 12, 42, 147, 511, 512, 1024, 2047, 2048, 2896, 4096]
     # candidates are interleaved per size: reference first, then every candidate
     assert bench.calls[:4] == [("op", 1), ("a", 1), ("b", 1), ("c", 1)]
 
@@ -179,7 +183,7 @@ def test_reference_failing_at_a_size_skips_that_size():
     op.register_impl(a)
     with pytest.warns(RuntimeWarning, match="reference 'op' failed at size 511"):
         call(op, 3)
-    assert op.table.results[0].samples == (1, 23)
+    assert op.table.results[0].samples == (1, 3, 12, 42, 147)  # 511 left out
     assert op.table.winners[rd.Range(0, 512)] == "a"
 
 
@@ -268,3 +272,42 @@ def test_refine_splits_is_checked_and_one_dimensional_only():
         rd.range_dispatch(lambda x: x, dispatch_on=("x", 0), split_points=[8], refine_splits="yes")
     with pytest.raises(rd.ConfigError, match="refine_splits=False on an op that dispatches on several dimensions"):
         rd.range_dispatch(lambda x: x, dispatch_on=[("x", 0), ("x", 1)], split_points=[[8], [8]], refine_splits=True)
+
+
+def test_a_candidate_winning_inside_a_wide_range_but_not_at_its_ends_takes_it():
+    """[1, 129) with a candidate 7 % faster from 2 to 64 and 4 % slower at 1 and above 64:
+    over sizes spread evenly in log-size it is the faster one, but 3 samples (1, 11, 128)
+    put two of three at the ends. The default samples the 7-octave range 5 times and weighs
+    each sample by the stretch of log-size it stands for."""
+    inner = lambda size: 0.93 if 2 <= size <= 64 else 1.04  # noqa: E731
+
+    def tuned(**options):
+        @rd.range_dispatch(dispatch_on=("x", 1), ranges=[(1, 129)], cache=False,
+                           benchmarker=FakeBenchmarker({"mid": inner}), **options)
+        def op(x, w):
+            return x * w
+
+        op.register_impl(a, name="mid")
+        return rd.dispatcher_of(op).tune(torch.randn(2, 8, 4), torch.randn(4))
+
+    three = tuned(samples_per_range=3).results[0]
+    assert (three.samples, three.winner) == ((1, 11, 128), "op")
+    assert three.weights == pytest.approx((0.25, 0.5, 0.25), abs=0.01)
+    wide = tuned().results[0]
+    assert wide.samples == (1, 3, 11, 38, 128) and wide.winner == "mid"
+    assert wide.weights == pytest.approx((0.125, 0.25, 0.25, 0.25, 0.125), abs=0.02)
+    assert wide.ratio("mid", "op") == pytest.approx(0.93 ** 0.75 * 1.04 ** 0.25, rel=0.01)
+    # the weights are part of the saved table
+    loaded = rd.TuningTable.from_json(tuned().to_json()).results[0]
+    assert loaded.weights == wide.weights and loaded.ratio("mid", "op") == wide.ratio("mid", "op")
+
+
+def test_log_weights_and_sample_counts():
+    from rangedispatch.ranges import Range
+    from rangedispatch.tuner import log_weights, sample_count
+
+    assert log_weights([1, 4, 16]) == (0.25, 0.5, 0.25)
+    assert log_weights([8, 16]) is None and log_weights([]) is None
+    assert [sample_count(Range(1, hi), None) for hi in (2, 17, 33, 129, 1 << 20)] == [3, 3, 4, 5, 6]
+    assert sample_count(Range(1, 1 << 20), 2) == 2  # an explicit count is kept
+    assert sample_count(Range(2048, None), None, 4096) == 3
