@@ -4,9 +4,11 @@ Per workload (causal attention b4 h16 d128 bf16 over the sequence length, refere
 default SDPA, candidates flash / efficient / cuDNN; split-K over K) and size bucket:
 
 * manual capture: ``torch.cuda.graph`` of one call of the tuned op, and of each candidate alone;
-  device time per replay (``do_bench`` of ``graph.replay``, least of 3 interleaved medians);
+  device time per replay (``rangedispatch.timing.device_time_ms`` of ``graph.replay``, least of 3
+  interleaved medians);
 * ``torch.compile(mode="reduce-overhead")`` of the op and of the per-size best candidate, same
-  timing (cudagraph trees replay each).
+  timing (cudagraph trees replay each; their host work per call is hidden by the covered loop, so
+  the columns compare device time).
 
 The op is tuned before any capture (``benchmark_with_cudagraphs=True``: candidates timed as graph
 replays), so nothing is timed or tuned inside a capture. Columns: ours / best captured
