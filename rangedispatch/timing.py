@@ -226,10 +226,12 @@ class CudaTimer:
         fn = job.fn
         if self.graphs:
             return self._graph_batch(fn, ms, estimate_ms)
-        host = self.host_ms(fn)
-        flush = _device_constants().flush_ms
-        if host > self.cover_from * flush:
-            return covered_batch(fn, ms, host)
+        import torch
+
+        if hasattr(torch.cuda, "_sleep"):  # a private torch API: without it, do_bench alone
+            host = self.host_ms(fn)
+            if host > self.cover_from * _device_constants().flush_ms:
+                return covered_batch(fn, ms, host)
         from triton.testing import do_bench
 
         times = do_bench(fn, warmup=0, rep=ms, return_mode="all")
@@ -346,7 +348,7 @@ def covered_batch(fn: Callable[[], Any], ms: float, host_ms: float) -> list[floa
     driver = runtime.driver.active
     cache = driver.get_empty_cache_for_benchmark()
     constants = _device_constants()
-    spin_ms = 1.5 * host_ms + 0.01
+    spin_ms = 2 * host_ms + 0.01  # twice: the spin rate was measured once, clocks vary
     cycles = int(constants.cycles_per_ms * spin_ms)
     first = _covered_calls(fn, 1, driver, cache, cycles)[0]  # the estimate, the call's device time alone
     count = int(min(100, max(5, ms // (first + spin_ms + constants.flush_ms))))
