@@ -143,7 +143,8 @@ OURS = ("dispatched", "auto", "refined")  # the ops under test; the per-size bes
 # -- timing -----------------------------------------------------------------------------------
 
 def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.2) -> dict:
-    """Least of ``rounds`` interleaved do_bench medians per callable (ms); inf if it raises.
+    """Least of ``rounds`` interleaved device-time medians per callable (ms; ``device_time_ms``:
+    ``do_bench``, or the covered loop for host-heavy calls); inf if it raises.
     A callable over 3x the fastest after two rounds is timed no further (it only heats the
     GPU for the others). When any callable still timed has round medians more than
     ``unstable`` apart (a slow stretch of the device or host hit a whole round), every one

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from .candidates import Candidate
 from .ranges import Range
 from .table import RangeResult
-from .tuner import Probe, Prober, decide, decision_noise
+from .tuner import Probe, Prober, judge
 
 log = logging.getLogger("rangedispatch")
 
@@ -174,8 +174,7 @@ def _winner(sizes: Sequence[int], probes: dict[int, Probe], reference: str, orde
     """The winner over ``sizes`` and the noise margin it was decided with: the rule and the
     noise of hand-given ranges, from the probes at those sizes."""
     timings, lost = _evidence(sizes, probes, [reference, *order])
-    noise = decision_noise([probes[s] for s in sizes], reference, order, timings, lost, prober.settings.tie)
-    return decide(reference, order, timings, lost, noise, prober.settings), noise
+    return judge([probes[s] for s in sizes], reference, order, timings, lost, prober.settings)
 
 
 def _merge(segments: list[list[int]], winners: dict[int, str], probes: dict[int, Probe],

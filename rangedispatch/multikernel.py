@@ -403,8 +403,8 @@ class MultiKernel:
     def _learn_fast(self, args: tuple[Any, ...], variant: Variant) -> None:
         """Let calls like this one (every argument a tensor) take the hot path: one guard per
         way the callers' tensors differ (grad mode, ``requires_grad``, device index), a few at most."""
-        if not args or not all(type(a) is torch.Tensor for a in args):
-            return
+        if not args or not all(type(a) is torch.Tensor for a in args) or len({id(a) for a in args}) < len(args):
+            return  # (one tensor passed twice never passes the guard)
         shapes = tuple(a.shape for a in args)
         known = self._fast.setdefault(shapes, [])
         if len(known) >= MAX_TENSOR_GUARDS:
@@ -417,12 +417,16 @@ class MultiKernel:
     def _fold_fast(self) -> None:
         """Move the hot path's counts into the statistics and forget its entries."""
         with self._lock:
-            for entries in self._fast.values():
-                for _, _, count in entries:
-                    self._stats["calls"] += count[0]
-                    self._stats["hits"] += count[0]
-                    self._selected[count.name] += count[0]
+            self._add_fast_counts(self._stats, self._selected)
             self._fast.clear()
+
+    def _add_fast_counts(self, stats: dict[str, Any], selected: dict[str, int]) -> None:
+        """Add the hot path's calls (all hits) to ``stats`` and ``selected``."""
+        for entries in list(self._fast.values()):
+            for _, _, count in entries:
+                stats["calls"] += count[0]
+                stats["hits"] += count[0]
+                selected[count.name] += count[0]
 
     def select(self, *args: Any, **kwargs: Any) -> Variant:
         """The variant a call with these inputs runs (deciding, and caching, if needed)."""
@@ -579,11 +583,7 @@ class MultiKernel:
         """Calls, cache hits and misses, benchmarks run and their wall time (ms), shapes
         cached, and how often each variant ran."""
         stats, selected = dict(self._stats), dict(self._selected)
-        for entries in list(self._fast.values()):
-            for _, _, count in entries:
-                stats["calls"] += count[0]
-                stats["hits"] += count[0]
-                selected[count.name] += count[0]
+        self._add_fast_counts(stats, selected)
         return {**stats, "shapes": len(self._choice), "policy": self.policy, "selections": selected}
 
     get_dispatch_stats = stats  # the name seed 003's dispatcher used

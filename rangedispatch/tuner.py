@@ -359,7 +359,7 @@ def _tune_range(
     sizes: Sequence[int | None],
     prober: Prober,
     weighted: bool = False,
-) -> RangeResult:
+) -> tuple[RangeResult, list[Probe]]:
     reference = prober.reference
     timings: dict[str, list[float]] = {c.name: [] for c in [reference, *cands]}
     disqualified: dict[str, str] = {}
@@ -389,8 +389,7 @@ def _tune_range(
     }
     order = [c.name for c in cands]
     weights = log_weights(used_sizes) if weighted else None
-    noise = decision_noise(probes, reference.name, order, final, disqualified, prober.settings.tie, weights)
-    winner = decide(reference.name, order, final, disqualified, noise, prober.settings, weights)
+    winner, noise = judge(probes, reference.name, order, final, disqualified, prober.settings, weights)
     return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped, weights), probes
 
 
@@ -421,19 +420,19 @@ def refine_range(result: RangeResult, cands: Sequence[Candidate], probes: Sequen
     return list(found)
 
 
-def decision_noise(probes: Sequence[Probe], reference: str, order: Sequence[str],
-                   timings: dict[str, tuple[float, ...]], disqualified: Mapping[str, str], tie: float,
-                   weights: tuple[float, ...] | None = None) -> float:
-    """The noise margin of one decision, for hand-given and discovered ranges alike: the
-    paired uncertainty of the fastest eligible candidate's speed-up over the reference at
-    the decision's sizes (see :func:`paired_noise`), else the median relative spread of
-    their measurements."""
-    contender = fastest_eligible(reference, order, timings, dict(disqualified), tie, weights)
-    paired = paired_noise(contender[0], reference, probes) if contender is not None else None
-    if paired is not None:
-        return paired
-    spreads = [x for p in probes for x in p.spreads]
-    return statistics.median(spreads) if spreads else 0.0
+def judge(probes: Sequence[Probe], reference: str, order: Sequence[str], timings: dict[str, tuple[float, ...]],
+          disqualified: Mapping[str, str], settings: TunerSettings,
+          weights: tuple[float, ...] | None = None) -> tuple[str, float]:
+    """One decision, for hand-given and discovered ranges alike: the winner (see
+    :func:`decide`) and the noise margin it was made with, the paired uncertainty of the
+    fastest eligible candidate's speed-up over the reference at the decision's sizes (see
+    :func:`paired_noise`), else the median relative spread of their measurements."""
+    contender = fastest_eligible(reference, order, timings, dict(disqualified), settings.tie, weights)
+    noise = paired_noise(contender[0], reference, probes) if contender is not None else None
+    if noise is None:
+        spreads = [x for p in probes for x in p.spreads]
+        noise = statistics.median(spreads) if spreads else 0.0
+    return _accept(reference, contender, noise, settings), noise
 
 
 def paired_noise(name: str, reference: str, probes: Sequence[Probe]) -> float | None:
@@ -498,7 +497,12 @@ def decide(
     mean (see :func:`log_weights`). Candidates within ``settings.tie`` of the
     fastest are a tie, which the first declared wins: a candidate measurably slower than
     another eligible one is never chosen."""
-    found = fastest_eligible(reference, order, timings, disqualified, settings.tie, weights)
+    return _accept(reference, fastest_eligible(reference, order, timings, disqualified, settings.tie, weights),
+                   noise, settings)
+
+
+def _accept(reference: str, found: tuple[str, float] | None, noise: float, settings: TunerSettings) -> str:
+    """The fastest eligible candidate if it beats the reference by the margin, else the reference."""
     if found is None:
         return reference
     winner, ratio = found
