@@ -127,10 +127,13 @@ def run(sc: Scenario, device: str, dtype, quick: bool) -> list[str]:
     upstream, upstream_note = upstream_compile(sc, device, dtype)
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    # the nearest rule traced into one dynamic graph: the variants' code inline (the default),
-    # and each variant behind a custom op, run as eagerly (in_graph="opaque")
+    # the nearest rule traced into one dynamic graph: each variant behind a custom op, run as
+    # eagerly (in_graph="opaque", what "auto" picks for per-hint compiles), and the variants'
+    # code traced inline
     inline_graphs = CompileCounterWithBackend("inductor")
-    in_graph_inline = torch.compile(lambda *a: ours_near(*a), dynamic=True, backend=inline_graphs)
+    near_inline = rd.MultiKernel(ours_near.variants, policy="nearest", sizes=sc.sizes, cache=False,
+                                 name=f"{sc.name}_inline", in_graph="inline")
+    in_graph_inline = torch.compile(lambda *a: near_inline(*a), dynamic=True, backend=inline_graphs)
     near_opaque = rd.MultiKernel(ours_near.variants, policy="nearest", sizes=sc.sizes, cache=False,
                                  name=f"{sc.name}_opaque", in_graph="opaque")
     graphs = CompileCounterWithBackend("inductor")

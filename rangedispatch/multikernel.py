@@ -23,13 +23,14 @@ launch configs, the best config per hint chosen by timing at the hint
 with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
 
 Inside ``torch.compile`` and ``torch.export`` the ``nearest`` rule is traced as conditionals
-on the symbolic sizes (one graph for every shape). By default (``in_graph="inline"``) the
-variants' code is traced into the graph, where the compiler may fuse it with its neighbours
-but compiles it for symbolic shapes (a per-hint compile's specialisation is not kept).
-``in_graph="opaque"`` calls each region's variant through one custom op
-(``torch.ops.rangedispatch_mk.<name>``) instead, so it runs exactly as it does eagerly: for
-variants the compiler cannot trace (host logic, extensions without fake kernels). On an H200
-it cost more than the inline form at every measured shape (docs/benchmarks.md).
+on the symbolic sizes (one graph for every shape). ``in_graph="inline"`` traces the variants' code into the graph, where the compiler may fuse
+it with its neighbours but compiles it for symbolic shapes (a per-hint compile's
+specialisation is not kept). ``in_graph="opaque"`` calls each region's variant through one
+custom op (``torch.ops.rangedispatch_mk.<name>``) instead, so it runs exactly as it does
+eagerly: the per-hint compiles keep their specialisation, and variants the compiler cannot
+trace (host logic, extensions without fake kernels) work. The default, ``"auto"``, is opaque
+under ``torch.compile`` when a hinted variant is a compile (:meth:`MultiKernel.compiled`) and
+inline otherwise, and always inline under ``torch.export``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from .environment import Environment
 from .fastcall import MAX_TENSOR_GUARDS, tensor_check
 from .errors import ConfigError, ConfigTypeError, TableError
 from .table import atomic_write_text
-from .timing import OK, RACED, Benchmarker, Job, default_benchmarker, measure_jobs
+from .timing import OK, RACED, Benchmarker, Job, capturing_cuda_graph, default_benchmarker, measure_jobs
 from .verify import reference_run, run_candidate
 
 log = logging.getLogger("rangedispatch")
@@ -69,7 +70,7 @@ log = logging.getLogger("rangedispatch")
 FORMAT = "rangedispatch.multikernel"
 VERSION = 1
 POLICIES = ("benchmark", "nearest")
-IN_GRAPH = ("opaque", "inline")
+IN_GRAPH = ("auto", "opaque", "inline")
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,12 @@ def _graph_op_name(key: str) -> str:
 
 
 @torch._dynamo.assume_constant_result
+def _graph_form(key: str) -> str:
+    """How a MultiKernel's variants go into the graph being traced: "opaque" or "inline"."""
+    return _TRACEABLE[key]._in_graph_form()
+
+
+@torch._dynamo.assume_constant_result
 def _graph_output_single(key: str) -> bool:
     """Whether the variants return one tensor (seen by the op's fake run, which comes first)."""
     return _TRACEABLE[key]._single_output
@@ -270,10 +277,13 @@ class MultiKernel:
         make_inputs: ``make_inputs(sizes)`` builds one call's inputs (a tuple of args) at
             sizes like a hint; the pytest plugin's equivalence sweeps and benchmarks use it.
             :meth:`compiled` and :meth:`tuned_configs` keep the one they were given.
-        in_graph: inside ``torch.compile`` / ``torch.export``, ``"inline"`` (default) traces
-            the variants' code into the graph; ``"opaque"`` runs each region's variant through
-            a custom op, exactly as eagerly (calls with tensor arguments only, none needing
-            gradients; others are traced inline). See the module doc.
+        in_graph: inside ``torch.compile`` / ``torch.export``, ``"inline"`` traces the
+            variants' code into the graph; ``"opaque"`` runs each region's variant through a
+            custom op, exactly as eagerly (calls with tensor arguments only, none needing
+            gradients; others are traced inline). ``"auto"`` (default): opaque inside
+            ``torch.compile`` when a hinted variant is itself a compile (its hint's
+            specialisation is what it is for), inline otherwise and always under
+            ``torch.export`` (a self-contained program). See the module doc.
 
     Example:
         >>> mk = MultiKernel([(small_impl, [64, 64]), (large_impl, [4096, 4096])],
@@ -294,11 +304,12 @@ class MultiKernel:
         atol: float | None = None,
         cache: bool = True,
         make_inputs: Callable[[Sequence[int]], Any] | None = None,
-        in_graph: str = "inline",
+        in_graph: str = "auto",
     ) -> None:
         if in_graph not in IN_GRAPH:
             raise ConfigError(f"Expected in_graph to be one of {list(IN_GRAPH)} but got {in_graph!r}; 'opaque' runs "
-                              "each variant as it runs eagerly, 'inline' traces its code into the graph")
+                              "each variant as it runs eagerly, 'inline' traces its code into the graph, 'auto' "
+                              "picks opaque for per-hint compiles under torch.compile")
         if isinstance(variants, (str, bytes)) or not isinstance(variants, Sequence) or not variants:
             raise ConfigError(
                 f"MultiKernel needs a non-empty list of variants (Variant(fn, hint) or (fn, hint) pairs), got {variants!r}"
@@ -471,7 +482,7 @@ class MultiKernel:
         kind, dims, owners, values = _traced_plan(self._trace_key)  # owners: indices into self.hinted
         flat, rebuild = _flatten(args, kwargs)
         # gradients do not flow through the op: a call that needs them traces the code inline
-        opaque = (self.in_graph == "opaque" and not kwargs and all(isinstance(a, torch.Tensor) for a in args)
+        opaque = (_graph_form(self._trace_key) == "opaque" and not kwargs and all(isinstance(a, torch.Tensor) for a in args)
                   and not (torch.is_grad_enabled() and any(a.requires_grad for a in args)))
         key = self._trace_key
 
@@ -511,6 +522,16 @@ class MultiKernel:
             return branch(pred, lambda *o: run(owners[i], o), lambda *o: chain(i + 1, o), tuple(ops))
 
         return chain(0, flat)
+
+    def _in_graph_form(self) -> str:
+        """``in_graph`` with ``"auto"`` resolved for the trace under way (see the class doc)."""
+        if self.in_graph != "auto":
+            return self.in_graph
+        if torch.compiler.is_exporting():
+            return "inline"
+        compiled = any(isinstance(v.fn, _HintCompile) or hasattr(v.fn, "_torchdynamo_orig_callable")
+                       for v in self.hinted)
+        return "opaque" if compiled else "inline"
 
     def traced_plan(self) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
         """How ``nearest`` is traced: ``("intervals", (dim,), owners, ends)`` when one size
@@ -720,11 +741,10 @@ class MultiKernel:
         spare: dict[str, Variant] = {}
         for hint in hints:
             label = "x".join(map(str, hint))
-            copy = _fresh_function(fn)
-            compiled = torch.compile(copy, dynamic=dynamic, **dict(compile_options or {}))
+            compiled = _HintCompile(torch.compile(_fresh_function(fn), dynamic=dynamic, **dict(compile_options or {})),
+                                    tuple(hint), make_inputs)
             inputs = make_inputs(hint)
-            with _unshared_compile_caches():
-                compiled(*inputs)  # prime: compiles with this hint's sizes as Inductor's size hints
+            compiled.prime([a for a in inputs if isinstance(a, torch.Tensor)], inputs)  # compiles with this hint's sizes as Inductor's size hints
             mine = Variant(compiled, None, name=f"{short_name(fn)}@{label}", meta={"source": "torch.compile"})
             pool = [mine] + [Variant(f, None, meta={"source": "library"}) for f in library]
             best = 0
@@ -822,6 +842,75 @@ def inductor_multi_kernel(
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rangedispatch-inductor-")
     options = {"triton.multi_kernel": 1, "multi_kernel_hints": list(hints), **inductor_options}
     return torch.compile(_fresh_function(fn), dynamic=dynamic, options=options)
+
+
+class _HintCompile:
+    """One hint's ``torch.compile``, primed at the hint in each state it is called in.
+
+    Dynamo guards on global state (grad mode) and on each input tensor's dispatch keys as the
+    call sees them (inference tensors, the keys a dispatcher kernel runs with excluded). The
+    first call in another state (a serving loop under ``torch.inference_mode()``, an opaque
+    variant run by a compiled graph) recompiles at *that call's* sizes, and the hint's
+    specialisation is lost for every later call in that state. So the first call in each
+    state first compiles at the hint's own inputs, made in that state (outside CUDA-graph
+    capture, where nothing may compile: there the call goes straight through). The check is
+    Dynamo's own: its global-state guard and a ``TensorGuards`` with every size dynamic."""
+
+    def __init__(self, compiled: Callable[..., Any], hint: tuple[int, ...],
+                 make_inputs: Callable[[Sequence[int]], tuple[Any, ...]]) -> None:
+        self.compiled = compiled
+        self.hint = hint
+        self.make_inputs = make_inputs
+        self.states: list[Callable[[Sequence[Any]], bool]] = []  # one check per primed state
+        self._torchdynamo_orig_callable = getattr(compiled, "_torchdynamo_orig_callable", compiled)
+        self.__name__ = getattr(self._torchdynamo_orig_callable, "__name__", "compiled")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or is_compiling():
+            return self._call(args, kwargs)
+        for state in self.states:  # the usual call: tensors only, in a state already primed
+            if state(args):
+                return self.compiled(*args)
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not is_compiling():
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            if not any(state(tensors) for state in self.states):
+                self.prime(tensors)
+        return self.compiled(*args, **kwargs)
+
+    def prime(self, tensors: Sequence[torch.Tensor], inputs: Sequence[Any] | None = None) -> None:
+        """Compile (or find compiled) at the hint's inputs in the state of a call with ``tensors``."""
+        if capturing_cuda_graph():
+            return
+        with _unshared_compile_caches():
+            self.compiled(*(self.make_inputs(self.hint) if inputs is None else inputs))
+        self.states.append(_state_check(tensors))
+
+
+def _state_check(tensors: Sequence[torch.Tensor]) -> Callable[[Sequence[Any]], bool]:
+    """Whether a call's tensors and the global state look to Dynamo as ``tensors`` and the
+    current state do (every size and stride free)."""
+    try:
+        from torch._C._dynamo.guards import GlobalStateGuard
+
+        state = GlobalStateGuard()
+        same = tensor_check(tensors, [[None] * t.dim() for t in tensors])
+    except ImportError:  # pragma: no cover - every supported torch has them
+        state, same = None, None
+    if state is None or same is None:
+        mode = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        return lambda _ts: (torch.is_grad_enabled(), torch.is_inference_mode_enabled()) == mode
+    count = len(tensors)
+
+    def check(ts: Sequence[Any]) -> bool:
+        try:
+            return len(ts) == count and state.check() and same(*ts)
+        except TypeError:  # not all tensors
+            return False
+
+    return check
 
 
 @contextlib.contextmanager

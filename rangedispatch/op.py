@@ -32,7 +32,7 @@ from .fastcall import MAX_TENSOR_GUARDS
 from .inputs import CallTemplate, InputFactory, TensorSpec
 from .ranges import Range, map_tree, size_getter, tree_leaves
 from .table import TuningTable
-from .timing import Benchmarker, default_benchmarker
+from .timing import Benchmarker, capturing_cuda_graph as _capturing_cuda_graph, default_benchmarker
 from .discover import AutoSettings, tune_auto
 from .profile import SizeProfile, profile_path
 from .tuner import TunerSettings, log_summary, tune_plan
@@ -804,10 +804,4 @@ def _fn_id(fn: Callable[..., Any]) -> str:
     from .candidates import source_hash
 
     return f"{getattr(fn, '__qualname__', type(fn).__name__)}:{source_hash(fn)}"
-
-
-def _capturing_cuda_graph() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 

@@ -370,6 +370,13 @@ def _covered_calls(fn: Callable[[], Any], count: int, driver: Any, cache: Any, c
     return [max(s.elapsed_time(e), 1e-4) for s, e in zip(starts, ends)]
 
 
+def capturing_cuda_graph() -> bool:
+    """Whether the current CUDA stream is capturing a graph (nothing may be timed or compiled)."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
 def capture_graph(fn: Callable[[], Any], warmup: Callable[[], Any] | None = None, warmup_calls: int = 1) -> tuple[Any, Any]:
     """``fn()`` captured in a CUDA graph, after ``warmup`` (default ``fn``) ran on a side
     stream as capture requires (lazy initialisation, library handles, autotuning). Returns

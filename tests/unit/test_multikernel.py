@@ -206,6 +206,58 @@ def test_compiled_source_compiles_once_per_hint_primed_at_the_hint():
     assert mk.stats()["selections"]["f@1024x64"] == 1
 
 
+
+def test_per_hint_compiles_keep_their_hint_in_every_grad_mode_and_inside_graphs():
+    """Dynamo recompiles a compile called under no_grad / inference_mode (or by a compiled
+    graph's runtime); that compile must see the hint's sizes, not the first such call's."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
+        return gm.forward
+
+    def f(a, b):
+        return torch.relu(a @ b)
+
+    mk = rd.MultiKernel.compiled(f, [[64, 64], [1024, 64]], lambda h: inputs(h[0], n=h[1]),
+                                 compile_options={"backend": backend}, policy="nearest", sizes=MN, cache=False)
+    primed = list(graphs)
+    assert primed == [[(64, 16), (16, 64)], [(1024, 16), (16, 64)]]
+    a, b = inputs(900, n=64)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            x, y = inputs(900, n=64)
+            torch.testing.assert_close(mk(x, y), torch.relu(x @ y))
+            mk(*inputs(700, n=64))  # the same state: no compile
+    assert graphs[len(primed):] and all(g in primed for g in graphs[len(primed):])
+    seen = len(graphs)
+    mk(a, b)  # back in the first state: no compile
+    assert len(graphs) == seen
+    # in a compiled graph (in_graph="auto": opaque for per-hint compiles) the variant runs as
+    # eagerly, under the graph runtime's own state: primed at the hint too
+    assert mk.in_graph == "auto"
+    outer = []
+
+    def record(gm, example_inputs):
+        outer.append(gm)
+        return torch._dynamo.backends.debugging.aot_eager(gm, example_inputs)
+
+    compiled = torch.compile(lambda a, b: mk(a, b) + 1, backend=record, dynamic=True, fullgraph=True)
+    torch.testing.assert_close(compiled(a, b), torch.relu(a @ b) + 1)
+    assert all(g in primed for g in graphs[seen:])
+    assert any("rangedispatch_mk" in str(n.target) for m in outer[0].modules() if isinstance(m, torch.fx.GraphModule)
+               for n in m.graph.nodes)
+    # exported, the variants' code is in the program (it runs without this process's compiles)
+    class Model(torch.nn.Module):
+        def forward(self, a, b):
+            return mk(a, b)
+
+    program = torch.export.export(Model(), (a, b), dynamic_shapes={"a": {0: torch.export.Dim("m", min=2)}, "b": None})
+    assert not any("rangedispatch_mk" in str(n.target) for m in program.graph_module.modules()
+                   if isinstance(m, torch.fx.GraphModule) for n in m.graph.nodes)
+    x = inputs(100, n=64)[0]
+    torch.testing.assert_close(program.module()(x, b), torch.relu(x @ b))
+
 def test_a_variant_without_a_hint_is_timed_by_benchmark_but_never_chosen_by_nearest():
     bench = FakeBenchmarker({"small@64x64": 3.0, "large@4096x4096": 3.0, "wrong": 9.0, "library": 1.0})
 
