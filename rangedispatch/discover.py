@@ -11,7 +11,10 @@ measurement core as hand-given ranges (:class:`~rangedispatch.tuner.Prober`):
 3. neighbouring segments merge while one candidate is within ``merge_tolerance`` of the best at
    every size of both (near-ties are not crossovers);
 4. each remaining crossover is bisected (in log space, measuring only its two winners and the
-   reference) until it is located within ``tolerance``; the split goes in the middle.
+   reference) until it is located within ``tolerance``; then the roundest size left in the
+   interval and the one above it are measured (kernels fall off cliffs at tile multiples: 64
+   rows fit one tile, 65 need two), so a crossover at such an edge is split exactly there;
+   otherwise the split goes in the middle.
 
 The number of (candidate, size) measurements stays within ``budget`` (default: what a 4-range
 hand table with 3 samples per range costs, ``12 x candidates``) and is reported.
@@ -88,6 +91,25 @@ def base_sizes(lo: int, hi: int, count: int, profile: Any = None) -> list[int]:
     return sorted({round(lo * (hi / lo) ** (i / (count - 1))) for i in range(count)})
 
 
+def roundest(a: int, b: int) -> int | None:
+    """The size in ``[a, b)`` with the most trailing zero bits (the likeliest tile edge; its
+    neighbour above is in ``(a, b]``), ``None`` when the interval is already exact.
+
+    Example:
+        >>> roundest(51, 81), roundest(170, 210), roundest(64, 80), roundest(7, 8)
+        (64, 192, 64, None)
+    """
+    if b - a < 2:
+        return None
+    step = 1 << b.bit_length()
+    while step >= 1:
+        edge = -(-a // step) * step
+        if edge < b:
+            return edge
+        step >>= 1
+    return None
+
+
 def discover(
     prober: Prober,
     candidates: Sequence[Candidate],
@@ -140,6 +162,24 @@ def discover(
                 a = mid
             else:
                 b = mid
+        # kernels fall off cliffs at tile multiples (64 rows in one tile, 65 in two): the
+        # roundest size left in the interval and the one above it pin such a crossover exactly
+        edge = roundest(a, b)
+        if edge is not None and prober.benchmarks - start + 2 * (len(pair) + 1) <= budget:
+            sides = []
+            for size in (edge, edge + 1):
+                probe = probes.get(size) or prober.probe(size, pair, f"size {size}")
+                if probe is None:
+                    break
+                probes[size] = probe
+                sides.append(_winner([size], probes, reference.name, [n for n in order if n in (a_name, b_name)],
+                                     prober)[0])
+            if sides == [a_name, b_name]:
+                a, b = edge, edge + 1
+            elif sides[:1] == [b_name]:
+                b = edge
+            elif sides == [a_name, a_name]:
+                a = edge + 1
         split = min(max(round(math.sqrt(a * b)), a + 1), b)
         splits.append(split)
         crossovers.append((a, b, a_name, b_name))

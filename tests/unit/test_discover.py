@@ -102,6 +102,22 @@ def test_auto_bisects_a_crossover_to_the_tolerance_and_dispatches_both_sides():
     assert "benchmarks" in op.table.settings["discovery"]
 
 
+def test_auto_splits_a_crossover_at_a_tile_edge_exactly():
+    # one tile of 64 rows: 65 rows take two, and the tiled kernel falls behind right there
+    bench = FakeBenchmarker({"ref": 5.0, "tiled": lambda s: 1.0 if s <= 64 else 1.3, "flat": 1.1})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points="auto", range_upper_bound=4096, benchmarker=bench,
+                       cache=False)
+    def ref(x):
+        return x * 2
+
+    ref.register_impl(lambda x: x + x, name="tiled")
+    ref.register_impl(lambda x: 2 * x, name="flat")
+    ref.tune(torch.randn(64))
+    assert [(r.range.lo, r.winner) for r in ref.table.results] == [(1, "tiled"), (65, "flat")]
+    assert ref.table.settings["benchmarks"] <= ref.table.settings["budget"]
+
+
 def test_auto_with_the_seed_config_api_and_no_ranges():
     @torch.library.custom_op("rdtest::auto_scale", mutates_args=())
     def auto_scale(x: torch.Tensor) -> torch.Tensor:
