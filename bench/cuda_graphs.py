@@ -14,7 +14,11 @@ The op is tuned before any capture (``benchmark_with_cudagraphs=True``: candidat
 replays), so nothing is timed or tuned inside a capture. Columns: ours / best captured
 candidate, both ways. Needs CUDA.
 
-    python bench/cuda_graphs.py [--only attention splitk]
+    python bench/cuda_graphs.py [--only attention splitk] [--buckets]
+
+``--buckets``: the op's ranges are the capture sizes, ``(previous, size]``, each tuned at its
+size (``op.tune(..., profile=SizeProfile({size: 1 ...}))``), as a server that pads a batch up to
+its bucket's captured graph would set it up.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from compile_vs_upstream import gpu_warmup, interleaved_ms  # noqa: E402
 from decision_quality import attention_inputs, attention_op, splitk_inputs, splitk_op  # noqa: E402
 
 WORKLOADS = {
-    "attention": (lambda: attention_op("default", [128, 512, 2048]), attention_inputs, [32, 128, 300, 1024, 4096]),
-    "splitk": (lambda: splitk_op([8192, 65536]), splitk_inputs, [1024, 8192, 32768, 131072]),
+    "attention": (lambda splits: attention_op("default", splits or [128, 512, 2048]), attention_inputs,
+                  [32, 128, 300, 1024, 4096]),
+    "splitk": (lambda splits: splitk_op(splits or [8192, 65536]), splitk_inputs, [1024, 8192, 32768, 131072]),
 }
 
 
@@ -53,15 +58,18 @@ def capture(fn, args) -> torch.cuda.CUDAGraph:
     return graph
 
 
-def run(name: str) -> list[str]:
+def run(name: str, buckets: bool = False) -> list[str]:
     make_op, make_inputs, sizes = WORKLOADS[name]
-    op = make_op()
+    # buckets: one range per capture size, (previous size, size], tuned at the size itself (a
+    # profile with traffic only there), as a server padding each batch up to its bucket runs it
+    op = make_op(sizes if buckets else None)
     disp = rd.dispatcher_of(op)
     disp.settings = dataclasses.replace(disp.settings, cuda_graphs=True)  # benchmark_with_cudagraphs=True
-    op.tune(*make_inputs(sizes[len(sizes) // 2]))
+    op.tune(*make_inputs(sizes[len(sizes) // 2]), profile=rd.SizeProfile({n: 1 for n in sizes}) if buckets else None)
     cands = {c: disp._by_name[c].fn for c in disp.candidates}
     ro_ours = torch.compile(op, mode="reduce-overhead")
-    lines = [f"\n{name}: {torch.cuda.get_device_name()}, torch {torch.__version__}",
+    lines = [f"\n{name}{' (one range per bucket)' if buckets else ''}: {torch.cuda.get_device_name()}, "
+             f"torch {torch.__version__}",
              f"{'size':>8} {'pick':>20} {'graph best':>20} {'ours ms':>9} {'best ms':>9} {'ratio':>6} "
              f"{'ours RO':>9} {'best RO':>9} {'ratio':>6}"]
     ratios, ro_ratios = [], []
@@ -93,10 +101,12 @@ def run(name: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS))
+    parser.add_argument("--buckets", action="store_true",
+                        help="one range per capture size, tuned at that size (instead of the fixed split points)")
     opts = parser.parse_args()
     gpu_warmup("cuda")
     for name in opts.only or sorted(WORKLOADS):
-        print("\n".join(run(name)), flush=True)
+        print("\n".join(run(name, opts.buckets)), flush=True)
 
 
 if __name__ == "__main__":
