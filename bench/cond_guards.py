@@ -63,29 +63,63 @@ def main() -> None:
     grid.register_impl(mm_lin)
     grid.tune(torch.randn(100, 16, device=device), b)
 
+    # the same two ranges with compiled_dispatch="guards": one graph per range, no cond
+    guarded = rd.range_dispatch(mm1, dispatch_on=("a", 0), split_points=[64], range_upper_bound=256, benchmarker=bench,
+                                cache=False, name="op", compiled_dispatch="guards")
+    guarded.register_impl(mm_lin)
+    guarded.tune(torch.randn(100, 16, device=device), b)
+
     ours = torch.compile(lambda a, b: op(a, b), dynamic=True)
     ours_grid = torch.compile(lambda a, b: grid(a, b), dynamic=True)
+    ours_guarded = torch.compile(lambda a, b: guarded(a, b), dynamic=True)
     single = torch.compile(lambda a, b: mm1(a, b), dynamic=True)
-    a = torch.randn(5, 16, device=device)
+    single_lin = torch.compile(lambda a, b: mm_lin(a, b), dynamic=True)
     guards = {}
     with GuardCounter() as counter:
-        for name, fn in (("ours", ours), ("grid", ours_grid), ("1-compile", single)):
-            fn(a, b)
+        for name, fn, m in (("ours", ours, 5), ("grid", ours_grid, 5), ("guards-mode", ours_guarded, 5),
+                            ("1-compile", single, 5)):
+            fn(torch.randn(m, 16, device=device), b)
             guards[name] = counter.frames[-1] if counter.frames else None
 
-    print(f"{'rows':>6} {'ours us':>9} {'grid us':>9} {'1-compile us':>13} {'eager us':>9}")
+    print(f"{'rows':>6} {'ours us':>9} {'grid us':>9} {'guards-mode us':>15} {'1-compile us':>13} {'eager us':>9}")
     for m in (5, 100):
         a = torch.randn(m, 16, device=device)
         torch.testing.assert_close(ours(a, b), a @ b)
         torch.testing.assert_close(ours_grid(a, b), a @ b)
+        torch.testing.assert_close(ours_guarded(a, b), a @ b)
+        bare = single if m < 64 else single_lin  # a bare compile of the range's winner
         print(f"{m:>6} {host_us(ours, a, b, device=device, calls=2000):9.1f} "
               f"{host_us(ours_grid, a, b, device=device, calls=2000):9.1f} "
-              f"{host_us(single, a, b, device=device, calls=2000):13.1f} "
+              f"{host_us(ours_guarded, a, b, device=device, calls=2000):15.1f} "
+              f"{host_us(bare, a, b, device=device, calls=2000):13.1f} "
               f"{host_us(mm1, a, b, device=device, calls=2000):9.1f}")
     print("guards checked per call: " + ", ".join(f"{k} {v}" for k, v in guards.items()))
+    if device == "cuda":
+        reduce_overhead(guarded, b)
     print(f"grid dispatch: {grid.table.format().splitlines()[-1]}")
     if opts.profile:
         profile_calls({"ours": ours, "1-compile": single}, torch.randn(5, 16, device=device), b)
+
+
+def reduce_overhead(guarded, b) -> None:
+    """``mode="reduce-overhead"`` with ``dynamic=True``: Inductor skips CUDA graphs for a graph
+    with a cond, so the guards mode (one graph per range, no cond) is what gets graphs there.
+    Host us per call and CUDA-graph replays counted by Inductor, ours against bare compiles."""
+    from torch._dynamo.utils import counters
+
+    fns = {"guards-mode": lambda a, b: guarded(a, b), "1-compile mm1": mm1, "1-compile mm_lin": mm_lin}
+    print(f"\nreduce-overhead, dynamic=True: {'rows':>5} " + " ".join(f"{n + ' us':>20}" for n in fns))
+    compiled = {n: torch.compile(f, mode="reduce-overhead", dynamic=True) for n, f in fns.items()}
+    counters.clear()
+    for m in (5, 100):
+        a = torch.randn(m, 16, device="cuda")
+        for fn in compiled.values():
+            for _ in range(3):
+                torch.testing.assert_close(fn(a, b), a @ b)
+        print(f"{'':31s}{m:>5} " + " ".join(f"{host_us(fn, a, b, device='cuda', calls=2000):20.1f}"
+                                               for fn in compiled.values()))
+    skipped = {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
+    print(f"inductor cudagraph counters: {skipped or 'none'}")
 
 
 def profile_calls(fns, *args, calls: int = 5000, top: int = 12) -> None:

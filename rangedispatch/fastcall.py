@@ -116,7 +116,7 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
 
 def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
-                 traced_call: str) -> list[str]:
+                 traced_call: str, guarded: bool = False) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
@@ -126,8 +126,11 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
     whose tensors have another dtype or device type than the table's example (or an opaque
     op) takes ``traced_call``, the source of the general traced path. Empty when the
     signature does not allow it (``*args``, ``**kwargs``, a dispatch tensor that is not a
-    named tensor parameter)."""
-    from .traced import branch, opaque
+    named tensor parameter). With ``guarded`` (``compiled_dispatch="guards"``), Dynamo traces
+    the decision as Python conditionals on the sizes instead, so it guards the range and the
+    graph holds the winner alone; ``torch.export`` still takes the cond tree (the choice is a
+    trace-time constant, :func:`~rangedispatch.traced.traced_form`)."""
+    from .traced import branch, traced_form
 
     axes, root = tree
     if template is None or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
@@ -135,7 +138,7 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
     tensors = tensor_params(template, names)
     if not tensors or (isinstance(root, tuple) and any(t not in tensors for t, _ in axes)):
         return []
-    env.update({"_rd_opaque": opaque, "_rd_key": key, "_rd_branch": branch})
+    env.update({"_rd_form": traced_form, "_rd_key": key, "_rd_branch": branch})
     call = ", ".join(n if sig.parameters[n].kind is not inspect.Parameter.KEYWORD_ONLY else f"{n}={n}" for n in names)
     ops = ", ".join(tensors)
     # another dtype or device type has its own table: the general traced path finds it (Dynamo
@@ -145,7 +148,8 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
         spec = template.get(name)
         env[f"_rd_dt{i}"] = spec.dtype
         other.append(f"{name}.dtype != _rd_dt{i} or {name}.device.type != {spec.device.type!r}")
-    lines: list[str] = [f"        if {' or '.join(other)} or _rd_opaque(_rd_key):", f"            return {traced_call}"]
+    lines: list[str] = ["        _rd_f = _rd_form(_rd_key)",
+                        f"        if {' or '.join(other)} or _rd_f == 0:", f"            return {traced_call}"]
     count = [0, 0]  # leaves, nodes
 
     def emit(node: Any) -> str:
@@ -170,6 +174,21 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
         return later
 
     top = emit(root)
+    if guarded:
+        leaves = [0]
+
+        def chain(node: Any) -> str:  # the same leaves, in the same order as emit's
+            if not isinstance(node, tuple):
+                leaves[0] += 1
+                return f"_rd_b{leaves[0] - 1}"
+            axis, his, children = node
+            tensor, dim = axes[axis]
+            kids = [chain(child) for child in children]
+            ifs = " else ".join(f"{kid} if {tensor}.shape[{int(dim)}] < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
+            return f"({ifs} else {kids[-1]})" if ifs else kids[-1]
+
+        lines.append("        if _rd_f == 2:")
+        lines.append(f"            return {chain(root)}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
 
@@ -228,6 +247,7 @@ def generate_call(
     tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
     key: str | None = None,
     eager_tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
+    guarded: bool = False,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -304,7 +324,7 @@ def generate_call(
             f"    if {compiling}():",
         ]
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
-        written = traced_lines(template, names, sig, tree, key, env, general) if tree and key else []
+        written = traced_lines(template, names, sig, tree, key, env, general, guarded) if tree and key else []
         lines += written or [f"        return {general}"]
     plain = plain_params(reference)
     conds = (guard_source(template, resized or {}, plain, env, tensor_checks)

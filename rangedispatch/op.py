@@ -107,6 +107,7 @@ class RangeDispatchOp:
         self.benchmarker = benchmarker
         self.use_cache = cache
         self.traced = traced
+        self._compiled_dispatch = "cond"
         self._opaque_call = opaque_call
         self.distributed = check_mode(distributed)  # how ranks agree on tables (see .distributed)
         self.process_group = process_group
@@ -231,6 +232,29 @@ class RangeDispatchOp:
         except (TypeError, ValueError):
             return []
         return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    @property
+    def compiled_dispatch(self) -> str:
+        """How the dispatch goes into ``torch.compile`` graphs.
+
+        ``"cond"`` (default): nested ``torch.cond`` on the symbolic size, one graph for every
+        size. ``"guards"``: a Python ``if`` that Dynamo guards, so each range reached gets its
+        own graph holding its winner alone: no cond to run per call (a bare compile's host
+        time and guards, plus the range's bounds) and CUDA graphs under
+        ``mode="reduce-overhead"`` (Inductor skips graphs with a cond), for at most one
+        recompile per range (mind ``torch._dynamo.config.recompile_limit``). ``torch.export``
+        always keeps the cond (an exported program serves every size)."""
+        return self._compiled_dispatch
+
+    @compiled_dispatch.setter
+    def compiled_dispatch(self, value: str) -> None:
+        if value not in ("cond", "guards"):
+            raise ConfigError(f"Expected compiled_dispatch 'cond' (one graph, a torch.cond per range) or 'guards' "
+                              f"(one graph per range, no cond) but got {value!r}")
+        with self._lock:
+            self._compiled_dispatch = value
+            if self._table is not None:
+                self._specialise(*self._route)
 
     def reset(self) -> None:
         """Forget the table; the next call tunes again (or loads from the cache)."""
@@ -552,7 +576,7 @@ class RangeDispatchOp:
         guard["eager_tree"] = self._eager_tree(fns)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                              bounds=bounds, fns=fns, traced=traced_call, miss=self._miss,
-                             tree=tree, key=self._rd_key, **guard)
+                             tree=tree, key=self._rd_key, guarded=self._compiled_dispatch == "guards", **guard)
         if self._custom_op is not None:
             kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                                    bounds=bounds, fns=fns, traced=None, miss=self._other_signature, **guard)

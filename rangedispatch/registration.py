@@ -221,6 +221,7 @@ def range_dispatch(
     cache: bool = True,
     distributed: str = "broadcast",
     process_group: Any = None,
+    compiled_dispatch: str = "cond",
 ) -> Any:
     """Decorate a reference function; add candidates with ``@op.register_impl``.
 
@@ -230,6 +231,9 @@ def range_dispatch(
 
     ``dispatch_on=[("x", 0), ("x", 1)]`` with ``split_points=[[32], [1024]]`` (one list per
     dimension) dispatches on a grid of both sizes (a :class:`~rangedispatch.grid.GridDispatchOp`).
+
+    ``compiled_dispatch="guards"`` compiles one graph per range instead of a ``torch.cond``
+    per range in one graph (see :attr:`RangeDispatchOp.compiled_dispatch`).
 
     Example:
         >>> import torch, rangedispatch as rd
@@ -248,7 +252,7 @@ def range_dispatch(
     kind = GridDispatchOp if is_grid_request((), dispatch_on) else RangeDispatchOp
 
     def wrap(reference: Callable[..., Any]) -> RangeDispatchOp:
-        return kind(
+        op = kind(
             reference,
             name=name,
             dispatch_on=dispatch_on,
@@ -262,6 +266,8 @@ def range_dispatch(
             distributed=distributed,
             process_group=process_group,
         )
+        op.compiled_dispatch = compiled_dispatch
+        return op
 
     return wrap if fn is None else wrap(fn)
 

@@ -135,6 +135,16 @@ def opaque(key: str) -> bool:
     return plan == OPAQUE or plan[-1]  # contiguous outputs: the general path adds them
 
 
+@torch._dynamo.assume_constant_result
+def traced_form(key: str) -> int:
+    """How a tuned op's generated call traces (a constant under Dynamo): 0 the general traced
+    path (see :func:`opaque`), 1 the cond tree, 2 Python conditionals that Dynamo guards
+    (``compiled_dispatch="guards"``, except under ``torch.export``)."""
+    if opaque(key):
+        return 0
+    return 2 if _OPS[key].compiled_dispatch == "guards" and not torch.compiler.is_exporting() else 1
+
+
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
     """One level of the traced dispatch: ``torch.cond`` unless the predicate is already
     decided (static sizes, or a symbolic size whose value range decides it)."""
@@ -145,6 +155,18 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
     if is_dynamo_compiling():  # the operator itself: Dynamo guards less than on torch.cond's wrapper
         return _COND(pred, true_fn, false_fn, operands)
     return torch.cond(pred, true_fn, false_fn, operands)  # export / make_fx: the wrapper's subgraphs lower
+
+
+def guarded_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
+                   operands: tuple[Any, ...]) -> Any:
+    """One level of the traced dispatch with ``compiled_dispatch="guards"``: under
+    ``torch.compile`` a Python ``if`` on the symbolic size, so Dynamo guards the range and
+    the graph holds the range's winner alone (one graph per range reached, no cond); under
+    ``torch.export`` (which must keep every size) and ``make_fx``, ``torch.cond`` as
+    :func:`branch`."""
+    if is_dynamo_compiling() and not torch.compiler.is_exporting():
+        return true_fn(*operands) if pred else false_fn(*operands)
+    return branch(pred, true_fn, false_fn, operands)
 
 
 def compiled_plan(op: RangeDispatchOp, signature: str) -> Any:
@@ -258,7 +280,9 @@ def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: 
         dim, his, children = node
         flat, rebuild = _flatten(a, k)
         kids = [functools.partial(lambda child, *ca, **ck: build(child, ca, ck), child) for child in children]
-        return _cond_tree(kids, his, 0, getters[dim](tuple(a), k), flat, rebuild)
+        return _cond_tree(kids, his, 0, getters[dim](tuple(a), k), flat, rebuild, split)
+
+    split = guarded_branch if op.compiled_dispatch == "guards" else branch
 
     return build(decision, args, kwargs)
 
@@ -282,6 +306,7 @@ def _cond_tree(
     size: Any,
     flat: Sequence[torch.Tensor],
     rebuild: Callable[[Sequence[torch.Tensor]], tuple[tuple[Any, ...], dict[str, Any]]],
+    split: Callable[..., Any] = branch,
 ) -> Any:
     fn = fns[i]
 
@@ -293,9 +318,9 @@ def _cond_tree(
         return take(*flat)
 
     def rest(*ops: torch.Tensor) -> Any:
-        return _cond_tree(fns, his, i + 1, size, ops, rebuild)
+        return _cond_tree(fns, his, i + 1, size, ops, rebuild, split)
 
-    return branch(size < his[i], take, rest, tuple(flat))
+    return split(size < his[i], take, rest, tuple(flat))
 
 
 def _flatten(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[torch.Tensor], Callable[..., Any]]:

@@ -238,6 +238,49 @@ def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
         assert internal not in ours_text, internal
 
 
+def test_guards_mode_compiles_one_bare_graph_per_range_and_exports_with_cond():
+    """compiled_dispatch="guards": Dynamo guards each range, so a sweep over 3 ranges gives 3
+    graphs without a cond, each guarded about as much as a bare compile of its winner."""
+    from rangedispatch.testing import GuardCounter
+
+    winners = {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63, 255], benchmarker=FakeBenchmarker(winners),
+                       cache=False, compiled_dispatch="guards")
+    def ref(x, w):
+        return x * w
+
+    for fn in (a, b, c):
+        ref.register_impl(fn)
+    w = torch.randn(4)
+    ref.tune(torch.randn(2, 8, 4), w)
+    cnt = CompileCounter()
+    ours = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
+    bare = torch.compile(lambda x, w: a(x, w), backend="eager", dynamic=True)
+    with GuardCounter() as guards:
+        ours(torch.randn(2, 100, 4), w)
+        ours_count = guards.frames[-1]
+        bare(torch.randn(2, 100, 4), w)
+        bare_count = guards.frames[-1]
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(ours(x, w), x * w)
+    assert cnt.frame_count == 3  # one per range, each with its winner alone
+    assert not any("cond" in t for g in cnt.graphs for t in graph_ops(g))
+    assert ours_count <= bare_count + 12, (ours_count, bare_count)
+
+    class M(torch.nn.Module):
+        def forward(self, x, w):
+            return ref(x, w)
+
+    ep = torch.export.export(M(), (torch.randn(2, 100, 4), w), dynamic_shapes=({1: torch.export.Dim("s", min=2)}, None))
+    assert any("cond" in str(n.target) for n in ep.graph.nodes)
+    for size in (2, 64, 300):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(ep.module()(x, w), x * w)
+    with pytest.raises(rd.ConfigError, match="compiled_dispatch"):
+        ref.compiled_dispatch = "branches"
+
+
 def _tagged(i):
     def variant(x, y):
         return x + y + i  # deliberately not equal: the output names the variant that ran
