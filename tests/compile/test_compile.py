@@ -205,29 +205,36 @@ def test_compiles_per_hint_never_share_an_inductor_cache_entry(monkeypatch, tmp_
     torch.testing.assert_close(mk(x), f(x))
 
 
-def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
-    """The traced dispatch is written out per signature: the compiled frame guards the
-    candidates' code and the cond, never the op's tables or attributes."""
+def compiled_three_winners(**options):
+    """A tuned ``range_dispatch`` op with a winner per range, compiled (``dynamic=True``, frames
+    counted) and a bare compile of one candidate; the guards each checks at 100, and the op's
+    guard text."""
     from rangedispatch.testing import GuardCounter
 
-    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[64, 256], benchmarker=FakeBenchmarker(
-        {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}), cache=False)
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63, 255], benchmarker=FakeBenchmarker(
+        {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}), cache=False, **options)
     def ref(x, w):
         return x * w
 
     for fn in (a, b, c):
         ref.register_impl(fn)
-    w = torch.randn(4)
-    ref.tune(torch.randn(2, 8, 4), w)
+    ref.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     ours = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
-    bare = torch.compile(lambda x, w: a(x, w), backend="eager", dynamic=True)
-    x = torch.randn(2, 100, 4)
+    bare = torch.compile(lambda x, w: b(x, w), backend="eager", dynamic=True)
     with GuardCounter() as guards:
-        ours(x, w)
+        ours(torch.randn(2, 100, 4), torch.randn(4))
         ours_text, ours_count = guards.text[-1], guards.frames[-1]
-        bare(x, w)
+        bare(torch.randn(2, 100, 4), torch.randn(4))
         bare_count = guards.frames[-1]
+    return ref, ours, cnt, ours_count, bare_count, ours_text
+
+
+def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
+    """The traced dispatch is written out per signature: the compiled frame guards the
+    candidates' code and the cond, never the op's tables or attributes."""
+    ref, ours, cnt, ours_count, bare_count, ours_text = compiled_three_winners()
+    w = torch.randn(4)
     for size in (2, 63, 64, 255, 256, 1000):
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(ours(x, w), x * w)
@@ -241,26 +248,8 @@ def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
 def test_guards_mode_compiles_one_bare_graph_per_range_and_exports_with_cond():
     """compiled_dispatch="guards": Dynamo guards each range, so a sweep over 3 ranges gives 3
     graphs without a cond, each guarded about as much as a bare compile of its winner."""
-    from rangedispatch.testing import GuardCounter
-
-    winners = {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}
-    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63, 255], benchmarker=FakeBenchmarker(winners),
-                       cache=False, compiled_dispatch="guards")
-    def ref(x, w):
-        return x * w
-
-    for fn in (a, b, c):
-        ref.register_impl(fn)
+    ref, ours, cnt, ours_count, bare_count, _ = compiled_three_winners(compiled_dispatch="guards")
     w = torch.randn(4)
-    ref.tune(torch.randn(2, 8, 4), w)
-    cnt = CompileCounter()
-    ours = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
-    bare = torch.compile(lambda x, w: a(x, w), backend="eager", dynamic=True)
-    with GuardCounter() as guards:
-        ours(torch.randn(2, 100, 4), w)
-        ours_count = guards.frames[-1]
-        bare(torch.randn(2, 100, 4), w)
-        bare_count = guards.frames[-1]
     for size in SIZES:
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(ours(x, w), x * w)

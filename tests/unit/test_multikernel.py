@@ -187,40 +187,36 @@ def test_decisions_persist_in_the_cache_so_a_new_process_does_not_benchmark(tmp_
         make("benchmark", FakeBenchmarker({}), cache=True).select(*inputs(10))
 
 
-def test_compiled_source_compiles_once_per_hint_primed_at_the_hint():
+def relu_mm(a, b):
+    return torch.relu(a @ b)
+
+
+def compiled_per_hint():
+    """A ``relu_mm`` MultiKernel compiled at 64 and 1024 rows, and the input shapes of every
+    graph its compiles make (in order)."""
     graphs = []
 
     def backend(gm, example_inputs):
         graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
         return gm.forward
 
-    def f(a, b):
-        return torch.relu(a @ b)
-
-    mk = rd.MultiKernel.compiled(f, [[64, 64], [1024, 64]], lambda h: inputs(h[0], n=h[1]),
+    mk = rd.MultiKernel.compiled(relu_mm, [[64, 64], [1024, 64]], lambda h: inputs(h[0], n=h[1]),
                                  compile_options={"backend": backend}, policy="nearest", sizes=MN, cache=False)
+    return mk, graphs
+
+
+def test_compiled_source_compiles_once_per_hint_primed_at_the_hint():
+    mk, graphs = compiled_per_hint()
     assert len(graphs) == 2  # separate code objects: the second hint did not reuse the first graph
-    assert [v.name for v in mk.variants] == ["f@64x64", "f@1024x64"]
+    assert [v.name for v in mk.variants] == ["relu_mm@64x64", "relu_mm@1024x64"]
     a, b = inputs(900, n=64)
     torch.testing.assert_close(mk(a, b), torch.relu(a @ b))
-    assert mk.stats()["selections"]["f@1024x64"] == 1
-
-
+    assert mk.stats()["selections"]["relu_mm@1024x64"] == 1
 
 def test_per_hint_compiles_keep_their_hint_in_every_grad_mode_and_inside_graphs():
     """Dynamo recompiles a compile called under no_grad / inference_mode (or by a compiled
     graph's runtime); that compile must see the hint's sizes, not the first such call's."""
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
-        return gm.forward
-
-    def f(a, b):
-        return torch.relu(a @ b)
-
-    mk = rd.MultiKernel.compiled(f, [[64, 64], [1024, 64]], lambda h: inputs(h[0], n=h[1]),
-                                 compile_options={"backend": backend}, policy="nearest", sizes=MN, cache=False)
+    mk, graphs = compiled_per_hint()
     primed = list(graphs)
     assert primed == [[(64, 16), (16, 64)], [(1024, 16), (16, 64)]]
     a, b = inputs(900, n=64)
