@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import rangedispatch as rd
+from rangedispatch.timing import keep_gpu_busy
 
 SMALL = 64
 K_SPLITS = [4096, 65536]
@@ -124,14 +125,8 @@ def interleaved_ms(fns: dict[str, Callable[..., Any]], *args, device: str, round
 
 def gpu_warmup(device: str, seconds: float = 2.0) -> None:
     """Run matmuls for a while so the GPU is at its working clocks before the first timing."""
-    if device != "cuda":
-        return
-    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(20):
-            a @ a
-        torch.cuda.synchronize()
+    if device == "cuda":
+        keep_gpu_busy(seconds * 1e3)
 
 
 def host_us(fn, *args, device: str, calls: int = 200) -> float:

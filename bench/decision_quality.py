@@ -38,6 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rangedispatch as rd  # noqa: E402
+from rangedispatch.timing import keep_gpu_busy  # noqa: E402
 
 # -- workloads --------------------------------------------------------------------------------
 
@@ -172,15 +173,6 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
     return {n: min(ts) if ts else math.inf for n, ts in seen.items()}
 
 
-def warm_gpu(ms: float = 300.0) -> None:
-    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while (time.perf_counter() - t0) * 1e3 < ms:
-        for _ in range(10):
-            a @ a
-        torch.cuda.synchronize()
-
-
 # -- one tuning, in this process or a fresh one --------------------------------------------
 
 def tune(name: str, split_points, **options) -> tuple[object, float]:
@@ -233,7 +225,7 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
     per_size, losses, decision, auto_losses, refined_losses = [], [], [], [], []
     for size in spec["sizes"]:
         args = spec["inputs"](size)
-        warm_gpu(30)  # building inputs idles the GPU; keep its clocks up
+        keep_gpu_busy(30)  # building inputs idles the GPU; keep its clocks up
         times = robust({**cands, "dispatched": op, "auto": auto_op, "refined": refined_op}, args)
         best = min(t for n, t in times.items() if n not in OURS)
         loss = times["dispatched"] / best
@@ -250,7 +242,7 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
     for r in table.results:
         for i, size in enumerate(r.samples):
             args = spec["inputs"](size)
-            warm_gpu(30)
+            keep_gpu_busy(30)
             live = [n for n, ts in r.timings.items() if math.isfinite(ts[i])]
             times = robust({n: cands[n] for n in live}, args)
             for n in live:
@@ -332,12 +324,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("decision_quality needs a CUDA device")
     if args.tune_only:
-        warm_gpu(100)
+        keep_gpu_busy(100)
         split_points = json.loads(args.split_points)
         op, wall = tune(args.tune_only, split_points)
         print(json.dumps({"winners": _winners(op.table), "wall_s": wall}))
         return
-    warm_gpu()
+    keep_gpu_busy(300)
     results = []
     for name in args.only or list(WORKLOADS):
         t0 = time.perf_counter()

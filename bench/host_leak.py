@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from decision_quality import _sdpa, attention_inputs, warm_gpu  # noqa: E402
+from decision_quality import _sdpa, attention_inputs  # noqa: E402
+from rangedispatch.timing import keep_gpu_busy  # noqa: E402
 from rangedispatch.timing import _device_constants, covered_batch, issue_ms  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--seqs", type=int, nargs="+", default=[1, 128])
     parser.add_argument("--rounds", type=int, default=5)
     opts = parser.parse_args()
-    warm_gpu(500)
+    keep_gpu_busy(500)
     flush = _device_constants().flush_ms * 1e3
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; L2 flush {flush:.1f} us")
     print(f"{'seq':>4} {'candidate':>20} {'host us':>8}  {'do_bench round medians (us)':<36} {'covered round medians (us)':<36}")

@@ -148,6 +148,7 @@ def discover(
     for left, right, a_name, b_name in zip(segments, segments[1:], owners, owners[1:]):
         a, b = left[-1], right[0]
         pair = [by_name[n] for n in (a_name, b_name) if n in by_name]
+        rivals = [n for n in order if n in (a_name, b_name)]
         while b / a > 1 + settings.tolerance and b - a > 1:
             if prober.benchmarks - start + len(pair) + 1 > budget:
                 break
@@ -157,8 +158,7 @@ def discover(
             if probe is None:
                 break
             probes[mid] = probe
-            if _winner([mid], probes, reference.name, [n for n in order if n in (a_name, b_name)],
-                       prober)[0] == a_name:
+            if _winner([mid], probes, reference.name, rivals, prober)[0] == a_name:
                 a = mid
             else:
                 b = mid
@@ -172,8 +172,7 @@ def discover(
                 if probe is None:
                     break
                 probes[size] = probe
-                sides.append(_winner([size], probes, reference.name, [n for n in order if n in (a_name, b_name)],
-                                     prober)[0])
+                sides.append(_winner([size], probes, reference.name, rivals, prober)[0])
             if sides == [a_name, b_name]:
                 a, b = edge, edge + 1
             elif sides[:1] == [b_name]:

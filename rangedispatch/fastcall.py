@@ -23,6 +23,7 @@ it the guard is Python conditions on the same fields.
 from __future__ import annotations
 
 import inspect
+import itertools
 from bisect import bisect_right
 from typing import Any, Callable, Mapping, Sequence
 
@@ -175,20 +176,11 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
 
     top = emit(root)
     if guarded:
-        leaves = [0]
-
-        def chain(node: Any) -> str:  # the same leaves, in the same order as emit's
-            if not isinstance(node, tuple):
-                leaves[0] += 1
-                return f"_rd_b{leaves[0] - 1}"
-            axis, his, children = node
-            tensor, dim = axes[axis]
-            kids = [chain(child) for child in children]
-            ifs = " else ".join(f"{kid} if {tensor}.shape[{int(dim)}] < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
-            return f"({ifs} else {kids[-1]})" if ifs else kids[-1]
-
+        leaves = itertools.count()  # the same leaves, in the same order as emit's
+        chain = conditional(root, lambda _: f"_rd_b{next(leaves)}",
+                            lambda axis: f"{axes[axis][0]}.shape[{int(axes[axis][1])}]")
         lines.append("        if _rd_f == 2:")
-        lines.append(f"            return {chain(root)}({ops})")
+        lines.append(f"            return {chain}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
 
@@ -214,21 +206,32 @@ def eager_lines(eager_tree: tuple[Sequence[tuple[str, int]], Any], names: Sequen
                 lines.append(f"    _rd_s_{tensor} = {tensor}.shape")
     for i, (tensor, dim) in enumerate(axes):
         lines.append(f"    _rd_a{i} = {shapes[tensor]}[{int(dim)}]")
-    leaves = [0]
+    numbers = itertools.count()
 
-    def emit(node: Any) -> str:
-        if not isinstance(node, tuple):
-            name = f"_rd_e{leaves[0]}"
-            leaves[0] += 1
-            env[name] = node
-            return name
-        axis, his, children = node
-        kids = [emit(child) for child in children]
-        chain = " else ".join(f"{kid} if _rd_a{axis} < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
-        return f"({chain} else {kids[-1]})"
+    def leaf(fn: Any) -> str:
+        name = f"_rd_e{next(numbers)}"
+        env[name] = fn
+        return name
 
-    lines.append(f"    return {emit(root)}")
+    lines.append(f"    return {conditional(root, leaf, lambda axis: f'_rd_a{axis}')}")
     return lines
+
+
+def conditional(node: Any, leaf: Callable[[Any], str], size: Callable[[int], str]) -> str:
+    """A decision tree (a leaf, or ``(axis, segment ends, children)``) written as one nested
+    conditional expression; ``leaf(node)`` names a leaf (depth first, left to right) and
+    ``size(axis)`` the size an axis compares.
+
+    Example:
+        >>> conditional((0, [64], ["a", (1, [8], ["b", "c"])]), str, lambda axis: f"n{axis}")
+        '(a if n0 < 64 else (b if n1 < 8 else c))'
+    """
+    if not isinstance(node, tuple):
+        return leaf(node)
+    axis, his, children = node
+    kids = [conditional(child, leaf, size) for child in children]
+    chain = " else ".join(f"{kid} if {size(axis)} < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
+    return f"({chain} else {kids[-1]})" if chain else kids[-1]
 
 
 def generate_call(

@@ -23,9 +23,9 @@ launch configs, the best config per hint chosen by timing at the hint
 with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
 
 Inside ``torch.compile`` and ``torch.export`` the ``nearest`` rule is traced as conditionals
-on the symbolic sizes (one graph for every shape). ``in_graph="inline"`` traces the variants' code into the graph, where the compiler may fuse
-it with its neighbours but compiles it for symbolic shapes (a per-hint compile's
-specialisation is not kept). ``in_graph="opaque"`` calls each region's variant through one
+on the symbolic sizes (one graph for every shape). ``in_graph="inline"`` traces the variants'
+code into the graph, where the compiler may fuse it with its neighbours but compiles it for
+symbolic shapes (a per-hint compile's specialisation is not kept). ``in_graph="opaque"`` calls each region's variant through one
 custom op (``torch.ops.rangedispatch_mk.<name>``) instead, so it runs exactly as it does
 eagerly: the per-hint compiles keep their specialisation, and variants the compiler cannot
 trace (host logic, extensions without fake kernels) work. The default, ``"auto"``, is opaque
@@ -529,9 +529,7 @@ class MultiKernel:
             return self.in_graph
         if torch.compiler.is_exporting():
             return "inline"
-        compiled = any(isinstance(v.fn, _HintCompile) or hasattr(v.fn, "_torchdynamo_orig_callable")
-                       for v in self.hinted)
-        return "opaque" if compiled else "inline"
+        return "opaque" if any(_uncompiled(v.fn) is not v.fn for v in self.hinted) else "inline"
 
     def traced_plan(self) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
         """How ``nearest`` is traced: ``("intervals", (dim,), owners, ends)`` when one size
@@ -744,7 +742,8 @@ class MultiKernel:
             compiled = _HintCompile(torch.compile(_fresh_function(fn), dynamic=dynamic, **dict(compile_options or {})),
                                     tuple(hint), make_inputs)
             inputs = make_inputs(hint)
-            compiled.prime([a for a in inputs if isinstance(a, torch.Tensor)], inputs)  # compiles with this hint's sizes as Inductor's size hints
+            # compiles with this hint's sizes as Inductor's size hints
+            compiled.prime([a for a in inputs if isinstance(a, torch.Tensor)], inputs)
             mine = Variant(compiled, None, name=f"{short_name(fn)}@{label}", meta={"source": "torch.compile"})
             pool = [mine] + [Variant(f, None, meta={"source": "library"}) for f in library]
             best = 0
@@ -866,15 +865,11 @@ class _HintCompile:
         self.__name__ = getattr(self._torchdynamo_orig_callable, "__name__", "compiled")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs or is_compiling():
-            return self._call(args, kwargs)
-        for state in self.states:  # the usual call: tensors only, in a state already primed
-            if state(args):
-                return self.compiled(*args)
-        return self._call(args, kwargs)
-
-    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not is_compiling():
+        if is_compiling():
+            return self.compiled(*args, **kwargs)
+        # the usual call passes tensors only: checked as they are, without picking them out
+        tensors = args if not kwargs else ()
+        if not any(state(tensors) for state in self.states):
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
             if not any(state(tensors) for state in self.states):
                 self.prime(tensors)

@@ -32,7 +32,7 @@ from .fastcall import MAX_TENSOR_GUARDS
 from .inputs import CallTemplate, InputFactory, TensorSpec
 from .ranges import Range, map_tree, size_getter, tree_leaves
 from .table import TuningTable
-from .timing import Benchmarker, capturing_cuda_graph as _capturing_cuda_graph, default_benchmarker
+from .timing import Benchmarker, capturing_cuda_graph, default_benchmarker
 from .discover import AutoSettings, tune_auto
 from .profile import SizeProfile, profile_path
 from .tuner import TunerSettings, log_summary, tune_plan
@@ -288,7 +288,7 @@ class RangeDispatchOp:
         return fns[0](*args, **kwargs)
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
-        if _capturing_cuda_graph():
+        if capturing_cuda_graph():
             if not self._warned_capture:
                 self._warned_capture = True
                 warnings.warn(
@@ -334,7 +334,7 @@ class RangeDispatchOp:
 
         from .fastcall import plain_params, tensor_guard, tensor_params
 
-        if self._template is None or len(self._tensor_checks) >= MAX_TENSOR_GUARDS or _capturing_cuda_graph():
+        if self._template is None or len(self._tensor_checks) >= MAX_TENSOR_GUARDS or capturing_cuda_graph():
             return False
         names = tensor_params(self._template, plain_params(self.reference_fn))
         try:
@@ -495,7 +495,7 @@ class RangeDispatchOp:
         if route is None:
             with self._lock:
                 route = self._other_signature_route(args, kwargs)
-            if not _capturing_cuda_graph():  # tuned later, outside capture
+            if not capturing_cuda_graph():  # tuned later, outside capture
                 self._key_routes[key] = route
         if route is self._route and 0 < len(self._tensor_checks) < MAX_TENSOR_GUARDS:
             # the main signature, refused by the C-level guard (grad mode, a Parameter, ...)
@@ -529,7 +529,7 @@ class RangeDispatchOp:
                 tuple((k, part(k, v)) for k, v in kwargs.items()))
 
     def _route_for_new_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any], signature: str) -> Any:
-        if _capturing_cuda_graph():  # no tuning inside capture, and nothing kept: tuned after it
+        if capturing_cuda_graph():  # no tuning inside capture, and nothing kept: tuned after it
             warnings.warn(
                 f"{self.name}: a call with input signature {signature} has no table and cannot be tuned "
                 f"inside CUDA-graph capture; running the reference {self._ref.name!r}. Tune it beforehand "

@@ -196,13 +196,7 @@ class CudaTimer:
             budget = self.rewarm_ms
         else:
             return
-        a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        while (time.perf_counter() - t0) * 1e3 < budget:
-            for _ in range(10):
-                a @ a
-            torch.cuda.synchronize()
+        keep_gpu_busy(budget)
 
     def once(self, job: Job) -> float:
         import torch
@@ -272,6 +266,20 @@ class CudaTimer:
         self._graph_cache.clear()
         self._host.clear()
         self._last = time.perf_counter()
+
+
+def keep_gpu_busy(ms: float) -> None:
+    """Run bf16 matmuls on the current GPU for ``ms`` of wall time, so its clocks are at their
+    working level (an idle GPU drops them) before something is timed."""
+    import torch
+
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    while (time.perf_counter() - t0) * 1e3 < ms:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
 
 
 def device_time_ms(fn: Callable[[], Any], rep_ms: float = 40.0) -> float:
