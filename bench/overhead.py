@@ -1,18 +1,28 @@
 """Per-call dispatch overhead on tiny CPU tensors, measured side by side in interleaved rounds.
 
 Rows: a direct call of the implementation; the ``@range_dispatch`` form (3 ranges, the
-winner differs per range); a grid op on two dims (three winners); a plain
-``torch.library.custom_op``; the same kind of op after ``register_custom_op_autotuning``. Prints medians over rounds and the differences.
+winner differs per range), called at one size (what a model's layers do) and with the size
+changing every call (alternating between two ranges: no call repeats the last size); a
+second input signature; a grid op on two dims (three winners); a plain
+``torch.library.custom_op``; the same kind of op after ``register_custom_op_autotuning``.
+Every row runs the same loop over a list of argument tuples. Prints medians over rounds and
+the differences.
 
-    python bench/overhead.py [--rounds 15] [--calls 20000]
+    python bench/overhead.py [--rounds 15] [--calls 20000] [--parts]
+
+``--parts`` also times the pieces a dispatched call is made of on this host (``timeit``, best
+of 7): calling an instance's ``__call__``, the compile check, the C-level signature guard on
+the call's tensors, one size read.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import time
+import timeit
 
 import torch
 
@@ -100,50 +110,85 @@ class ByCell:
         return out
 
 
-def per_call_us(fn, args, calls: int) -> float:
+def per_call_us(fn, calls: list) -> float:
     t0 = time.perf_counter()
-    for _ in range(calls):
+    for args in calls:
         fn(*args)
-    return (time.perf_counter() - t0) / calls * 1e6
+    return (time.perf_counter() - t0) / len(calls) * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--parts", action="store_true", help="also time the pieces of a dispatched call")
     opts = parser.parse_args()
     deco, plain, tuned, grid = build()
     x, w = torch.randn(1, 1000, 1), torch.randn(1)
     x64, w64 = x.double(), w.double()
+    small = torch.randn(1, 100, 1)  # another range than x: another winner
+    same = [(x, w)] * opts.calls
+    changing = [(x, w), (small, w)] * (opts.calls // 2)
     deco(x, w), tuned(x, w), grid(x, w)  # tune
     deco(x64, w64)  # a second input signature: its own table
     assert deco.table.partition.lookup(1000).owner == "impl_b"
     assert grid.table.result_for((1, 1000)).winner == "impl_a"
     rows = {
-        "direct impl call": (impl_b, (x, w)),
-        "@range_dispatch (3 ranges)": (deco, (x, w)),
-        "@range_dispatch, 2nd signature": (deco, (x64, w64)),
-        "@range_dispatch grid (2 dims)": (grid, (x, w)),
-        "plain custom_op": (plain, (x, w)),
-        "register_custom_op_autotuning": (tuned, (x, w)),
+        "direct impl call": (impl_b, same),
+        "@range_dispatch (3 ranges)": (deco, same),
+        "@range_dispatch, size changing": (deco, changing),
+        "@range_dispatch, 2nd signature": (deco, [(x64, w64)] * opts.calls),
+        "@range_dispatch grid (2 dims)": (grid, same),
+        "plain custom_op": (plain, same),
+        "register_custom_op_autotuning": (tuned, same),
     }
     samples: dict[str, list[float]] = {k: [] for k in rows}
     for r in range(opts.rounds):  # interleaved: drift hits every row alike
         names = list(rows)
         names = names[r % len(names):] + names[: r % len(names)]
         for name in names:
-            fn, args = rows[name]
-            samples[name].append(per_call_us(fn, args, opts.calls))
+            fn, calls = rows[name]
+            samples[name].append(per_call_us(fn, calls))
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {opts.rounds} interleaved rounds x {opts.calls} calls")
     print(f"{'path':34s} {'median us/call':>15s} {'vs baseline':>12s}")
     base = {"@range_dispatch (3 ranges)": "direct impl call", "@range_dispatch, 2nd signature": "direct impl call",
+            "@range_dispatch, size changing": "direct impl call",
             "@range_dispatch grid (2 dims)": "direct impl call",
             "register_custom_op_autotuning": "plain custom_op"}
     for name, value in med.items():
         ref = base.get(name)
         extra = f"+{value - med[ref]:.3f} us" if ref else ""
         print(f"{name:34s} {value:15.3f} {extra:>12s}")
+    if opts.parts:
+        parts(x, w)
+
+
+def parts(x: torch.Tensor, w: torch.Tensor) -> None:
+    """ns per piece of a dispatched call, each timed alone."""
+    from torch._C._dynamo.guards import TensorGuards
+    from torch.compiler import is_dynamo_compiling
+
+    def body(x, w):
+        return impl_b(x, w)
+
+    class Callable:
+        def __call__(self, x, w):
+            return impl_b(x, w)
+
+    free = lambda t: [[None] * t.dim()]  # noqa: E731
+    guard = TensorGuards(x, w, dynamic_dims_sizes=[list(x.shape), list(w.shape)],
+                         dynamic_dims_strides=free(x) + free(w)).check
+    env = {"impl_b": impl_b, "body": body, "obj": Callable(), "guard": guard, "dyn": is_dynamo_compiling,
+           "x": x, "w": w}
+    pieces = [("direct call", "impl_b(x, w)"), ("through a function", "body(x, w)"),
+              ("through an instance __call__", "obj(x, w)"), ("is_dynamo_compiling()", "dyn()"),
+              ("TensorGuards check, 2 tensors", "guard(x, w)"), ("x.shape[1]", "x.shape[1]"),
+              ("3-way size chain", "(1 if 1000 < 512 else 2 if 1000 < 2048 else 3)")]
+    print(f"\npieces of a call (Python {platform.python_version()}), ns, best of 7 x 200000:")
+    for name, stmt in pieces:
+        best = min(timeit.repeat(stmt, globals=env, number=200000, repeat=7)) / 200000 * 1e9
+        print(f"  {name:32s} {best:7.1f}")
 
 
 if __name__ == "__main__":

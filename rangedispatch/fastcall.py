@@ -18,6 +18,22 @@ type, rank and every size but the dispatch dims; strides are not checked). It is
 than the table's signature, so a call it refuses but the signature accepts teaches the op
 another guard (a few at most: grad mode, ``Parameter`` weights, inference mode). Without
 it the guard is Python conditions on the same fields.
+
+With the C-level guard, calls at a repeated size skip the size read and the decision too:
+reading one size builds a ``torch.Size`` and costs about as much as the guard itself. When
+two calls in a row that passed the guard had the same dispatch sizes, the op pins that size:
+a second ``TensorGuards``, exact in every dim, and the function the size runs, stored as one
+tuple (one atomic write). Calls passing the pin run that function at once:
+
+        _rd_p = _rd_pin
+        if _rd_p is not None and _rd_p[0](x, weight):
+            return _rd_p[1](x, weight)
+
+The first call at another size that passes the signature guard drops the pin, so a sweep over
+changing sizes pays one failed check at most. A pin refused at its own size (another grad
+mode) is kept, so alternating modes do not rebuild it. Real models call an op at one size
+many times in a row (every layer of a forward pass; every decode step of a batch), where the
+pin is all a call costs.
 """
 
 from __future__ import annotations
@@ -186,10 +202,10 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
 
 
 def eager_lines(eager_tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str], sig: inspect.Signature,
-                conds: Sequence[str], env: dict[str, Any]) -> list[str] | None:
-    """The eager dispatch of a decision over several dimensions: each size read once, then
-    ``return (<nested conditional expression>)`` without the call's arguments (the caller
-    appends them). ``None`` when a dispatch tensor is not a plain named parameter."""
+                conds: Sequence[str], env: dict[str, Any]) -> tuple[list[str], str, list[str]] | None:
+    """The eager dispatch of a decision over several dimensions: the lines reading each size
+    once, the nested conditional expression naming the function to call, and the names of
+    the sizes it compares. ``None`` when a dispatch tensor is not a plain named parameter."""
     axes, root = eager_tree
     plain = {n for n in names if sig.parameters[n].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                                                inspect.Parameter.POSITIONAL_ONLY,
@@ -213,8 +229,7 @@ def eager_lines(eager_tree: tuple[Sequence[tuple[str, int]], Any], names: Sequen
         env[name] = fn
         return name
 
-    lines.append(f"    return {conditional(root, leaf, lambda axis: f'_rd_a{axis}')}")
-    return lines
+    return lines, conditional(root, leaf, lambda axis: f"_rd_a{axis}"), [f"_rd_a{i}" for i in range(len(axes))]
 
 
 def conditional(node: Any, leaf: Callable[[Any], str], size: Callable[[int], str]) -> str:
@@ -232,6 +247,13 @@ def conditional(node: Any, leaf: Callable[[Any], str], size: Callable[[int], str
     kids = [conditional(child, leaf, size) for child in children]
     chain = " else ".join(f"{kid} if {size(axis)} < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
     return f"({chain} else {kids[-1]})" if chain else kids[-1]
+
+
+def make_pin(tensors: Sequence[Any], fn: Callable[..., Any]) -> tuple[Callable[..., bool], Callable[..., Any]] | None:
+    """``(check, fn)``: a C-level guard passing exactly for tensors like ``tensors`` with their
+    sizes (every dim), and the function calls passing it run; ``None`` without the guard."""
+    check = tensor_check(tensors, [list(t.shape) for t in tensors])
+    return None if check is None else (check, fn)
 
 
 def generate_call(
@@ -332,14 +354,26 @@ def generate_call(
     plain = plain_params(reference)
     conds = (guard_source(template, resized or {}, plain, env, tensor_checks)
              if template is not None and miss is not None else [])
-    if conds:
-        env["_rd_miss"] = miss
-        lines.append(f"    if not ({' and '.join(conds)}):")
-        lines.append(f"        return _rd_miss({pos_src}, {{{', '.join(kw)}}})")
     dispatchable = tensor is not None and tensor in names and sig.parameters[tensor].kind not in (
         inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     if tensor is not None and not dispatchable and (len(fns) > 1 or record is not None):
         return None
+    written_eager = eager_lines(eager_tree, names, sig, conds, env) if eager_tree is not None else None
+    # a pin: the C-level guard of the last size seen twice in a row, exact in every dim, and
+    # the function that size runs (see the module doc); only with the C-level guard, and not
+    # while sizes are recorded (every call must reach the recorder)
+    pinned = bool(tensor_checks) and bool(conds) and record is None and bool(written_eager or len(fns) > 1)
+    tensors = ", ".join(tensor_params(template, plain)) if pinned else ""
+    if pinned:
+        env.update({"_rd_pin": None, "_rd_make_pin": make_pin})
+        lines.insert(1, "    global _rd_pin, " + ", ".join(f"_rd_l{i}" for i in range(len(written_eager[2]) if written_eager else 1)))
+        lines.append("    _rd_p = _rd_pin")
+        lines.append(f"    if _rd_p is not None and {' and '.join(conds[1:] + [f'_rd_p[0]({tensors})'])}:")
+        lines.append(f"        return _rd_p[1]({args_src})")
+    if conds:
+        env["_rd_miss"] = miss
+        lines.append(f"    if not ({' and '.join(conds)}):")
+        lines.append(f"        return _rd_miss({pos_src}, {{{', '.join(kw)}}})")
     shape = f"_rd_s_{tensor}" if conds and f"_rd_s_{tensor} :=" in " ".join(conds) else f"{tensor}.shape"
     size = f"{shape}[{int(dim)}]"
     if record is not None and dispatchable:
@@ -347,21 +381,34 @@ def generate_call(
         lines.append(f"    _rd_size = {size}")
         lines.append("    _rd_rec(_rd_size)")
         size = "_rd_size"
-    written_eager = eager_lines(eager_tree, names, sig, conds, env) if eager_tree is not None else None
+    sizes = ["_rd_size"]
     if written_eager:
-        lines += written_eager[:-1]
-        lines.append(f"{written_eager[-1]}({args_src})")
+        lines += written_eager[0]
+        target, sizes = written_eager[1], written_eager[2]
     elif len(fns) == 1 or tensor is None:
-        lines.append(f"    return _fn0({args_src})")
-    elif len(bounds) <= 4:  # a chain of comparisons beats bisect for a few bounds
+        target = "_fn0"
+    else:
         if size != "_rd_size":
             lines.append(f"    _rd_size = {size}")
-        for i, fn in enumerate(fns):
-            env[f"_f{i}"] = fn
-        chain = " else ".join(f"_f{i} if _rd_size < {int(b)}" for i, b in enumerate(bounds))
-        lines.append(f"    return ({chain} else _f{len(bounds)})({args_src})")
-    else:
-        lines.append(f"    return _fns[_bisect(_bounds, {size})]({args_src})")
+        if len(bounds) <= 4:  # a chain of comparisons beats bisect for a few bounds
+            for i, fn in enumerate(fns):
+                env[f"_f{i}"] = fn
+            target = "(" + " else ".join(f"_f{i} if _rd_size < {int(b)}" for i, b in enumerate(bounds)) + f" else _f{len(bounds)})"
+        else:
+            target = "_fns[_bisect(_bounds, _rd_size)]"
+    if pinned:
+        for i in range(len(sizes)):
+            env[f"_rd_l{i}"] = None
+        lines.append(f"    _rd_t = {target}")
+        lines.append(f"    if {' and '.join(f'{a} == _rd_l{i}' for i, a in enumerate(sizes))}:")
+        lines.append("        if _rd_p is None:")  # a pin refused for another reason (grad mode) stays
+        lines.append(f"            _rd_pin = _rd_make_pin(({tensors},), _rd_t)")
+        lines.append("    else:")
+        lines.append(f"        {', '.join(f'_rd_l{i}' for i in range(len(sizes)))} = {', '.join(sizes)}")
+        lines.append("        if _rd_p is not None:")
+        lines.append("            _rd_pin = None")
+        target = "_rd_t"
+    lines.append(f"    return {target}({args_src})")
     source = "\n".join(lines)
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env, namespace)
