@@ -34,6 +34,11 @@ changing sizes pays one failed check at most. A pin refused at its own size (ano
 mode) is kept, so alternating modes do not rebuild it. Real models call an op at one size
 many times in a row (every layer of a forward pass; every decode step of a batch), where the
 pin is all a call costs.
+
+Other signatures' tables (another dtype, other weight shapes: one op serving several layers)
+get their own C-level guard and their own written-out dispatch after the main signature's,
+a few of them (``MAX_OTHER_SIGNATURES``); past those, and for calls no guard accepts, the op's
+slow path finds the table by the call's signature.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from typing import Any, Callable, Mapping, Sequence
 from torch.compiler import is_compiling, is_dynamo_compiling
 
 
-#: at most this many C-level guards per op (one per way its callers' tensors differ)
+#: at most this many C-level guards per table (one per way its callers' tensors differ)
 MAX_TENSOR_GUARDS = 3
+#: the tables of at most this many other signatures are checked in the generated call
+MAX_OTHER_SIGNATURES = 4
 
 
 def plain_params(fn: Callable[..., Any]) -> list[str]:
@@ -98,19 +105,20 @@ def tensor_check(tensors: Sequence[Any], sizes: Sequence[Sequence[int | None]]) 
 
 
 def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Sequence[str], env: dict[str, Any],
-                 tensor_checks: Sequence[Callable[..., bool]] = ()) -> list[str]:
+                 tensor_checks: Sequence[Callable[..., bool]] = (), prefix: str = "") -> list[str]:
     """Python conditions that hold exactly when a call has ``template``'s signature: each
     tensor's dtype, device type, rank and every dim but the dispatch dims, and the values of
-    plain scalar arguments. Constants go into ``env``. With ``tensor_checks`` (see
-    :func:`tensor_guard`) the tensors are checked by those instead, any one passing."""
+    plain scalar arguments. Constants go into ``env`` (their names start with ``_rd_`` and
+    ``prefix``). With ``tensor_checks`` (see :func:`tensor_guard`) the tensors are checked by
+    those instead, any one passing."""
     from .inputs import TensorSpec
 
     conds = []
     if tensor_checks:
         tensors = ", ".join(tensor_params(template, names))
         for i, check in enumerate(tensor_checks):
-            env[f"_rd_g{i}"] = check
-        conds.append("(" + " or ".join(f"_rd_g{i}({tensors})" for i in range(len(tensor_checks))) + ")")
+            env[f"_rd_g{prefix}{i}"] = check
+        conds.append("(" + " or ".join(f"_rd_g{prefix}{i}({tensors})" for i in range(len(tensor_checks))) + ")")
     for name in names:
         value = template.get(name)
         if isinstance(value, TensorSpec):
@@ -126,9 +134,27 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
         elif value is None:
             conds.append(f"{name} is None")
         elif isinstance(value, (bool, int, float, str)):
-            env[f"_rd_v_{name}"] = value
-            conds.append(f"{name} == _rd_v_{name}")
+            env[f"_rd_v{prefix}_{name}"] = value
+            conds.append(f"{name} == _rd_v{prefix}_{name}")
     return conds
+
+
+def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size: str, env: dict[str, Any],
+                 prefix: str = "", indent: str = "    ") -> tuple[list[str], str]:
+    """The lines and the expression naming the function a route (``bounds, fns``: segment
+    ends and one function per segment) runs for the dispatch size ``size`` (read once into
+    ``_rd_size``); functions go into ``env`` under names with ``prefix``."""
+    if len(fns) == 1 or not bounds:
+        env[f"_fn{prefix}0"] = fns[0]
+        return [], f"_fn{prefix}0"
+    lines = [] if size == "_rd_size" else [f"{indent}_rd_size = {size}"]
+    if len(bounds) <= 4:  # a chain of comparisons beats bisect for a few bounds
+        for i, fn in enumerate(fns):
+            env[f"_f{prefix}{i}"] = fn
+        chain = " else ".join(f"_f{prefix}{i} if _rd_size < {int(b)}" for i, b in enumerate(bounds))
+        return lines, f"({chain} else _f{prefix}{len(bounds)})"
+    env[f"_fns{prefix}"], env[f"_bounds{prefix}"] = tuple(fns), tuple(bounds)
+    return lines, f"_fns{prefix}[_bisect(_bounds{prefix}, _rd_size)]"
 
 
 def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
@@ -273,6 +299,7 @@ def generate_call(
     key: str | None = None,
     eager_tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
     guarded: bool = False,
+    others: Sequence[tuple[Any, Sequence[Callable[..., bool]], Sequence[int], Sequence[Callable[..., Any]]]] = (),
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -288,7 +315,9 @@ def generate_call(
     traces the dispatch written out for this signature (see :func:`traced_lines`) instead of
     the general traced path: fewer guards on every compiled call. With ``eager_tree`` (the
     same form, leaves the functions eager calls run: a grid op's decision), the eager dispatch
-    is written out as one nested conditional expression over the dimensions' sizes."""
+    is written out as one nested conditional expression over the dimensions' sizes. ``others``
+    are the tables of other signatures, ``(template, C-level guards, bounds, fns)`` each:
+    with the C-level guard, a call the main guard refuses tries those before ``miss``."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -301,9 +330,6 @@ def generate_call(
         "_is_dynamo": is_dynamo_compiling,
         "_traced": traced,
         "_bisect": bisect_right,
-        "_bounds": tuple(bounds),
-        "_fns": tuple(fns),
-        "_fn0": fns[0],
     }
     params, call, pos, kw = [], [], [], []
     seen_kwonly_marker = False
@@ -373,6 +399,15 @@ def generate_call(
     if conds:
         env["_rd_miss"] = miss
         lines.append(f"    if not ({' and '.join(conds)}):")
+        if tensor_checks:  # the other signatures' tables, each behind its own C-level guard
+            for j, (other, checks, other_bounds, other_fns) in enumerate(others):
+                prefix = f"o{j}_"
+                other_conds = guard_source(other, resized or {}, plain, env, checks, prefix)
+                body, other_target = route_target(other_bounds, other_fns, f"{tensor}.shape[{int(dim)}]", env,
+                                                  prefix, "            ")
+                lines.append(f"        if {' and '.join(other_conds)}:")
+                lines += body
+                lines.append(f"            return {other_target}({args_src})")
         lines.append(f"        return _rd_miss({pos_src}, {{{', '.join(kw)}}})")
     shape = f"_rd_s_{tensor}" if conds and f"_rd_s_{tensor} :=" in " ".join(conds) else f"{tensor}.shape"
     size = f"{shape}[{int(dim)}]"
@@ -385,17 +420,9 @@ def generate_call(
     if written_eager:
         lines += written_eager[0]
         target, sizes = written_eager[1], written_eager[2]
-    elif len(fns) == 1 or tensor is None:
-        target = "_fn0"
     else:
-        if size != "_rd_size":
-            lines.append(f"    _rd_size = {size}")
-        if len(bounds) <= 4:  # a chain of comparisons beats bisect for a few bounds
-            for i, fn in enumerate(fns):
-                env[f"_f{i}"] = fn
-            target = "(" + " else ".join(f"_f{i} if _rd_size < {int(b)}" for i, b in enumerate(bounds)) + f" else _f{len(bounds)})"
-        else:
-            target = "_fns[_bisect(_bounds, _rd_size)]"
+        body, target = route_target(bounds if tensor is not None else (), fns, size, env)
+        lines += body
     if pinned:
         for i in range(len(sizes)):
             env[f"_rd_l{i}"] = None

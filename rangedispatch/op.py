@@ -28,7 +28,7 @@ from .config import (CustomOpConfig, DispatchSpec, Plan, build_plan, check_input
                      op_parameters)
 from .environment import Environment
 from .errors import ConfigError, TableError
-from .fastcall import MAX_TENSOR_GUARDS
+from .fastcall import MAX_OTHER_SIGNATURES, MAX_TENSOR_GUARDS
 from .inputs import CallTemplate, InputFactory, TensorSpec
 from .ranges import Range, map_tree, size_getter, tree_leaves
 from .table import TuningTable
@@ -116,6 +116,7 @@ class RangeDispatchOp:
         self._table: TuningTable | None = None
         self._template: CallTemplate | None = None
         self._tensor_checks: list[Callable[..., bool]] = []  # C-level signature guards (fastcall)
+        self._other_checks: dict[str, list[Callable[..., bool]]] = {}  # the same, for other signatures' tables
         self._by_name: dict[str, Candidate] = {self._ref.name: self._ref}
         self._warned_capture = False
         self.max_signatures = 8  # tables per op, one per input signature
@@ -262,6 +263,7 @@ class RangeDispatchOp:
             self._set_untuned()
             self._template = None
             self._tensor_checks = []
+            self._other_checks = {}
 
     # --- the hot path ----------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -322,21 +324,23 @@ class RangeDispatchOp:
         table, template = self._tune_table(args, kwargs, force=force)
         self._template = template
         self._tensor_checks = []
-        self._learn_guard(args, kwargs)
+        self._other_checks.pop(table.signature, None)
+        self._learn_guard(args, kwargs, template, self._tensor_checks)
         self._templates[table.signature] = template
         self._install(table)
         return table
 
-    def _learn_guard(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
-        """Add a C-level signature guard built from this call's tensors (see fastcall); the
-        caller has checked that the call has the main table's signature."""
+    def _learn_guard(self, args: Sequence[Any], kwargs: Mapping[str, Any], template: CallTemplate | None,
+                     checks: list[Callable[..., bool]]) -> bool:
+        """Add to ``checks`` a C-level signature guard built from this call's tensors (see
+        fastcall); the caller has checked that the call has ``template``'s signature."""
         import inspect
 
         from .fastcall import plain_params, tensor_guard, tensor_params
 
-        if self._template is None or len(self._tensor_checks) >= MAX_TENSOR_GUARDS or capturing_cuda_graph():
+        if template is None or len(checks) >= MAX_TENSOR_GUARDS or capturing_cuda_graph():
             return False
-        names = tensor_params(self._template, plain_params(self.reference_fn))
+        names = tensor_params(template, plain_params(self.reference_fn))
         try:
             bound = inspect.signature(self.reference_fn).bind(*args, **kwargs).arguments
         except (TypeError, ValueError):
@@ -346,10 +350,10 @@ class RangeDispatchOp:
         tensors = [bound.get(n) for n in names]
         if not names or not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors):
             return False
-        check = tensor_guard(tensors, self._template, names, self._resized)
+        check = tensor_guard(tensors, template, names, self._resized)
         if check is None:
             return False
-        self._tensor_checks.append(check)
+        checks.append(check)
         return True
 
     def _tune_table(self, args: Sequence[Any], kwargs: Mapping[str, Any], *,
@@ -491,24 +495,37 @@ class RangeDispatchOp:
         found by a cheap key of the call (dtypes, devices, shapes without the dispatch dims,
         scalar values); the full signature is built only the first time a key is seen."""
         key = self._call_key(args, kwargs)
-        route = self._key_routes.get(key)
-        if route is None:
+        found = self._key_routes.get(key)
+        if found is None:
             with self._lock:
-                route = self._other_signature_route(args, kwargs)
+                found = self._other_signature_route(args, kwargs)
             if not capturing_cuda_graph():  # tuned later, outside capture
-                self._key_routes[key] = route
-        if route is self._route and 0 < len(self._tensor_checks) < MAX_TENSOR_GUARDS:
-            # the main signature, refused by the C-level guard (grad mode, a Parameter, ...)
+                self._key_routes[key] = found
+        route, signature = found
+        if route is self._route:
+            if 0 < len(self._tensor_checks) < MAX_TENSOR_GUARDS:
+                # the main signature, refused by the C-level guard (grad mode, a Parameter, ...)
+                with self._lock:
+                    if route is self._route and self._learn_guard(args, kwargs, self._template, self._tensor_checks):
+                        self._specialise(*self._route)
+        elif self._tensor_checks and signature in self._routes and (
+                len(self._other_checks.get(signature, ())) < MAX_TENSOR_GUARDS
+                if signature in self._other_checks else len(self._other_checks) < MAX_OTHER_SIGNATURES):
+            # another signature's table: the generated call checks its own C-level guard too
             with self._lock:
-                if route is self._route and self._learn_guard(args, kwargs):
+                checks = self._other_checks.setdefault(signature, [])
+                if self._learn_guard(args, kwargs, self._templates.get(signature), checks):
                     self._specialise(*self._route)
+                elif not checks:
+                    del self._other_checks[signature]
         return self._along(route, args, kwargs)
 
-    def _other_signature_route(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        """The route of this call's signature, its table tuned first if it has none."""
+    def _other_signature_route(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
+        """The route of this call's signature, its table tuned first if it has none, and
+        the signature."""
         signature = CallTemplate.from_call(self.reference_fn, args, kwargs).signature(self.dispatch)
         route = self._routes.get(signature)
-        return route if route is not None else self._route_for_new_signature(args, kwargs, signature)
+        return (route if route is not None else self._route_for_new_signature(args, kwargs, signature)), signature
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         import torch
@@ -569,9 +586,12 @@ class RangeDispatchOp:
         from .fastcall import generate_call
         from .traced import traced_call
 
+        recording = self._recording and self.profile is not None
+        others = [(self._templates[sig], tuple(checks), *self._routes[sig]) for sig, checks in self._other_checks.items()
+                  if checks and sig in self._routes and sig in self._templates and not recording]
         guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
-                     resized=self._resized,
-                     record=self.profile.add if self._recording and self.profile is not None else None)
+                     resized=self._resized, others=others,
+                     record=self.profile.add if recording else None)
         tree = self._written_tree()
         guard["eager_tree"] = self._eager_tree(fns)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,

@@ -121,3 +121,43 @@ def test_the_c_level_guard_learns_grad_mode_parameters_and_inference_mode_withou
     # a real signature change still goes to its own table
     ref(torch.randn(10, 4, dtype=torch.float64), w.double())
     assert len(op.tables) == 2
+
+
+def test_known_signatures_are_checked_in_the_generated_call_each_with_its_own_table():
+    """From its first call on (which tunes its table), a call with another signature passes
+    that signature's own C-level guard in the generated call (no slow path) and runs that
+    signature's table."""
+    bench = FakeBenchmarker({"ref": 2.0, "wrong_for_float64": 1.0, "wide": lambda n: 0.5 if n >= 50 else 3.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points=[49], benchmarker=bench, cache=False)
+    def ref(x, w):
+        return x * w
+
+    @ref.register_impl
+    def wrong_for_float64(x, w):
+        return x * w if x.dtype != torch.float64 else x * w + 1
+
+    @ref.register_impl
+    def wide(x, w):
+        return x * w if x.shape[1] == 16 else x * w - 1  # right only for 16 columns
+
+    op = rd.dispatcher_of(ref)
+    kinds = [(torch.float32, 8), (torch.float64, 8), (torch.float32, 16)]
+    with pytest.warns(RuntimeWarning):  # the wrong candidates lose their ranges in those tables
+        for dtype, cols in kinds:
+            ref(torch.randn(60, cols, dtype=dtype), torch.randn(cols, dtype=dtype))
+    if not op._tensor_checks:
+        pytest.skip("this torch has no C-level tensor guard")
+    assert len(op.tables) == 3
+    winners = {sig.split("]")[0]: sorted(set(t.winners.values())) for sig, t in op.tables.items()}
+    assert sorted(winners.values()) == [["ref"], ["wide", "wrong_for_float64"], ["wrong_for_float64"]], winners
+    misses = []  # calls the generated call sends to the slow path
+    slow = op._other_signature
+    op._other_signature = lambda a, k: misses.append(1) or slow(a, k)
+    for n in (1, 49, 50, 200, 50, 49, 7, 7, 7):
+        for dtype, cols in kinds:
+            x, w = torch.randn(n, cols, dtype=dtype), torch.randn(cols, dtype=dtype)
+            torch.testing.assert_close(ref(x, w), x * w)
+    assert misses == []
+    ref(torch.randn(5, 3), torch.randn(3))  # a new signature still takes the slow path and tunes
+    assert misses == [1] and len(op.tables) == 4
