@@ -210,7 +210,18 @@ def _make_graph_op(key: str) -> str:
     _graph_library().define(f"{name}(Tensor[] ops, SymInt variant) -> Tensor[]")
 
     def run(ops: list[torch.Tensor], variant: int) -> list[torch.Tensor]:
-        return _fresh_outputs(owner().hinted[variant].fn(*ops), ops)
+        fn = owner().hinted[variant].fn
+        eager = getattr(fn, "eager_state", None)
+        if eager is None:
+            return _fresh_outputs(fn(*ops), ops)
+        # a per-hint compile runs in the state its first eager call primed it in, so the graph
+        # reuses that compile instead of making another (the runtime calls this kernel with
+        # grad off and autograd keys excluded, which Dynamo guards on); nothing here needs
+        # grad (the opaque form is only traced for such calls), so outputs are detached
+        include, exclude, grad = eager
+        with torch._C._ForceDispatchKeyGuard(include, exclude), torch.set_grad_enabled(grad):
+            out = fn(*ops)
+        return _fresh_outputs([o.detach() if o.requires_grad else o for o in _outputs(out)], ops)
 
     _graph_library().impl(name, run, "CompositeExplicitAutograd")
 
@@ -861,6 +872,8 @@ class _HintCompile:
         self.hint = hint
         self.make_inputs = make_inputs
         self.states: list[Callable[[Sequence[Any]], bool]] = []  # one check per primed state
+        #: the first primed state's dispatch-key include and exclude sets and grad mode
+        self.eager_state: tuple[Any, Any, bool] | None = None
         self._torchdynamo_orig_callable = getattr(compiled, "_torchdynamo_orig_callable", compiled)
         self.__name__ = getattr(self._torchdynamo_orig_callable, "__name__", "compiled")
 
@@ -882,6 +895,9 @@ class _HintCompile:
         with _unshared_compile_caches():
             self.compiled(*(self.make_inputs(self.hint) if inputs is None else inputs))
         self.states.append(_state_check(tensors))
+        if self.eager_state is None and not is_compiling():
+            self.eager_state = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set(),
+                                torch.is_grad_enabled())
 
 
 def _state_check(tensors: Sequence[torch.Tensor]) -> Callable[[Sequence[Any]], bool]:

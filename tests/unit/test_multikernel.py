@@ -230,7 +230,7 @@ def test_per_hint_compiles_keep_their_hint_in_every_grad_mode_and_inside_graphs(
     mk(a, b)  # back in the first state: no compile
     assert len(graphs) == seen
     # in a compiled graph (in_graph="auto": opaque for per-hint compiles) the variant runs as
-    # eagerly, under the graph runtime's own state: primed at the hint too
+    # eagerly, in the state of its first eager call: that very compile, no other
     assert mk.in_graph == "auto"
     outer = []
 
@@ -240,7 +240,7 @@ def test_per_hint_compiles_keep_their_hint_in_every_grad_mode_and_inside_graphs(
 
     compiled = torch.compile(lambda a, b: mk(a, b) + 1, backend=record, dynamic=True, fullgraph=True)
     torch.testing.assert_close(compiled(a, b), torch.relu(a @ b) + 1)
-    assert all(g in primed for g in graphs[seen:])
+    assert graphs[seen:] == []
     assert any("rangedispatch_mk" in str(n.target) for m in outer[0].modules() if isinstance(m, torch.fx.GraphModule)
                for n in m.graph.nodes)
     # exported, the variants' code is in the program (it runs without this process's compiles)
