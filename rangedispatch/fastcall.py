@@ -367,6 +367,7 @@ def generate_call(
     # with the C-level guard only Dynamo needs the check here: the fake tensors of a
     # non-strict export fail that guard, and ``miss`` sends them to the traced path
     compiling = "_is_dynamo" if tensor_checks and miss is not None else "_is_compiling"
+    prelude: list[str] = []
     if traced is None:
         lines = [f"def __call__({', '.join(params)}):"]
     else:
@@ -376,7 +377,12 @@ def generate_call(
         ]
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         written = traced_lines(template, names, sig, tree, key, env, general, guarded) if tree and key else []
-        lines += written or [f"        return {general}"]
+        if written:  # a function of its own: its nested branch functions would be cells of every call here
+            head = f"def _rd_traced(self, {', '.join(params)}):" if params else "def _rd_traced(self):"
+            prelude = [head] + [line[4:] for line in written] + [""]
+            lines.append(f"        return _rd_traced(self{', ' if args_src else ''}{args_src})")
+        else:
+            lines.append(f"        return {general}")
     plain = plain_params(reference)
     conds = (guard_source(template, resized or {}, plain, env, tensor_checks)
              if template is not None and miss is not None else [])
@@ -436,9 +442,11 @@ def generate_call(
         lines.append("            _rd_pin = None")
         target = "_rd_t"
     lines.append(f"    return {target}({args_src})")
-    source = "\n".join(lines)
+    source = "\n".join(prelude + lines)
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env, namespace)
     fn = namespace["__call__"]
+    if "_rd_traced" in namespace:
+        env["_rd_traced"] = namespace["_rd_traced"]
     fn.__rd_source__ = source
     return fn
