@@ -145,6 +145,27 @@ def host_us(fn, *args, device: str, calls: int = 200) -> float:
     return statistics.median(runs)
 
 
+def host_us_interleaved(fns: dict[str, Callable[..., Any]], *args, device: str, calls: int = 1000,
+                        rounds: int = 9) -> dict[str, float]:
+    """:func:`host_us` of several callables in interleaved rounds (the order rotating each
+    round, so drift on a busy host hits every one alike): the median per callable."""
+    for fn in fns.values():
+        for _ in range(5):
+            fn(*args)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fns[name](*args)
+            sync()
+            runs[name].append((time.perf_counter() - t0) / calls * 1e6)
+    return {name: statistics.median(v) for name, v in runs.items()}
+
+
 class Scenario:
     def __init__(self, name: str, cands: list, splits: list[int] | None, sizes: list[int],
                  shapes: Callable[[int], tuple[tuple[int, int], tuple[int, int]]],

@@ -1,7 +1,8 @@
 """Host cost of a compiled two-winner dispatch (a real ``torch.cond``) and of a grid op's
 nested dispatch (a cond per dimension) against a bare ``torch.compile`` of one candidate, and
 how many Dynamo guards each compiled frame checks per call. Runs on any device; tiny tensors,
-so the host cost is all there is to see.
+so the host cost is all there is to see. Host us per call: medians of 9 interleaved rounds of
+1000 back-to-back calls.
 
     python bench/cond_guards.py [--device cuda] [--profile] 2>/dev/null   # Dynamo's guard log goes to stderr
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import rangedispatch as rd
-from compile_vs_upstream import host_us
+from compile_vs_upstream import host_us_interleaved
 from rangedispatch.testing import FakeBenchmarker, GuardCounter
 
 
@@ -88,11 +89,9 @@ def main() -> None:
         torch.testing.assert_close(ours_grid(a, b), a @ b)
         torch.testing.assert_close(ours_guarded(a, b), a @ b)
         bare = single if m < 64 else single_lin  # a bare compile of the range's winner
-        print(f"{m:>6} {host_us(ours, a, b, device=device, calls=2000):9.1f} "
-              f"{host_us(ours_grid, a, b, device=device, calls=2000):9.1f} "
-              f"{host_us(ours_guarded, a, b, device=device, calls=2000):15.1f} "
-              f"{host_us(bare, a, b, device=device, calls=2000):13.1f} "
-              f"{host_us(mm1, a, b, device=device, calls=2000):9.1f}")
+        us = host_us_interleaved({"ours": ours, "grid": ours_grid, "guards": ours_guarded, "bare": bare, "eager": mm1},
+                                 a, b, device=device)
+        print(f"{m:>6} {us['ours']:9.1f} {us['grid']:9.1f} {us['guards']:15.1f} {us['bare']:13.1f} {us['eager']:9.1f}")
     print("guards checked per call: " + ", ".join(f"{k} {v}" for k, v in guards.items()))
     if device == "cuda":
         reduce_overhead(guarded, b)
@@ -116,8 +115,8 @@ def reduce_overhead(guarded, b) -> None:
         for fn in compiled.values():
             for _ in range(3):
                 torch.testing.assert_close(fn(a, b), a @ b)
-        print(f"{'':31s}{m:>5} " + " ".join(f"{host_us(fn, a, b, device='cuda', calls=2000):20.1f}"
-                                               for fn in compiled.values()))
+        us = host_us_interleaved(compiled, a, b, device="cuda")
+        print(f"{'':31s}{m:>5} " + " ".join(f"{us[n]:20.1f}" for n in compiled))
     skipped = {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
     print(f"inductor cudagraph counters: {skipped or 'none'}")
 

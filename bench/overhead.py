@@ -150,16 +150,18 @@ def main() -> None:
             fn, calls = rows[name]
             samples[name].append(per_call_us(fn, calls))
     med = {k: statistics.median(v) for k, v in samples.items()}
+    low = {k: min(v) for k, v in samples.items()}
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {opts.rounds} interleaved rounds x {opts.calls} calls")
-    print(f"{'path':34s} {'median us/call':>15s} {'vs baseline':>12s}")
+    print(f"{'path':34s} {'median us/call':>15s} {'vs baseline':>12s} {'best round':>11s} {'vs baseline':>12s}")
     base = {"@range_dispatch (3 ranges)": "direct impl call", "@range_dispatch, 2nd signature": "direct impl call",
             "@range_dispatch, size changing": "direct impl call",
             "@range_dispatch grid (2 dims)": "direct impl call",
             "register_custom_op_autotuning": "plain custom_op"}
     for name, value in med.items():
         ref = base.get(name)
-        extra = f"+{value - med[ref]:.3f} us" if ref else ""
-        print(f"{name:34s} {value:15.3f} {extra:>12s}")
+        extra = f"{value - med[ref]:+.3f} us" if ref else ""
+        extra_low = f"{low[name] - low[ref]:+.3f} us" if ref else ""
+        print(f"{name:34s} {value:15.3f} {extra:>12s} {low[name]:11.3f} {extra_low:>12s}")
     if opts.parts:
         parts(x, w)
 

@@ -289,10 +289,11 @@ def _attach(custom_op: Any, op: RangeDispatchOp) -> None:
     op._custom_op = custom_op
     op.reset()  # registers op.eager as the kernel for every device the op has
     custom_op._rangedispatch = op
-    if op.traced and not isinstance(custom_op, _TracedCustomOpDef):
-        custom_op.__class__ = _traced_class(type(custom_op))
-    elif not op.traced and isinstance(custom_op, _TracedCustomOpDef):
-        custom_op.__class__ = custom_op._rd_base
+    base = custom_op._rd_base if isinstance(custom_op, _TracedCustomOpDef) else type(custom_op)
+    if op.traced:
+        custom_op.__class__ = _traced_class(base, custom_op, op)
+    elif base is not type(custom_op):
+        custom_op.__class__ = base
 
 
 class _TracedCustomOpDef:
@@ -313,7 +314,20 @@ class _TracedCustomOpDef:
 _CLASSES: dict[type, type] = {}
 
 
-def _traced_class(base: type) -> type:
+def _traced_class(base: type, custom_op: Any, op: RangeDispatchOp) -> type:
+    """The class of a traced custom op: the mixin, with a ``__call__`` generated for the op's
+    signature where it can be (no ``*args, **kwargs`` forwarding on the eager path)."""
+    from .fastcall import generate_call
+
+    call = generate_call(op.reference_fn, tensor=None, dim=0, bounds=(), fns=[custom_op._opoverload],
+                         traced=_trace_dispatch)
+    if call is not None:
+        return type(f"RangeDispatched{base.__name__}", (_TracedCustomOpDef, base), {"_rd_base": base, "__call__": call})
     if base not in _CLASSES:
         _CLASSES[base] = type(f"RangeDispatched{base.__name__}", (_TracedCustomOpDef, base), {"_rd_base": base})
     return _CLASSES[base]
+
+
+def _trace_dispatch(custom_op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Under ``torch.compile`` / ``torch.export``: the op's own call traces the dispatch."""
+    return custom_op._rangedispatch(*args, **kwargs)
