@@ -15,8 +15,10 @@ Per size: our compiled op, upstream's compiled op, the eager per-size best candi
 ``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
 costs), as device time (ms: ``rangedispatch.timing.device_time_ms`` medians, i.e. ``do_bench`` or
 the covered loop for host-heavy calls, the least of 3 interleaved rounds) and as host time per call (us, a loop of
-calls with one sync at the end: shows per-call launch overhead that device events hide).
-On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
+calls with one sync at the end, the median of 7 interleaved rounds: shows per-call launch overhead that
+device events hide).
+``guards us``: host time of the same table with ``compiled_dispatch="guards"`` (one graph per
+range, no cond). On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
 graphs), interleaved with the rest. Then graph counts and compile (first-call) times.
 
     python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile]
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -226,7 +230,16 @@ def run_ours(sc: Scenario, device, dtype):
     first, total = sweep(fn, sc, device, dtype)
     # the same op under CUDA graphs (cudagraph trees record one graph per size); eager on the CPU
     ro = torch.compile(lambda a, b: op(a, b), dynamic=True, mode="reduce-overhead") if device == "cuda" else fn
-    return fn, ro, rd.dispatcher_of(op), first, total, counter.frame_count
+    # the same table with compiled_dispatch="guards": one graph per range, no cond
+    guarded = make_op(f"rdbench_guards::{sc.name}", fp32_reference=sc.ranges is not None)
+    rd.register_custom_op_autotuning(guarded, configs=sc.configs(rd.CustomOpConfig), tie=sc.tie, cache=False,
+                                     rtol=3e-2, atol=3e-2, **sc.register_kwargs())
+    with tempfile.TemporaryDirectory() as tmp:
+        rd.dispatcher_of(guarded).load_table(rd.dispatcher_of(op).save_table(Path(tmp) / "table.json"))
+    rd.dispatcher_of(guarded).compiled_dispatch = "guards"
+    guards_fn = torch.compile(lambda a, b: guarded(a, b), dynamic=True)
+    sweep(guards_fn, sc, device, dtype)
+    return fn, ro, guards_fn, rd.dispatcher_of(op), first, total, counter.frame_count
 
 
 def run_upstream(sc: Scenario, device, dtype):
@@ -248,11 +261,12 @@ def run_upstream(sc: Scenario, device, dtype):
 
 
 def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
-    fn, ro, disp, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
+    fn, ro, guards_fn, disp, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
     table = disp.table
     up, up_err = run_upstream(sc, device, dtype)
 
     our_dev, up_dev, best, single_dev, our_host, single_host, eager_host = {}, {}, {}, {}, {}, {}, {}
+    guards_host = {}
     ro_dev, single_ro_dev = {}, {}
     single_fns = {}
     for n in sc.sizes:
@@ -273,9 +287,11 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
         our_dev[n], single_dev[n], up_dev[n] = times.pop("ours"), times.pop("1-compile"), times.pop("upstream", None)
         ro_dev[n], single_ro_dev[n] = times.pop("ours RO"), times.pop("1-compile RO")
         best[n] = min(times.items(), key=lambda p: p[1])
-        our_host[n] = host_us(fn, a, b, device=device)
-        single_host[n] = host_us(single_fns[pick][0], a, b, device=device)
-        eager_host[n] = host_us(dict((f.__name__, f) for f in allowed)[best[n][0]], a, b, device=device)
+        host = host_us_interleaved({"ours": fn, "guards": guards_fn, "1-compile": single_fns[pick][0],
+                                    "eager": dict((f.__name__, f) for f in allowed)[best[n][0]]},
+                                   a, b, device=device, calls=200, rounds=7)
+        our_host[n], single_host[n], eager_host[n] = host["ours"], host["1-compile"], host["eager"]
+        guards_host[n] = host["guards"]
 
     if profile and device == "cuda":
         n = sc.sizes[len(sc.sizes) // 2]
@@ -297,7 +313,8 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
              + (f"dim_range={sc.ranges}" if sc.ranges else f"split_points={sc.splits}, dispatch_on={sc.dispatch_on}")
              + (f", tie={sc.tie}" if sc.tie else "")]
     lines.append(f"{'size':>8} {'pick':>9} {'ours ms':>9} {'up ms':>9} {'best ms':>9} {'best':>9} "
-                 f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'1-cmp us':>8} {'eager us':>8} "
+                 f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'guards us':>9} {'1-cmp us':>8} "
+                 f"{'eager us':>8} "
                  f"{'ours RO':>9} {'1-cmp RO':>9} {'RO ratio':>8}")
     for n in sc.sizes:
         pick = table.partition.lookup(n).owner or table.reference
@@ -305,7 +322,8 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
         lines.append(
             f"{n:>8} {pick:>9} {our_dev[n]:9.4f} {up_ms if up_ms is not None else float('nan'):9.4f} "
             f"{best[n][1]:9.4f} {best[n][0]:>9} {single_dev[n]:9.4f} {our_dev[n] / best[n][1]:9.3f} "
-            f"{(our_dev[n] / up_ms) if up_ms else float('nan'):8.3f} {our_host[n]:8.1f} {single_host[n]:8.1f} "
+            f"{(our_dev[n] / up_ms) if up_ms else float('nan'):8.3f} {our_host[n]:8.1f} {guards_host[n]:9.1f} "
+            f"{single_host[n]:8.1f} "
             f"{eager_host[n]:8.1f} {ro_dev[n]:9.4f} {single_ro_dev[n]:9.4f} {ro_dev[n] / single_ro_dev[n]:8.3f}")
     if up:
         lines.append(f"graphs: ours {our_graphs}, upstream {up[3]}; first call s: ours {our_first:.1f}, upstream "
