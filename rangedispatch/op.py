@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import threading
 import warnings
@@ -219,6 +220,10 @@ class RangeDispatchOp:
         self._resized = dims_by_tensor(spec)  # tensor -> its dispatch dims
         self._positions = {name: i for i, name in enumerate(self._positional())}
         self._pos = self._positions.get(spec.tensor, _KEYWORD_ONLY) if spec else _KEYWORD_ONLY
+        self._set_generic()
+
+    def _set_generic(self) -> None:
+        """The generic ``__call__`` and custom-op kernel (no generated code)."""
         if type(self).__name__.startswith("_Tuned"):
             self.__class__ = type(self).__mro__[1]
         if getattr(self, "_custom_op", None) is not None:
@@ -276,7 +281,25 @@ class RangeDispatchOp:
 
     def eager(self, *args: Any, **kwargs: Any) -> Any:
         """The eager dispatch without the compile check (a custom op's kernel)."""
+        if self._template is None and self._table is not None:  # a loaded table, not called yet
+            return self._adopt(args, kwargs)
         return self._along(self._route, args, kwargs)
+
+    def _adopt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The first eager call after :meth:`load_table`: a call with the table's signature
+        becomes its example (the signature guard and the generated call follow); another
+        signature gets its own table."""
+        template = CallTemplate.from_call(self.reference_fn, args, kwargs)
+        with self._lock:
+            table = self._table
+            if table is not None and self._template is None and template.signature(self.dispatch) == table.signature:
+                self._template = template
+                self._templates[table.signature] = template
+                self._tensor_checks = []
+                self._learn_guard(args, kwargs, template, self._tensor_checks)
+                self._specialise(*self._route)
+                return self._along(self._route, args, kwargs)
+        return self._other_signature(args, kwargs)
 
     def _along(self, route: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call the target of ``route`` (bounds, fns) for this call's dispatch size."""
@@ -523,9 +546,14 @@ class RangeDispatchOp:
     def _other_signature_route(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
         """The route of this call's signature, its table tuned first if it has none, and
         the signature."""
-        signature = CallTemplate.from_call(self.reference_fn, args, kwargs).signature(self.dispatch)
+        template = CallTemplate.from_call(self.reference_fn, args, kwargs)
+        signature = template.signature(self.dispatch)
         route = self._routes.get(signature)
-        return (route if route is not None else self._route_for_new_signature(args, kwargs, signature)), signature
+        if route is None:
+            return self._route_for_new_signature(args, kwargs, signature), signature
+        if signature in self._tables:  # a loaded table has no example until a call like this one
+            self._templates.setdefault(signature, template)
+        return route, signature
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         import torch
@@ -582,9 +610,14 @@ class RangeDispatchOp:
         return self.profile
 
     def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
-        """Give this op a generated ``__call__`` for its signature and table (see fastcall)."""
+        """Give this op a generated ``__call__`` for its signature and table (see fastcall);
+        a loaded table not called yet keeps the generic path, whose first call adopts it."""
         from .fastcall import generate_call
         from .traced import traced_call
+
+        if self._template is None and self._table is not None:
+            self._set_generic()
+            return
 
         recording = self._recording and self.profile is not None
         others = [(self._templates[sig], tuple(checks), *self._routes[sig]) for sig, checks in self._other_checks.items()
@@ -638,6 +671,14 @@ class RangeDispatchOp:
             template = self._templates[signature]
             if all(isinstance(spec := template.get(n), TensorSpec) and (spec.dtype, spec.device.type) == kind
                    for n, kind in kinds.items()):
+                return signature
+        # a loaded table has no example yet: its signature names each tensor's dtype and device
+        import torch
+
+        for signature in sorted(set(self._tables) - set(self._templates), key=lambda s: s != main):
+            named = {name: (getattr(torch, dtype, None), device)
+                     for name, dtype, device in re.findall(r"(\w+):(\w+)\[[^\]]*\]@(\w+)", signature)}
+            if kinds and all(named.get(n) == kind for n, kind in kinds.items()):
                 return signature
         return None
 

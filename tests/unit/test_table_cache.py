@@ -151,6 +151,34 @@ def test_load_table_checks_it_matches(tmp_path):
         h.load_table(path)
 
 
+def test_a_loaded_table_serves_compiled_calls_before_any_eager_call_then_eager_adopts_it(tmp_path):
+    """A table loaded into a fresh op has no example call: compiled calls still dispatch with
+    it (not the reference), and the first eager call with its signature becomes its example
+    (signature guard, generated call); a call with another signature gets its own table."""
+    from torch._dynamo.testing import EagerAndRecordGraphs
+
+    f = make(FakeBenchmarker({"f": 2.0, "g": 1.0}))
+    f.tune(torch.ones(4))
+    path = f.save_table(tmp_path / "t.json")
+    bench = FakeBenchmarker({"f": 2.0, "g": 1.0})
+    for mode in ("cond", "guards"):
+        f2 = make(bench, name=f"loaded_{mode}")
+        f2.compiled_dispatch = mode
+        f2.load_table(path)
+        record = EagerAndRecordGraphs()
+        compiled = torch.compile(lambda x: f2(x), backend=record, dynamic=True, fullgraph=True)
+        for n in (5, 40):
+            torch.testing.assert_close(compiled(torch.ones(n)), torch.full((n,), 2.0))
+        code = "".join(g.code for g in record.graphs)
+        assert "add" in code and "mul" not in code and "observe" not in code, code  # g's x + x, not f's x * 2
+    assert bench.calls == []
+    torch.testing.assert_close(f2(torch.ones(30)), torch.full((30,), 2.0))
+    assert type(f2).__name__.startswith("_Tuned") and f2._template is not None
+    assert bench.calls == [] and len(f2.tables) == 1
+    torch.testing.assert_close(f2(torch.ones(30, dtype=torch.float64)), torch.full((30,), 2.0, dtype=torch.float64))
+    assert bench.calls and len(f2.tables) == 2
+
+
 def test_cli_show_and_demo(tmp_path):
     f = make(FakeBenchmarker({"f": 2.0, "g": 1.0}))
     f.tune(torch.ones(4))
