@@ -218,12 +218,16 @@ def counting_backend():
     return CompileCounterWithBackend("inductor")
 
 
+def registered_op(sc: Scenario, namespace: str):
+    """The scenario's op, registered for our autotuning (not tuned yet)."""
+    op = make_op(f"{namespace}::{sc.name}", fp32_reference=sc.ranges is not None)
+    rd.register_custom_op_autotuning(op, configs=sc.configs(rd.CustomOpConfig), tie=sc.tie, cache=False,
+                                     rtol=3e-2, atol=3e-2, **sc.register_kwargs())
+    return op
+
+
 def run_ours(sc: Scenario, device, dtype):
-    op = make_op(f"rdbench_ours::{sc.name}", fp32_reference=sc.ranges is not None)
-    rd.register_custom_op_autotuning(
-        op, configs=sc.configs(rd.CustomOpConfig), tie=sc.tie, cache=False, rtol=3e-2, atol=3e-2,
-        **sc.register_kwargs(),
-    )
+    op = registered_op(sc, "rdbench_ours")
     torch._dynamo.reset()
     counter = counting_backend()
     fn = torch.compile(lambda a, b: op(a, b), dynamic=True, backend=counter)
@@ -231,9 +235,7 @@ def run_ours(sc: Scenario, device, dtype):
     # the same op under CUDA graphs (cudagraph trees record one graph per size); eager on the CPU
     ro = torch.compile(lambda a, b: op(a, b), dynamic=True, mode="reduce-overhead") if device == "cuda" else fn
     # the same table with compiled_dispatch="guards": one graph per range, no cond
-    guarded = make_op(f"rdbench_guards::{sc.name}", fp32_reference=sc.ranges is not None)
-    rd.register_custom_op_autotuning(guarded, configs=sc.configs(rd.CustomOpConfig), tie=sc.tie, cache=False,
-                                     rtol=3e-2, atol=3e-2, **sc.register_kwargs())
+    guarded = registered_op(sc, "rdbench_guards")
     with tempfile.TemporaryDirectory() as tmp:
         rd.dispatcher_of(guarded).load_table(rd.dispatcher_of(op).save_table(Path(tmp) / "table.json"))
     rd.dispatcher_of(guarded).compiled_dispatch = "guards"

@@ -391,6 +391,7 @@ def generate_call(
     if tensor is not None and not dispatchable and (len(fns) > 1 or record is not None):
         return None
     written_eager = eager_lines(eager_tree, names, sig, conds, env) if eager_tree is not None else None
+    sizes = written_eager[2] if written_eager else ["_rd_size"]  # what the decision compares
     # a pin: the C-level guard of the last size seen twice in a row, exact in every dim, and
     # the function that size runs (see the module doc); only with the C-level guard, and not
     # while sizes are recorded (every call must reach the recorder)
@@ -398,7 +399,7 @@ def generate_call(
     tensors = ", ".join(tensor_params(template, plain)) if pinned else ""
     if pinned:
         env.update({"_rd_pin": None, "_rd_make_pin": make_pin})
-        lines.insert(1, "    global _rd_pin, " + ", ".join(f"_rd_l{i}" for i in range(len(written_eager[2]) if written_eager else 1)))
+        lines.insert(1, "    global _rd_pin, " + ", ".join(f"_rd_l{i}" for i in range(len(sizes))))
         lines.append("    _rd_p = _rd_pin")
         lines.append(f"    if _rd_p is not None and {' and '.join(conds[1:] + [f'_rd_p[0]({tensors})'])}:")
         lines.append(f"        return _rd_p[1]({args_src})")
@@ -422,10 +423,9 @@ def generate_call(
         lines.append(f"    _rd_size = {size}")
         lines.append("    _rd_rec(_rd_size)")
         size = "_rd_size"
-    sizes = ["_rd_size"]
     if written_eager:
         lines += written_eager[0]
-        target, sizes = written_eager[1], written_eager[2]
+        target = written_eager[1]
     else:
         body, target = route_target(bounds if tensor is not None else (), fns, size, env)
         lines += body
@@ -443,10 +443,8 @@ def generate_call(
         target = "_rd_t"
     lines.append(f"    return {target}({args_src})")
     source = "\n".join(prelude + lines)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env, namespace)
-    fn = namespace["__call__"]
-    if "_rd_traced" in namespace:
-        env["_rd_traced"] = namespace["_rd_traced"]
+    # defined in ``env``: the functions' globals, where ``__call__`` finds ``_rd_traced``
+    exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env)
+    fn = env.pop("__call__")
     fn.__rd_source__ = source
     return fn

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -132,6 +133,22 @@ class CallTemplate:
             else:
                 parts.append(f"{name}:{type(value).__name__}")
         return ",".join(parts)
+
+
+_TENSOR_PART = re.compile(r"(\w+):(\w+)\[[^\]]*\]@(\w+)")
+
+
+def signature_kinds(signature: str) -> dict[str, tuple[Any, str]]:
+    """Each tensor's ``(dtype, device type)`` by name, read back from a signature written by
+    :meth:`CallTemplate.signature`.
+
+    Example:
+        >>> signature_kinds("x:float32[*, 8]@cpu,scale=2.0")
+        {'x': (torch.float32, 'cpu')}
+    """
+    import torch
+
+    return {name: (getattr(torch, dtype, None), device) for name, dtype, device in _TENSOR_PART.findall(signature)}
 
 
 def _positional_names(fn: Callable[..., Any], count: int) -> list[str]:

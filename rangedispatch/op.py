@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import sys
 import threading
 import warnings
@@ -30,7 +29,7 @@ from .config import (CustomOpConfig, DispatchSpec, Plan, build_plan, check_input
 from .environment import Environment
 from .errors import ConfigError, TableError
 from .fastcall import MAX_OTHER_SIGNATURES, MAX_TENSOR_GUARDS
-from .inputs import CallTemplate, InputFactory, TensorSpec
+from .inputs import CallTemplate, InputFactory, TensorSpec, signature_kinds
 from .ranges import Range, map_tree, size_getter, tree_leaves
 from .table import TuningTable
 from .timing import Benchmarker, capturing_cuda_graph, default_benchmarker
@@ -295,7 +294,6 @@ class RangeDispatchOp:
             if table is not None and self._template is None and template.signature(self.dispatch) == table.signature:
                 self._template = template
                 self._templates[table.signature] = template
-                self._tensor_checks = []
                 self._learn_guard(args, kwargs, template, self._tensor_checks)
                 self._specialise(*self._route)
                 return self._along(self._route, args, kwargs)
@@ -531,9 +529,7 @@ class RangeDispatchOp:
                 with self._lock:
                     if route is self._route and self._learn_guard(args, kwargs, self._template, self._tensor_checks):
                         self._specialise(*self._route)
-        elif self._tensor_checks and signature in self._routes and (
-                len(self._other_checks.get(signature, ())) < MAX_TENSOR_GUARDS
-                if signature in self._other_checks else len(self._other_checks) < MAX_OTHER_SIGNATURES):
+        elif self._tensor_checks and signature in self._routes and self._may_learn_other(signature):
             # another signature's table: the generated call checks its own C-level guard too
             with self._lock:
                 checks = self._other_checks.setdefault(signature, [])
@@ -542,6 +538,12 @@ class RangeDispatchOp:
                 elif not checks:
                     del self._other_checks[signature]
         return self._along(route, args, kwargs)
+
+    def _may_learn_other(self, signature: str) -> bool:
+        """Whether another signature's table may get one more C-level guard: a few per table,
+        for a few tables."""
+        known = self._other_checks.get(signature)
+        return len(known) < MAX_TENSOR_GUARDS if known is not None else len(self._other_checks) < MAX_OTHER_SIGNATURES
 
     def _other_signature_route(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
         """The route of this call's signature, its table tuned first if it has none, and
@@ -673,11 +675,8 @@ class RangeDispatchOp:
                    for n, kind in kinds.items()):
                 return signature
         # a loaded table has no example yet: its signature names each tensor's dtype and device
-        import torch
-
         for signature in sorted(set(self._tables) - set(self._templates), key=lambda s: s != main):
-            named = {name: (getattr(torch, dtype, None), device)
-                     for name, dtype, device in re.findall(r"(\w+):(\w+)\[[^\]]*\]@(\w+)", signature)}
+            named = signature_kinds(signature)
             if kinds and all(named.get(n) == kind for n, kind in kinds.items()):
                 return signature
         return None
