@@ -181,18 +181,15 @@ def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
     tensors = tensor_params(template, names)
     if not tensors or (isinstance(root, tuple) and any(t not in tensors for t, _ in axes)):
         return []
-    env.update({"_rd_form": traced_form, "_rd_key": key, "_rd_branch": branch})
+    env.update({"_rd_form": traced_form, "_rd_branch": branch})
     call = ", ".join(n if sig.parameters[n].kind is not inspect.Parameter.KEYWORD_ONLY else f"{n}={n}" for n in names)
     ops = ", ".join(tensors)
-    # another dtype or device type has its own table: the general traced path finds it (Dynamo
-    # guards dtypes and devices anyway, so these checks add no guard)
-    other = []
-    for i, name in enumerate(tensors):
-        spec = template.get(name)
-        env[f"_rd_dt{i}"] = spec.dtype
-        other.append(f"{name}.dtype != _rd_dt{i} or {name}.device.type != {spec.device.type!r}")
-    lines: list[str] = ["        _rd_f = _rd_form(_rd_key)",
-                        f"        if {' or '.join(other)} or _rd_f == 0:", f"            return {traced_call}"]
+    # the op's key is a literal (a constant of the code, no guard); another dtype or device
+    # type has its own table, which the general traced path finds (Dynamo guards dtypes and
+    # devices anyway, so passing them adds no guard)
+    kinds = "".join(f", ({name!r}, {name}.dtype, {name}.device.type)" for name in tensors)
+    lines: list[str] = [f"        _rd_f = _rd_form({key!r}{kinds})",
+                        "        if _rd_f == 0:", f"            return {traced_call}"]
     count = [0, 0]  # leaves, nodes
 
     def emit(node: Any) -> str:
@@ -377,7 +374,9 @@ def generate_call(
         ]
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         written = traced_lines(template, names, sig, tree, key, env, general, guarded) if tree and key else []
-        if written:  # a function of its own: its nested branch functions would be cells of every call here
+        if written and set(names) <= set(tensor_params(template, names)):
+            lines += written  # branches take every parameter as an operand: no cells, written in place
+        elif written:  # a function of its own: branches reading other parameters would make those cells of every call
             head = f"def _rd_traced(self, {', '.join(params)}):" if params else "def _rd_traced(self):"
             prelude = [head] + [line[4:] for line in written] + [""]
             lines.append(f"        return _rd_traced(self{', ' if args_src else ''}{args_src})")

@@ -226,8 +226,17 @@ class RangeDispatchOp:
         if type(self).__name__.startswith("_Tuned"):
             self.__class__ = type(self).__mro__[1]
         if getattr(self, "_custom_op", None) is not None:
-            for device in list(self._custom_op._backend_fns) or [None]:
-                self._custom_op.register_kernel(device, self.eager)
+            self._route_custom_op(self.eager, None)
+
+    def _route_custom_op(self, kernel: Callable[..., Any], written: Mapping[str, Any] | None) -> None:
+        """Make ``kernel`` the custom op's kernel on every device it has, and give the custom
+        op the class whose call traces this op's dispatch (written out with ``written``: the
+        template, tree and key of :func:`~rangedispatch.fastcall.generate_call`)."""
+        from .registration import set_custom_op_class
+
+        for device in list(self._custom_op._backend_fns) or [None]:
+            self._custom_op.register_kernel(device, kernel)
+        set_custom_op_class(self._custom_op, self, written)
 
     def _positional(self) -> list[str]:
         import inspect
@@ -627,16 +636,14 @@ class RangeDispatchOp:
         guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
                      resized=self._resized, others=others,
                      record=self.profile.add if recording else None)
-        tree = self._written_tree()
+        written = dict(tree=self._written_tree(), key=self._rd_key, guarded=self._compiled_dispatch == "guards")
         guard["eager_tree"] = self._eager_tree(fns)
         call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                             bounds=bounds, fns=fns, traced=traced_call, miss=self._miss,
-                             tree=tree, key=self._rd_key, guarded=self._compiled_dispatch == "guards", **guard)
+                             bounds=bounds, fns=fns, traced=traced_call, miss=self._miss, **written, **guard)
         if self._custom_op is not None:
             kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
                                    bounds=bounds, fns=fns, traced=None, miss=self._other_signature, **guard)
-            for device in list(self._custom_op._backend_fns) or [None]:
-                self._custom_op.register_kernel(device, kernel or self.eager)
+            self._route_custom_op(kernel or self.eager, dict(written, template=self._template))
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
         if call is None:
             self.__class__ = base

@@ -287,13 +287,17 @@ def dispatcher_of(op: Any) -> RangeDispatchOp:
 def _attach(custom_op: Any, op: RangeDispatchOp) -> None:
     """Route the custom op's kernel through ``op`` and, if traced, its compiled calls too."""
     op._custom_op = custom_op
-    op.reset()  # registers op.eager as the kernel for every device the op has
     custom_op._rangedispatch = op
+    op.reset()  # registers op.eager as the kernel for every device the op has, and the class
+
+
+def set_custom_op_class(custom_op: Any, op: RangeDispatchOp, written: Mapping[str, Any] | None) -> None:
+    """Give a custom op routed through ``op`` its class: a traced op's compiled calls trace
+    the dispatch (written out in its ``__call__`` where ``written`` gives the tuned table's
+    template, tree and key, so a compiled call runs no layer of ours; otherwise through
+    the op's own call); an opaque op keeps the custom op's class."""
     base = custom_op._rd_base if isinstance(custom_op, _TracedCustomOpDef) else type(custom_op)
-    if op.traced:
-        custom_op.__class__ = _traced_class(base, custom_op, op)
-    elif base is not type(custom_op):
-        custom_op.__class__ = base
+    custom_op.__class__ = _traced_class(base, custom_op, op, written) if op.traced else base
 
 
 class _TracedCustomOpDef:
@@ -314,13 +318,14 @@ class _TracedCustomOpDef:
 _CLASSES: dict[type, type] = {}
 
 
-def _traced_class(base: type, custom_op: Any, op: RangeDispatchOp) -> type:
+def _traced_class(base: type, custom_op: Any, op: RangeDispatchOp, written: Mapping[str, Any] | None) -> type:
     """The class of a traced custom op: the mixin, with a ``__call__`` generated for the op's
-    signature where it can be (no ``*args, **kwargs`` forwarding on the eager path)."""
+    signature where it can be (no ``*args, **kwargs`` forwarding on the eager path; the
+    tuned dispatch written out for Dynamo with ``written``)."""
     from .fastcall import generate_call
 
     call = generate_call(op.reference_fn, tensor=None, dim=0, bounds=(), fns=[custom_op._opoverload],
-                         traced=_trace_dispatch)
+                         traced=_trace_dispatch, **(written or {}))
     if call is not None:
         return type(f"RangeDispatched{base.__name__}", (_TracedCustomOpDef, base), {"_rd_base": base, "__call__": call})
     if base not in _CLASSES:

@@ -136,11 +136,18 @@ def opaque(key: str) -> bool:
 
 
 @torch._dynamo.assume_constant_result
-def traced_form(key: str) -> int:
+def traced_form(key: str, *kinds: tuple[str, Any, str]) -> int:
     """How a tuned op's generated call traces (a constant under Dynamo): 0 the general traced
-    path (see :func:`opaque`), 1 the cond tree, 2 Python conditionals that Dynamo guards
-    (``compiled_dispatch="guards"``, except under ``torch.export``)."""
+    path (see :func:`opaque`, and a call whose tensors' dtypes and device types, ``kinds``:
+    ``(name, dtype, device type)`` each, select another table than the main one, which the
+    call is written out for), 1 the cond tree, 2 Python conditionals that Dynamo guards
+    (``compiled_dispatch="guards"``, except under ``torch.export``). The key is a literal of
+    the generated code and the kinds are guarded with the tensors anyway, so asking here
+    costs the compiled frame no guard of its own."""
     if opaque(key):
+        return 0
+    op = _OPS[key]
+    if op._traced_signature({name: (dtype, device) for name, dtype, device in kinds}) != op.table.signature:
         return 0
     return 2 if _OPS[key].compiled_dispatch == "guards" and not torch.compiler.is_exporting() else 1
 

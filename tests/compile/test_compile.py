@@ -205,27 +205,36 @@ def test_compiles_per_hint_never_share_an_inductor_cache_entry(monkeypatch, tmp_
     torch.testing.assert_close(mk(x), f(x))
 
 
-def compiled_three_winners(**options):
-    """A tuned ``range_dispatch`` op with a winner per range, compiled (``dynamic=True``, frames
-    counted) and a bare compile of one candidate; the guards each checks at 100, and the op's
-    guard text."""
+def compiled_three_winners(registered=None, **options):
+    """A tuned ``range_dispatch`` op (or, with ``registered``, a custom op of that name after
+    ``register_custom_op_autotuning``) with a winner per range, compiled (``dynamic=True``,
+    frames counted) and a bare compile of one candidate; the guards each checks at 100, and
+    the op's guard text."""
     from rangedispatch.testing import GuardCounter
 
-    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63, 255], benchmarker=FakeBenchmarker(
-        {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}), cache=False, **options)
-    def ref(x, w):
-        return x * w
+    if registered:
+        ref, handle = register(registered, THREE_WINNERS, cache=False)
+        handle.compiled_dispatch = options.get("compiled_dispatch", "cond")
+    else:
+        @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63, 255], benchmarker=FakeBenchmarker(
+            {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}), cache=False, **options)
+        def ref(x, w):
+            return x * w
 
-    for fn in (a, b, c):
-        ref.register_impl(fn)
-    ref.tune(torch.randn(2, 8, 4), torch.randn(4))
+        for fn in (a, b, c):
+            ref.register_impl(fn)
+        handle = ref
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
+    torch._dynamo.reset()  # the bare lambda's code may be cached from another test: it must compile here
     ours = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
     bare = torch.compile(lambda x, w: b(x, w), backend="eager", dynamic=True)
     with GuardCounter() as guards:
         ours(torch.randn(2, 100, 4), torch.randn(4))
         ours_text, ours_count = guards.text[-1], guards.frames[-1]
+        before = len(guards.frames)
         bare(torch.randn(2, 100, 4), torch.randn(4))
+        assert len(guards.frames) == before + 1, guards.frames
         bare_count = guards.frames[-1]
     return ref, ours, cnt, ours_count, bare_count, ours_text
 
@@ -245,6 +254,13 @@ def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
         assert internal not in ours_text, internal
 
 
+#: what the guards mode's frame checks besides a bare compile's: the op's type, that its
+#: instance has no ``__call__`` of its own and that call's code, the generated code's globals
+#: dict, the compile check and ``traced_form``'s code, and the call's tensor type (the
+#: candidate's code takes the place of the bare compile's function)
+GUARDS_OVER_BARE = 7
+
+
 def test_guards_mode_compiles_one_bare_graph_per_range_and_exports_with_cond():
     """compiled_dispatch="guards": Dynamo guards each range, so a sweep over 3 ranges gives 3
     graphs without a cond, each guarded about as much as a bare compile of its winner."""
@@ -255,7 +271,7 @@ def test_guards_mode_compiles_one_bare_graph_per_range_and_exports_with_cond():
         torch.testing.assert_close(ours(x, w), x * w)
     assert cnt.frame_count == 3  # one per range, each with its winner alone
     assert not any("cond" in t for g in cnt.graphs for t in graph_ops(g))
-    assert ours_count <= bare_count + 12, (ours_count, bare_count)
+    assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
 
     class M(torch.nn.Module):
         def forward(self, x, w):
@@ -268,6 +284,24 @@ def test_guards_mode_compiles_one_bare_graph_per_range_and_exports_with_cond():
         torch.testing.assert_close(ep.module()(x, w), x * w)
     with pytest.raises(rd.ConfigError, match="compiled_dispatch"):
         ref.compiled_dispatch = "branches"
+
+
+@pytest.mark.parametrize("mode", ["cond", "guards"])
+def test_a_registered_op_compiles_with_its_dispatch_written_out_in_its_own_call(mode):
+    """A registered custom op's compiled call traces the dispatch written out in the custom
+    op's own call: no layer of ours in between, so the frame guards as little as the
+    decorator form's and nothing of the op behind it."""
+    deco_count = compiled_three_winners(compiled_dispatch=mode)[3]  # first: each build resets Dynamo
+    op, ours, cnt, ours_count, bare_count, text = compiled_three_winners(f"written_{mode}", compiled_dispatch=mode)
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(ours(x, w), x * w)
+    assert cnt.frame_count == (3 if mode == "guards" else 1)
+    assert ours_count <= deco_count, (ours_count, deco_count)
+    if mode == "guards":
+        assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
+    assert "._rangedispatch" not in text and "._opoverload" not in text
 
 
 def _tagged(i):
