@@ -157,28 +157,28 @@ def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size:
     return lines, f"_fns{prefix}[_bisect(_bounds{prefix}, _rd_size)]"
 
 
-def traced_lines(template: Any, names: Sequence[str], sig: inspect.Signature,
+def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
                  traced_call: str, guarded: bool = False) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
     the ``(tensor, dim)`` of every dispatch dimension, and the decision, where a node is a
-    function (a leaf) or ``(axis index, segment ends, children)``. Nothing in it reads the
-    op, so the compiled frame guards only on the candidates' code and the cond itself. A call
-    whose tensors have another dtype or device type than the table's example (or an opaque
-    op) takes ``traced_call``, the source of the general traced path. Empty when the
-    signature does not allow it (``*args``, ``**kwargs``, a dispatch tensor that is not a
-    named tensor parameter). With ``guarded`` (``compiled_dispatch="guards"``), Dynamo traces
+    function (a leaf) or ``(axis index, segment ends, children)``. ``tensors`` are the
+    parameters that are tensors, the branches' operands. Nothing in it reads the op, so the
+    compiled frame guards only on the candidates' code and the cond itself. A call whose
+    tensors have another dtype or device type than the table's (or an opaque op) takes
+    ``traced_call``, the source of the general traced path. Empty when the signature does not
+    allow it (``*args``, ``**kwargs``, a dispatch tensor that is not a named tensor
+    parameter). With ``guarded`` (``compiled_dispatch="guards"``), Dynamo traces
     the decision as Python conditionals on the sizes instead, so it guards the range and the
     graph holds the winner alone; ``torch.export`` still takes the cond tree (the choice is a
     trace-time constant, :func:`~rangedispatch.traced.traced_form`)."""
     from .traced import branch, traced_form
 
     axes, root = tree
-    if template is None or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
         return []
-    tensors = tensor_params(template, names)
     if not tensors or (isinstance(root, tuple) and any(t not in tensors for t, _ in axes)):
         return []
     env.update({"_rd_form": traced_form, "_rd_branch": branch})
@@ -297,6 +297,7 @@ def generate_call(
     eager_tree: tuple[Sequence[tuple[str, int]], Any] | None = None,
     guarded: bool = False,
     others: Sequence[tuple[Any, Sequence[Callable[..., bool]], Sequence[int], Sequence[Callable[..., Any]]]] = (),
+    tensors: Sequence[str] = (),
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -314,7 +315,9 @@ def generate_call(
     same form, leaves the functions eager calls run: a grid op's decision), the eager dispatch
     is written out as one nested conditional expression over the dimensions' sizes. ``others``
     are the tables of other signatures, ``(template, C-level guards, bounds, fns)`` each:
-    with the C-level guard, a call the main guard refuses tries those before ``miss``."""
+    with the C-level guard, a call the main guard refuses tries those before ``miss``.
+    ``tensors`` name the tensor parameters for the traced dispatch where there is no
+    ``template`` (a loaded table no call has matched yet)."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -373,8 +376,9 @@ def generate_call(
             f"    if {compiling}():",
         ]
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
-        written = traced_lines(template, names, sig, tree, key, env, general, guarded) if tree and key else []
-        if written and set(names) <= set(tensor_params(template, names)):
+        operands = tensor_params(template, names) if template is not None else list(tensors)
+        written = traced_lines(operands, names, sig, tree, key, env, general, guarded) if tree and key else []
+        if written and set(names) <= set(operands):
             lines += written  # branches take every parameter as an operand: no cells, written in place
         elif written:  # a function of its own: branches reading other parameters would make those cells of every call
             head = f"def _rd_traced(self, {', '.join(params)}):" if params else "def _rd_traced(self):"

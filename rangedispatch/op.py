@@ -621,29 +621,37 @@ class RangeDispatchOp:
         return self.profile
 
     def _specialise(self, bounds: Sequence[int], fns: Sequence[Callable[..., Any]]) -> None:
-        """Give this op a generated ``__call__`` for its signature and table (see fastcall);
-        a loaded table not called yet keeps the generic path, whose first call adopts it."""
-        from .fastcall import generate_call
+        """Give this op a generated ``__call__`` for its signature and table (see fastcall).
+        A loaded table no call has matched yet gets its dispatch written out for compiled
+        calls only (its signature names the tensors); eager calls take the generic path,
+        whose first call adopts the table."""
+        from .fastcall import generate_call, plain_params
         from .traced import traced_call
 
+        written: dict[str, Any] = dict(tree=self._written_tree(), key=self._rd_key,
+                                       guarded=self._compiled_dispatch == "guards")
         if self._template is None and self._table is not None:
-            self._set_generic()
-            return
-
-        recording = self._recording and self.profile is not None
-        others = [(self._templates[sig], tuple(checks), *self._routes[sig]) for sig, checks in self._other_checks.items()
-                  if checks and sig in self._routes and sig in self._templates and not recording]
-        guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
-                     resized=self._resized, others=others,
-                     record=self.profile.add if recording else None)
-        written = dict(tree=self._written_tree(), key=self._rd_key, guarded=self._compiled_dispatch == "guards")
-        guard["eager_tree"] = self._eager_tree(fns)
-        call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                             bounds=bounds, fns=fns, traced=traced_call, miss=self._miss, **written, **guard)
+            kinds = signature_kinds(self._table.signature)
+            written["tensors"] = [n for n in plain_params(self.reference_fn) if n in kinds]
+            call = generate_call(self.reference_fn, tensor=None, dim=0, bounds=(), fns=[self.eager],
+                                 traced=traced_call, **written)
+            kernel = None
+        else:
+            recording = self._recording and self.profile is not None
+            others = [(self._templates[sig], tuple(checks), *self._routes[sig])
+                      for sig, checks in self._other_checks.items()
+                      if checks and sig in self._routes and sig in self._templates and not recording]
+            guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
+                         resized=self._resized, others=others, eager_tree=self._eager_tree(fns),
+                         record=self.profile.add if recording else None)
+            call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
+                                 bounds=bounds, fns=fns, traced=traced_call, miss=self._miss, **written, **guard)
+            kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim, bounds=bounds,
+                                   fns=fns, traced=None, miss=self._other_signature,
+                                   **guard) if self._custom_op is not None else None
+            written["template"] = self._template
         if self._custom_op is not None:
-            kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                                   bounds=bounds, fns=fns, traced=None, miss=self._other_signature, **guard)
-            self._route_custom_op(kernel or self.eager, dict(written, template=self._template))
+            self._route_custom_op(kernel or self.eager, written)
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
         if call is None:
             self.__class__ = base

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rangedispatch as rd
-from rangedispatch.testing import FakeBenchmarker
+from rangedispatch.testing import FakeBenchmarker, GuardCounter
 
 
 def make(bench, name="cached"):
@@ -172,6 +172,19 @@ def test_a_loaded_table_serves_compiled_calls_before_any_eager_call_then_eager_a
         code = "".join(g.code for g in record.graphs)
         assert "add" in code and "mul" not in code and "observe" not in code, code  # g's x + x, not f's x * 2
     assert bench.calls == []
+    # the loaded table's dispatch is written out like a called op's: the frame guards no more
+    f.compiled_dispatch = f2.compiled_dispatch = "guards"
+    f3 = make(bench, name="loaded_counted")
+    f3.load_table(path)
+    f3.compiled_dispatch = "guards"
+    with GuardCounter() as guards:
+        torch.compile(lambda x: f(x), backend="eager", dynamic=True)(torch.ones(5))
+        called = guards.frames[-1]
+        torch.compile(lambda x: f3(x), backend="eager", dynamic=True)(torch.ones(5))
+        loaded, text = guards.frames[-1], guards.text[-1]
+    assert loaded <= called, (loaded, called)
+    assert "_tables" not in text and "_by_name" not in text
+    assert f3._template is None and bench.calls == []
     torch.testing.assert_close(f2(torch.ones(30)), torch.full((30,), 2.0))
     assert type(f2).__name__.startswith("_Tuned") and f2._template is not None
     assert bench.calls == [] and len(f2.tables) == 1
