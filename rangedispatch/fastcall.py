@@ -399,12 +399,12 @@ def generate_call(
     # the function that size runs (see the module doc); only with the C-level guard, and not
     # while sizes are recorded (every call must reach the recorder)
     pinned = bool(tensor_checks) and bool(conds) and record is None and bool(written_eager or len(fns) > 1)
-    tensors = ", ".join(tensor_params(template, plain)) if pinned else ""
+    pin_args = ", ".join(tensor_params(template, plain)) if pinned else ""
     if pinned:
         env.update({"_rd_pin": None, "_rd_make_pin": make_pin})
         lines.insert(1, "    global _rd_pin, " + ", ".join(f"_rd_l{i}" for i in range(len(sizes))))
         lines.append("    _rd_p = _rd_pin")
-        lines.append(f"    if _rd_p is not None and {' and '.join(conds[1:] + [f'_rd_p[0]({tensors})'])}:")
+        lines.append(f"    if _rd_p is not None and {' and '.join(conds[1:] + [f'_rd_p[0]({pin_args})'])}:")
         lines.append(f"        return _rd_p[1]({args_src})")
     if conds:
         env["_rd_miss"] = miss
@@ -438,7 +438,7 @@ def generate_call(
         lines.append(f"    _rd_t = {target}")
         lines.append(f"    if {' and '.join(f'{a} == _rd_l{i}' for i, a in enumerate(sizes))}:")
         lines.append("        if _rd_p is None:")  # a pin refused for another reason (grad mode) stays
-        lines.append(f"            _rd_pin = _rd_make_pin(({tensors},), _rd_t)")
+        lines.append(f"            _rd_pin = _rd_make_pin(({pin_args},), _rd_t)")
         lines.append("    else:")
         lines.append(f"        {', '.join(f'_rd_l{i}' for i in range(len(sizes)))} = {', '.join(sizes)}")
         lines.append("        if _rd_p is not None:")

@@ -25,9 +25,9 @@ with :meth:`MultiKernel.save` / :meth:`MultiKernel.load`), written atomically.
 Inside ``torch.compile`` and ``torch.export`` the ``nearest`` rule is traced as conditionals
 on the symbolic sizes (one graph for every shape). ``in_graph="inline"`` traces the variants'
 code into the graph, where the compiler may fuse it with its neighbours but compiles it for
-symbolic shapes (a per-hint compile's specialisation is not kept). ``in_graph="opaque"`` calls each region's variant through one
-custom op (``torch.ops.rangedispatch_mk.<name>``) instead, so it runs exactly as it does
-eagerly: the per-hint compiles keep their specialisation, and variants the compiler cannot
+symbolic shapes (a per-hint compile's specialisation is not kept). ``in_graph="opaque"`` calls
+each region's variant through one custom op (``torch.ops.rangedispatch_mk.<name>``) instead,
+so it runs exactly as it does eagerly: the per-hint compiles keep their specialisation, and variants the compiler cannot
 trace (host logic, extensions without fake kernels) work. The default, ``"auto"``, is opaque
 under ``torch.compile`` when a hinted variant is a compile (:meth:`MultiKernel.compiled`) and
 inline otherwise, and always inline under ``torch.export``.

@@ -628,28 +628,28 @@ class RangeDispatchOp:
         from .fastcall import generate_call, plain_params
         from .traced import traced_call
 
-        written: dict[str, Any] = dict(tree=self._written_tree(), key=self._rd_key,
+        # what Dynamo traces: the op's table written out (see fastcall.traced_lines)
+        written: dict[str, Any] = dict(template=self._template, tree=self._written_tree(), key=self._rd_key,
                                        guarded=self._compiled_dispatch == "guards")
+        kernel = None
         if self._template is None and self._table is not None:
             kinds = signature_kinds(self._table.signature)
             written["tensors"] = [n for n in plain_params(self.reference_fn) if n in kinds]
             call = generate_call(self.reference_fn, tensor=None, dim=0, bounds=(), fns=[self.eager],
                                  traced=traced_call, **written)
-            kernel = None
         else:
             recording = self._recording and self.profile is not None
             others = [(self._templates[sig], tuple(checks), *self._routes[sig])
                       for sig, checks in self._other_checks.items()
                       if checks and sig in self._routes and sig in self._templates and not recording]
-            guard = dict(template=self._template, tensor_checks=tuple(self._tensor_checks),
-                         resized=self._resized, others=others, eager_tree=self._eager_tree(fns),
-                         record=self.profile.add if recording else None)
-            call = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim,
-                                 bounds=bounds, fns=fns, traced=traced_call, miss=self._miss, **written, **guard)
-            kernel = generate_call(self.reference_fn, tensor=self._tensor or None, dim=self._dim, bounds=bounds,
-                                   fns=fns, traced=None, miss=self._other_signature,
-                                   **guard) if self._custom_op is not None else None
-            written["template"] = self._template
+            # what eager calls check and run (the op's call and the custom op's kernel alike)
+            eager = dict(tensor=self._tensor or None, dim=self._dim, bounds=bounds, fns=fns,
+                         tensor_checks=tuple(self._tensor_checks), resized=self._resized, others=others,
+                         eager_tree=self._eager_tree(fns), record=self.profile.add if recording else None)
+            call = generate_call(self.reference_fn, traced=traced_call, miss=self._miss, **written, **eager)
+            if self._custom_op is not None:
+                kernel = generate_call(self.reference_fn, traced=None, miss=self._other_signature,
+                                       template=self._template, **eager)
         if self._custom_op is not None:
             self._route_custom_op(kernel or self.eager, written)
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)
@@ -679,20 +679,15 @@ class RangeDispatchOp:
         return owners[0] if len(owners) == 1 else (0, his, owners)
 
     def _traced_signature(self, kinds: Mapping[str, tuple[Any, str]]) -> str | None:
-        """The signature of the table a traced call uses: the first (the main table first)
-        whose example had the call's dtype and device type for every tensor (``kinds``:
-        name -> (dtype, device type)). Under tracing the other dims are symbolic, so they
-        do not select a table; ``None`` when no table matches."""
+        """The signature of the table a traced call uses: the first (the main table first,
+        then those tuned or matched by an eager call) whose signature names the call's dtype
+        and device type for every tensor (``kinds``: name -> (dtype, device type)). Under
+        tracing the other dims are symbolic, so they do not select a table; ``None`` when no
+        table matches."""
         main = self._table.signature if self._table is not None else None
-        for signature in sorted(self._templates, key=lambda s: s != main):
-            template = self._templates[signature]
-            if all(isinstance(spec := template.get(n), TensorSpec) and (spec.dtype, spec.device.type) == kind
-                   for n, kind in kinds.items()):
-                return signature
-        # a loaded table has no example yet: its signature names each tensor's dtype and device
-        for signature in sorted(set(self._tables) - set(self._templates), key=lambda s: s != main):
+        for signature in sorted(self._tables, key=lambda s: (s != main, s not in self._templates)):
             named = signature_kinds(signature)
-            if kinds and all(named.get(n) == kind for n, kind in kinds.items()):
+            if all(named.get(n) == kind for n, kind in kinds.items()):
                 return signature
         return None
 

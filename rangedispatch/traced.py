@@ -149,7 +149,7 @@ def traced_form(key: str, *kinds: tuple[str, Any, str]) -> int:
     op = _OPS[key]
     if op._traced_signature({name: (dtype, device) for name, dtype, device in kinds}) != op.table.signature:
         return 0
-    return 2 if _OPS[key].compiled_dispatch == "guards" and not torch.compiler.is_exporting() else 1
+    return 2 if op.compiled_dispatch == "guards" and not torch.compiler.is_exporting() else 1
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:

@@ -140,10 +140,9 @@ def sample_count(rng: Range, samples_per_range: int | None, upper_bound: int | N
     """
     if samples_per_range is not None:
         return samples_per_range
-    count = DEFAULT_SAMPLES
     lo = max(rng.lo, 1)
     octaves = math.log2(max(range_top(rng, upper_bound), lo) / lo)
-    return max(count, min(count + MAX_EXTRA_SAMPLES, 1 + math.ceil(octaves / OCTAVES_PER_SAMPLE - 1e-9)))
+    return max(DEFAULT_SAMPLES, min(DEFAULT_SAMPLES + MAX_EXTRA_SAMPLES, 1 + math.ceil(octaves / OCTAVES_PER_SAMPLE - 1e-9)))
 
 
 def log_weights(sizes: Sequence[int]) -> tuple[float, ...] | None:
@@ -489,16 +488,13 @@ def decide(
     disqualified: dict[str, str],
     noise: float,
     settings: TunerSettings,
-    weights: tuple[float, ...] | None = None,
 ) -> str:
     """The winner of a range: the fastest eligible candidate (geometric mean over the sample
     sizes of its time over the reference's), if it beats the reference by more than the noise
-    margin and ``min_speedup``; else the reference. ``weights``: per sample size, for that
-    mean (see :func:`log_weights`). Candidates within ``settings.tie`` of the
+    margin and ``min_speedup``; else the reference. Candidates within ``settings.tie`` of the
     fastest are a tie, which the first declared wins: a candidate measurably slower than
     another eligible one is never chosen."""
-    return _accept(reference, fastest_eligible(reference, order, timings, disqualified, settings.tie, weights),
-                   noise, settings)
+    return _accept(reference, fastest_eligible(reference, order, timings, disqualified, settings.tie), noise, settings)
 
 
 def _accept(reference: str, found: tuple[str, float] | None, noise: float, settings: TunerSettings) -> str:
