@@ -48,6 +48,7 @@ import itertools
 from bisect import bisect_right
 from typing import Any, Callable, Mapping, Sequence
 
+import torch.compiler
 from torch.compiler import is_compiling, is_dynamo_compiling
 
 
@@ -55,6 +56,11 @@ from torch.compiler import is_compiling, is_dynamo_compiling
 MAX_TENSOR_GUARDS = 3
 #: the tables of at most this many other signatures are checked in the generated call
 MAX_OTHER_SIGNATURES = 4
+#: ``is_compiling()`` without its two Python calls: Dynamo folds ``is_dynamo_compiling()`` to
+#: True before the flag is read (no guard on it); eagerly the flag says whether an export is
+#: tracing. ``is_compiling()`` itself where this torch has no such flag.
+COMPILING = ("(_is_dynamo() or _rd_compiler._is_compiling_flag)"
+             if isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool) else "_is_compiling()")
 
 
 def plain_params(fn: Callable[..., Any]) -> list[str]:
@@ -298,6 +304,7 @@ def generate_call(
     guarded: bool = False,
     others: Sequence[tuple[Any, Sequence[Callable[..., bool]], Sequence[int], Sequence[Callable[..., Any]]]] = (),
     tensors: Sequence[str] = (),
+    disabled: tuple[Any, Callable[..., Any]] | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -317,7 +324,11 @@ def generate_call(
     are the tables of other signatures, ``(template, C-level guards, bounds, fns)`` each:
     with the C-level guard, a call the main guard refuses tries those before ``miss``.
     ``tensors`` name the tensor parameters for the traced dispatch where there is no
-    ``template`` (a loaded table no call has matched yet)."""
+    ``template`` (a loaded table no call has matched yet). ``disabled`` is a custom op's
+    kernel check, ``(devices, fallback)``: while the live set ``devices`` is not empty (a
+    device's kernel was turned off with ``set_kernel_enabled``), calls go to
+    ``fallback(args_tuple, kwargs_dict)``; the function is then marked ``__rd_kernel__`` (it
+    keeps the custom op's own kernel semantics and can be installed without torch's wrapper)."""
     try:
         sig = inspect.signature(reference)
     except (TypeError, ValueError):
@@ -328,6 +339,7 @@ def generate_call(
     env: dict[str, Any] = {
         "_is_compiling": is_compiling,
         "_is_dynamo": is_dynamo_compiling,
+        "_rd_compiler": torch.compiler,
         "_traced": traced,
         "_bisect": bisect_right,
     }
@@ -366,14 +378,17 @@ def generate_call(
     pos_src = "(" + "".join(f"{a}, " for a in pos) + ")"
     # with the C-level guard only Dynamo needs the check here: the fake tensors of a
     # non-strict export fail that guard, and ``miss`` sends them to the traced path
-    compiling = "_is_dynamo" if tensor_checks and miss is not None else "_is_compiling"
+    compiling = "_is_dynamo()" if tensor_checks and miss is not None else COMPILING
     prelude: list[str] = []
     if traced is None:
         lines = [f"def __call__({', '.join(params)}):"]
+        if disabled is not None:  # an empty set: one truth test per call
+            env["_rd_off"], env["_rd_offcall"] = disabled
+            lines += ["    if _rd_off:", f"        return _rd_offcall({pos_src}, {{{', '.join(kw)}}})"]
     else:
         lines = [
             f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
-            f"    if {compiling}():",
+            f"    if {compiling}:",
         ]
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
@@ -450,4 +465,5 @@ def generate_call(
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env)
     fn = env.pop("__call__")
     fn.__rd_source__ = source
+    fn.__rd_kernel__ = traced is None and disabled is not None
     return fn

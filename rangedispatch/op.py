@@ -232,11 +232,20 @@ class RangeDispatchOp:
         """Make ``kernel`` the custom op's kernel on every device it has, and give the custom
         op the class whose call traces this op's dispatch (written out with ``written``: the
         template, tree and key of :func:`~rangedispatch.fastcall.generate_call`)."""
-        from .registration import set_custom_op_class
+        from .registration import install_kernel, set_custom_op_class
 
         for device in list(self._custom_op._backend_fns) or [None]:
-            self._custom_op.register_kernel(device, kernel)
+            install_kernel(self._custom_op, device, kernel)
         set_custom_op_class(self._custom_op, self, written)
+
+    def _disabled_kernel_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A custom op's kernel call while some device's kernel is turned off
+        (``set_kernel_enabled``): the reference there, as torch does, the dispatch elsewhere."""
+        from .registration import kernel_disabled
+
+        if kernel_disabled(self._custom_op, args, kwargs):
+            return self.reference_fn(*args, **kwargs)
+        return self._other_signature(args, kwargs)
 
     def _positional(self) -> list[str]:
         import inspect
@@ -648,8 +657,10 @@ class RangeDispatchOp:
                          eager_tree=self._eager_tree(fns), record=self.profile.add if recording else None)
             call = generate_call(self.reference_fn, traced=traced_call, miss=self._miss, **written, **eager)
             if self._custom_op is not None:
+                off = getattr(self._custom_op, "_disabled_kernel", None)
                 kernel = generate_call(self.reference_fn, traced=None, miss=self._other_signature,
-                                       template=self._template, **eager)
+                                       template=self._template, **eager,
+                                       disabled=(off, self._disabled_kernel_call) if isinstance(off, set) else None)
         if self._custom_op is not None:
             self._route_custom_op(kernel or self.eager, written)
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)

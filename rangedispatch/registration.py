@@ -291,6 +291,39 @@ def _attach(custom_op: Any, op: RangeDispatchOp) -> None:
     op.reset()  # registers op.eager as the kernel for every device the op has, and the class
 
 
+def install_kernel(custom_op: Any, device: str | None, kernel: Callable[..., Any]) -> None:
+    """Make ``kernel`` the custom op's kernel for ``device``. A generated kernel that checks
+    the op's disabled devices itself (``__rd_kernel__``, see fastcall) runs behind one
+    wrapper that turns Dynamo off for it, instead of torch's two (a lookup of the disabled
+    devices and a lazy ``torch._disable_dynamo``): two Python frames fewer per call, what the
+    signature check costs. Where this torch keeps its kernels otherwise, torch's way stays."""
+    custom_op.register_kernel(device, kernel)
+    kernels = getattr(custom_op, "_backend_fns", None)
+    if getattr(kernel, "__rd_kernel__", False) and isinstance(kernels, dict) and device in kernels:
+        kernels[device] = _dynamo_disabled(kernel)
+
+
+def _dynamo_disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    import torch._dynamo
+
+    try:
+        return torch._dynamo.disable(fn, wrapping=False)
+    except TypeError:  # a torch without the wrapping flag
+        return torch._dynamo.disable(fn)
+
+
+def kernel_disabled(custom_op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether torch would run the reference for this call: the kernel of the device the
+    call dispatches to (its tensors' device type, or the op's any-device kernel) is off."""
+    import torch
+
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    device = tensors[0].device.type if tensors else None
+    if device not in custom_op._backend_fns:
+        device = None
+    return device in custom_op._disabled_kernel
+
+
 def set_custom_op_class(custom_op: Any, op: RangeDispatchOp, written: Mapping[str, Any] | None) -> None:
     """Give a custom op routed through ``op`` its class: a traced op's compiled calls trace
     the dispatch (written out in its ``__call__`` where ``written`` gives the tuned table's

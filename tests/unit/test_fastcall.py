@@ -137,3 +137,38 @@ def test_the_registered_custom_ops_kernel_is_pinned_and_dispatches_right():
         x = torch.randn(n, 2)
         torch.testing.assert_close(scaled(x), x * 3)
         assert ran == ["small" if n < 64 else "large"]
+
+
+def test_a_registered_ops_turned_off_kernel_runs_the_reference_as_torch_does():
+    ran = []
+    times = {"ref": 5.0, "small": lambda n: 1.0 if n < 64 else 9.0, "large": lambda n: 1.0 if n >= 64 else 9.0}
+
+    @torch.library.custom_op("rdtest::switchable", mutates_args=(), device_types="cpu")
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        ran.append("ref")
+        return x * 3
+
+    def config(name):
+        def impl(x):
+            ran.append(name)
+            return x * 3
+
+        impl.__name__ = name
+        return rd.CustomOpConfig(impl)
+
+    rd.register_custom_op_autotuning(scaled, configs=[config("small"), config("large")],
+                                     dispatch_on={"tensor_name": "x", "dim": 0}, split_points=[63],
+                                     benchmarker=FakeBenchmarker(times, default=9.0), cache=False)
+    x, big = torch.randn(5, 2), torch.randn(80, 2)
+    scaled(x), scaled(x)  # tunes, then pins size 5
+    kernel = scaled._backend_fns["cpu"]
+    assert getattr(kernel, "_torchdynamo_disable", False), "the kernel must run with Dynamo off, as torch's does"
+    with scaled.set_kernel_enabled("cpu", enabled=False):
+        for t in (x, x, big):
+            ran.clear()
+            torch.testing.assert_close(scaled(t), t * 3)
+            assert ran == ["ref"]
+    for t, winner in ((x, "small"), (big, "large"), (big, "large")):
+        ran.clear()
+        torch.testing.assert_close(scaled(t), t * 3)
+        assert ran == [winner]
