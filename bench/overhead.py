@@ -6,7 +6,8 @@ changing every call (alternating between two ranges: no call repeats the last si
 second input signature; a grid op on two dims (three winners); a plain
 ``torch.library.custom_op``; the same kind of op after ``register_custom_op_autotuning``.
 Every row runs the same loop over a list of argument tuples. Prints medians over rounds and
-the differences.
+the differences: the median over rounds of each round's difference to the baseline row (paired,
+so drift between rounds cancels), and the difference of the best rounds.
 
     python bench/overhead.py [--rounds 15] [--calls 20000] [--parts]
 
@@ -159,7 +160,9 @@ def main() -> None:
             "register_custom_op_autotuning": "plain custom_op"}
     for name, value in med.items():
         ref = base.get(name)
-        extra = f"{value - med[ref]:+.3f} us" if ref else ""
+        # paired: each round's difference to its baseline, measured moments apart in that round
+        paired = statistics.median(a - b for a, b in zip(samples[name], samples[ref])) if ref else 0.0
+        extra = f"{paired:+.3f} us" if ref else ""
         extra_low = f"{low[name] - low[ref]:+.3f} us" if ref else ""
         print(f"{name:34s} {value:15.3f} {extra:>12s} {low[name]:11.3f} {extra_low:>12s}")
     if opts.parts:

@@ -466,4 +466,5 @@ def generate_call(
     fn = env.pop("__call__")
     fn.__rd_source__ = source
     fn.__rd_kernel__ = traced is None and disabled is not None
+    fn.__rd_traced__ = bool(prelude)  # Dynamo traces the table written out
     return fn

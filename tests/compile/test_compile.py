@@ -73,7 +73,8 @@ def graph_ops(gm):
 
 def test_dynamic_sweep_is_one_graph_with_nested_cond():
     op, handle = register("sweep", THREE_WINNERS)
-    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    if not cold:
+        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     f = torch.compile(lambda x, w: op(x, w).relu(), backend=cnt, dynamic=True, fullgraph=True)
     w = torch.randn(4)
@@ -110,7 +111,8 @@ def test_first_call_under_compile_tunes_with_real_tensors_once():
 
 def test_static_shapes_trace_only_the_winning_branch():
     op, handle = register("static", THREE_WINNERS)
-    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    if not cold:
+        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=False)
     w = torch.randn(4)
@@ -137,7 +139,8 @@ def test_single_winner_inlines_and_fuses():
 
 def test_opaque_switch_keeps_the_op_in_the_graph():
     op, handle = register("opaque", THREE_WINNERS, traced=False)
-    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    if not cold:
+        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=True, fullgraph=True)
     for size in (10, 100, 300):
@@ -205,11 +208,11 @@ def test_compiles_per_hint_never_share_an_inductor_cache_entry(monkeypatch, tmp_
     torch.testing.assert_close(mk(x), f(x))
 
 
-def compiled_three_winners(registered=None, **options):
+def compiled_three_winners(registered=None, cold=False, **options):
     """A tuned ``range_dispatch`` op (or, with ``registered``, a custom op of that name after
     ``register_custom_op_autotuning``) with a winner per range, compiled (``dynamic=True``,
     frames counted) and a bare compile of one candidate; the guards each checks at 100, and
-    the op's guard text."""
+    the op's guard text. With ``cold`` the op is not tuned first: the compiled call tunes it."""
     from rangedispatch.testing import GuardCounter
 
     if registered:
@@ -224,7 +227,8 @@ def compiled_three_winners(registered=None, **options):
         for fn in (a, b, c):
             ref.register_impl(fn)
         handle = ref
-    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    if not cold:
+        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     torch._dynamo.reset()  # the bare lambda's code may be cached from another test: it must compile here
     ours = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
@@ -302,6 +306,25 @@ def test_a_registered_op_compiles_with_its_dispatch_written_out_in_its_own_call(
     if mode == "guards":
         assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
     assert "._rangedispatch" not in text and "._opoverload" not in text
+
+
+@pytest.mark.parametrize("form", ["decorator", "registered"])
+def test_a_cold_compile_tunes_inside_the_trace_and_compiles_the_written_out_dispatch(form):
+    """The first call is compiled, so the op tunes while Dynamo traces it; the trace then
+    starts over on the tuned op's call, and the one compiled frame guards what a compile of
+    an op tuned beforehand guards, none of the general traced path."""
+    registered = f"cold_{form}" if form == "registered" else None
+    op, ours, cnt, ours_count, bare_count, text = compiled_three_winners(registered, cold=True,
+                                                                         compiled_dispatch="guards")
+    assert rd.dispatcher_of(op).table is not None
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(ours(x, w), x * w)
+    assert cnt.frame_count == 3  # one per range: the restarted trace compiled no frame of its own
+    assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
+    for internal in ("_by_name", "_flatten", "traced_call", "_rangedispatch"):
+        assert internal not in text, internal
 
 
 def _tagged(i):
