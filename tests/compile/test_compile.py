@@ -73,8 +73,7 @@ def graph_ops(gm):
 
 def test_dynamic_sweep_is_one_graph_with_nested_cond():
     op, handle = register("sweep", THREE_WINNERS)
-    if not cold:
-        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     f = torch.compile(lambda x, w: op(x, w).relu(), backend=cnt, dynamic=True, fullgraph=True)
     w = torch.randn(4)
@@ -111,8 +110,7 @@ def test_first_call_under_compile_tunes_with_real_tensors_once():
 
 def test_static_shapes_trace_only_the_winning_branch():
     op, handle = register("static", THREE_WINNERS)
-    if not cold:
-        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=False)
     w = torch.randn(4)
@@ -139,8 +137,7 @@ def test_single_winner_inlines_and_fuses():
 
 def test_opaque_switch_keeps_the_op_in_the_graph():
     op, handle = register("opaque", THREE_WINNERS, traced=False)
-    if not cold:
-        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     cnt = CompileCounter()
     f = torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=True, fullgraph=True)
     for size in (10, 100, 300):
