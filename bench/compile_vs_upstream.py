@@ -113,17 +113,19 @@ def device_ms(fn, *args, device: str) -> float:
 
 def interleaved_ms(fns: dict[str, Callable[..., Any]], *args, device: str, rounds: int = 3) -> dict[str, float]:
     """``device_ms`` of every callable, measured in ``rounds`` interleaved rounds (each callable
-    warmed first); the minimum of each callable's round medians. Interleaving spreads clock and
-    background-activity drift over all callables instead of charging it to whichever ran then."""
+    warmed first), each round in another order; the minimum of each callable's round medians.
+    Interleaving spreads clock and background-activity drift over all callables instead of
+    charging it to whichever ran then."""
     for fn in fns.values():
         for _ in range(3):
             fn(*args)
     if device == "cuda":
         torch.cuda.synchronize()
     best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            best[name] = min(best[name], device_ms(fn, *args, device=device))
+    names = list(fns)
+    for r in range(rounds):  # each round starts one callable later: none always runs after the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            best[name] = min(best[name], device_ms(fns[name], *args, device=device))
     return best
 
 

@@ -82,7 +82,7 @@ def run(name: str, buckets: bool = False) -> list[str]:
             except Exception:  # a candidate that cannot run or be captured at this size
                 torch.cuda.synchronize()
         graphs["ours"] = capture(op, args)
-        times = interleaved_ms({name: g.replay for name, g in graphs.items()}, device="cuda")
+        times = interleaved_ms({name: g.replay for name, g in graphs.items()}, device="cuda", rounds=5)
         ours = times.pop("ours")
         best = min(times, key=times.get)
         ro_best = torch.compile(cands[best], mode="reduce-overhead")

@@ -165,8 +165,9 @@ class CudaTimer:
     Args:
         warm_device_ms: how long the GPU is kept busy once per process so its clocks leave the
             idle state before the first measurement.
-        graphs: time CUDA-graph replay of the call (``benchmark_with_cudagraphs=True``): the
-            launch gaps of a captured region, not of eager launches.
+        graphs: time the call inside a CUDA graph (``benchmark_with_cudagraphs=True``): the
+            launch gaps of a captured region, not of eager launches; the L2 is flushed
+            before each call there too (see ``_graph_batch``).
     """
 
     device_type = "cuda"
@@ -179,7 +180,8 @@ class CudaTimer:
         self.graphs = graphs
         self.cover_from = cover_from  # host work over this fraction of the flush: covered loop
         self._last = 0.0  # when this timer last finished a measurement
-        self._graph_cache: dict[int, tuple[Any, Any, int]] = {}
+        self._graph_cache: dict[int, tuple[Any, Any, Any]] = {}  # fn id: fn, graph, events or calls
+        self._flush: Any = None  # the L2 flush buffer of graphed timings
         self._host: dict[int, tuple[Callable[[], Any], float]] = {}  # per job fn: host ms per call
 
     def warm_device(self) -> None:
@@ -242,16 +244,28 @@ class CudaTimer:
         return host
 
     def _graph_batch(self, fn: Callable[[], Any], ms: float, estimate_ms: float) -> list[float]:
-        """Replays of one captured graph of ``n`` calls; per-call time of each replay."""
+        """Per-call device times of a captured graph of ``n`` calls, each after an L2 flush
+        and between two timing events captured with it (:func:`cold_graph_calls`): the launch
+        gaps of a captured region, and the same cold cache as every other timing here. Where
+        this torch or driver cannot time events inside a graph, each replay of ``n``
+        back-to-back calls gives one mean per call instead (with the inputs hot in L2)."""
         import torch
 
         key = id(fn)
         if key not in self._graph_cache or self._graph_cache[key][0] is not fn:
-            n = int(min(200, max(1, ms // max(estimate_ms, 1e-3))))
-            graph, _ = capture_graph(lambda: [fn() for _ in range(n)], warmup=fn)
+            flush_ms = _device_constants().flush_ms
+            n = int(min(100, max(1, ms // max(estimate_ms + flush_ms, 1e-3))))
+            captured = cold_graph_calls(fn, n, self._flush_buffer()) if graph_events_supported() else None
+            if captured is None:
+                n = int(min(200, max(1, ms // max(estimate_ms, 1e-3))))
+                captured = capture_graph(lambda: [fn() for _ in range(n)], warmup=fn)[0], n
             torch.cuda.synchronize()
-            self._graph_cache[key] = (fn, graph, n)
-        _, graph, n = self._graph_cache[key]
+            self._graph_cache[key] = (fn, *captured)
+        _, graph, timing = self._graph_cache[key]
+        if not isinstance(timing, int):  # the events of each call
+            graph.replay()
+            torch.cuda.synchronize()
+            return [max(start.elapsed_time(end), 1e-4) for start, end in timing]
         out = []
         for _ in range(3):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -259,11 +273,19 @@ class CudaTimer:
             graph.replay()
             end.record()
             torch.cuda.synchronize()
-            out.append(start.elapsed_time(end) / n)
+            out.append(start.elapsed_time(end) / timing)
         return out
+
+    def _flush_buffer(self) -> Any:
+        if self._flush is None:
+            from triton import runtime
+
+            self._flush = runtime.driver.active.get_empty_cache_for_benchmark()
+        return self._flush
 
     def release(self) -> None:
         self._graph_cache.clear()
+        self._flush = None
         self._host.clear()
         self._last = time.perf_counter()
 
@@ -409,6 +431,52 @@ def capture_graph(fn: Callable[[], Any], warmup: Callable[[], Any] | None = None
         _settle_failed_capture()
         raise
     return graph, out
+
+
+_GRAPH_EVENTS: list[bool] = []
+
+
+def graph_events_supported() -> bool:
+    """Whether timing events recorded inside a captured graph can be read after a replay
+    (``torch.cuda.Event(external=True)``), checked once per process on a trivial graph."""
+    import torch
+
+    if not _GRAPH_EVENTS:
+        try:
+            start, end = (torch.cuda.Event(enable_timing=True, external=True) for _ in range(2))
+            buf = torch.zeros(1024, device="cuda")
+
+            def body() -> None:
+                start.record()
+                buf.add_(1)
+                end.record()
+
+            graph, _ = capture_graph(body)
+            graph.replay()
+            torch.cuda.synchronize()
+            _GRAPH_EVENTS.append(start.elapsed_time(end) >= 0.0)
+        except Exception:  # an older torch or driver: replays are timed as a whole
+            _GRAPH_EVENTS.append(False)
+    return _GRAPH_EVENTS[0]
+
+
+def cold_graph_calls(fn: Callable[[], Any], n: int, flush: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+    """A graph of ``n`` calls of ``fn``, each after zeroing ``flush`` (evicting L2, as
+    ``do_bench`` does) and between two timing events, and those events. A call that cannot
+    be captured raises, as :func:`capture_graph` does."""
+    import torch
+
+    pairs = [(torch.cuda.Event(enable_timing=True, external=True), torch.cuda.Event(enable_timing=True, external=True))
+             for _ in range(n)]
+
+    def body() -> None:
+        for start, end in pairs:
+            flush.zero_()
+            start.record()
+            fn()
+            end.record()
+
+    return capture_graph(body, warmup=fn)[0], pairs
 
 
 def _settle_failed_capture() -> None:

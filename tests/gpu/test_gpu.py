@@ -279,6 +279,36 @@ def _split_k(a, b, parts=8):
     return out.sum(0, dtype=torch.float32).to(a.dtype)
 
 
+def test_graphed_timing_flushes_l2_before_every_call_like_eager_timing():
+    """benchmark_with_cudagraphs changes the launch gaps, not the cache state: a memory-bound
+    call whose data fits in L2 times as a cold call inside the graph, as do_bench times it
+    eagerly, and slower than back-to-back replays with its data hot in L2."""
+    import statistics
+
+    from rangedispatch.timing import CudaBenchmarker, Job, capture_graph, graph_events_supported
+
+    assert graph_events_supported()
+    x = torch.randn(4 * 1024 * 1024, device=DEV, dtype=torch.bfloat16)  # 8 MB: fits in L2
+
+    def scale():
+        return x * 2
+
+    eager = CudaBenchmarker().measure_jobs([Job("scale", 1, scale)])[0]
+    graphed = CudaBenchmarker(cuda_graphs=True).measure_jobs([Job("scale", 1, scale)])[0]
+    assert eager.status == graphed.status == "ok"
+    graph, _ = capture_graph(lambda: [scale() for _ in range(50)], warmup=scale)
+    hot = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        hot.append(start.elapsed_time(end) / 50)
+    assert 0.7 * eager.ms < graphed.ms < 1.3 * eager.ms, (graphed.ms, eager.ms)
+    assert statistics.median(hot) < graphed.ms, (hot, graphed.ms)
+
+
 def test_a_grid_op_tunes_per_cell_with_cuda_timing_and_compiles_to_one_graph():
     def mm(a, b):
         return a @ b
