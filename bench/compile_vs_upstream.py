@@ -18,7 +18,8 @@ the covered loop for host-heavy calls, the least of 3 interleaved rounds) and as
 calls with one sync at the end, the median of 7 interleaved rounds: shows per-call launch overhead that
 device events hide).
 ``guards us``: host time of the same table with ``compiled_dispatch="guards"`` (one graph per
-range, no cond). On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
+range, no cond). ``ours/1c`` and ``guards/1c``: those host times over the 1-compile's, the
+median over rounds of each round's ratio (paired: a round's calls run moments apart). On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
 graphs), interleaved with the rest. Then graph counts and compile (first-call) times.
 
     python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile]
@@ -155,6 +156,19 @@ def host_us_interleaved(fns: dict[str, Callable[..., Any]], *args, device: str, 
                         rounds: int = 9) -> dict[str, float]:
     """:func:`host_us` of several callables in interleaved rounds (the order rotating each
     round, so drift on a busy host hits every one alike): the median per callable."""
+    runs = host_us_rounds(fns, *args, device=device, calls=calls, rounds=rounds)
+    return {name: statistics.median(v) for name, v in runs.items()}
+
+
+def paired_ratio(runs: dict[str, list[float]], name: str, base: str) -> float:
+    """The median over rounds of ``name``'s time over ``base``'s in the same round."""
+    return statistics.median(a / b for a, b in zip(runs[name], runs[base]))
+
+
+def host_us_rounds(fns: dict[str, Callable[..., Any]], *args, device: str, calls: int = 1000,
+                   rounds: int = 9) -> dict[str, list[float]]:
+    """Host us per call of each callable in each of ``rounds`` interleaved rounds (see
+    :func:`host_us_interleaved`)."""
     for fn in fns.values():
         for _ in range(5):
             fn(*args)
@@ -169,7 +183,7 @@ def host_us_interleaved(fns: dict[str, Callable[..., Any]], *args, device: str, 
                 fns[name](*args)
             sync()
             runs[name].append((time.perf_counter() - t0) / calls * 1e6)
-    return {name: statistics.median(v) for name, v in runs.items()}
+    return runs
 
 
 class Scenario:
@@ -270,7 +284,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
     up, up_err = run_upstream(sc, device, dtype)
 
     our_dev, up_dev, best, single_dev, our_host, single_host, eager_host = {}, {}, {}, {}, {}, {}, {}
-    guards_host = {}
+    guards_host, paired = {}, {}
     ro_dev, single_ro_dev = {}, {}
     single_fns = {}
     for n in sc.sizes:
@@ -291,11 +305,13 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
         our_dev[n], single_dev[n], up_dev[n] = times.pop("ours"), times.pop("1-compile"), times.pop("upstream", None)
         ro_dev[n], single_ro_dev[n] = times.pop("ours RO"), times.pop("1-compile RO")
         best[n] = min(times.items(), key=lambda p: p[1])
-        host = host_us_interleaved({"ours": fn, "guards": guards_fn, "1-compile": single_fns[pick][0],
-                                    "eager": dict((f.__name__, f) for f in allowed)[best[n][0]]},
-                                   a, b, device=device, calls=200, rounds=7)
+        runs = host_us_rounds({"ours": fn, "guards": guards_fn, "1-compile": single_fns[pick][0],
+                               "eager": dict((f.__name__, f) for f in allowed)[best[n][0]]},
+                              a, b, device=device, calls=200, rounds=7)
+        host = {name: statistics.median(v) for name, v in runs.items()}
         our_host[n], single_host[n], eager_host[n] = host["ours"], host["1-compile"], host["eager"]
         guards_host[n] = host["guards"]
+        paired[n] = (paired_ratio(runs, "ours", "1-compile"), paired_ratio(runs, "guards", "1-compile"))
 
     if profile and device == "cuda":
         n = sc.sizes[len(sc.sizes) // 2]
@@ -318,7 +334,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
              + (f", tie={sc.tie}" if sc.tie else "")]
     lines.append(f"{'size':>8} {'pick':>9} {'ours ms':>9} {'up ms':>9} {'best ms':>9} {'best':>9} "
                  f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'guards us':>9} {'1-cmp us':>8} "
-                 f"{'eager us':>8} "
+                 f"{'eager us':>8} {'ours/1c':>7} {'guards/1c':>9} "
                  f"{'ours RO':>9} {'1-cmp RO':>9} {'RO ratio':>8}")
     for n in sc.sizes:
         pick = table.partition.lookup(n).owner or table.reference
@@ -328,7 +344,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
             f"{best[n][1]:9.4f} {best[n][0]:>9} {single_dev[n]:9.4f} {our_dev[n] / best[n][1]:9.3f} "
             f"{(our_dev[n] / up_ms) if up_ms else float('nan'):8.3f} {our_host[n]:8.1f} {guards_host[n]:9.1f} "
             f"{single_host[n]:8.1f} "
-            f"{eager_host[n]:8.1f} {ro_dev[n]:9.4f} {single_ro_dev[n]:9.4f} {ro_dev[n] / single_ro_dev[n]:8.3f}")
+            f"{eager_host[n]:8.1f} {paired[n][0]:7.3f} {paired[n][1]:9.3f} {ro_dev[n]:9.4f} {single_ro_dev[n]:9.4f} {ro_dev[n] / single_ro_dev[n]:8.3f}")
     if up:
         lines.append(f"graphs: ours {our_graphs}, upstream {up[3]}; first call s: ours {our_first:.1f}, upstream "
                      f"{up[1]:.1f}; whole sweep s: ours {our_total:.1f}, upstream {up[2]:.1f}")
