@@ -266,15 +266,7 @@ class CudaTimer:
             graph.replay()
             torch.cuda.synchronize()
             return [max(start.elapsed_time(end), 1e-4) for start, end in timing]
-        out = []
-        for _ in range(3):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            graph.replay()
-            end.record()
-            torch.cuda.synchronize()
-            out.append(start.elapsed_time(end) / timing)
-        return out
+        return replay_ms(graph, timing)
 
     def _flush_buffer(self) -> Any:
         if self._flush is None:
@@ -431,6 +423,22 @@ def capture_graph(fn: Callable[[], Any], warmup: Callable[[], Any] | None = None
         _settle_failed_capture()
         raise
     return graph, out
+
+
+def replay_ms(graph: Any, calls: int, replays: int = 3) -> list[float]:
+    """Milliseconds per call of each of ``replays`` replays of ``graph``, a graph of ``calls``
+    back-to-back calls (whatever they left in L2 stays there for the next)."""
+    import torch
+
+    out = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        out.append(start.elapsed_time(end) / calls)
+    return out
 
 
 _GRAPH_EVENTS: list[bool] = []

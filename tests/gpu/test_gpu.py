@@ -285,7 +285,7 @@ def test_graphed_timing_flushes_l2_before_every_call_like_eager_timing():
     eagerly, and slower than back-to-back replays with its data hot in L2."""
     import statistics
 
-    from rangedispatch.timing import CudaBenchmarker, Job, capture_graph, graph_events_supported
+    from rangedispatch.timing import CudaBenchmarker, Job, capture_graph, graph_events_supported, replay_ms
 
     assert graph_events_supported()
     x = torch.randn(4 * 1024 * 1024, device=DEV, dtype=torch.bfloat16)  # 8 MB: fits in L2
@@ -297,14 +297,7 @@ def test_graphed_timing_flushes_l2_before_every_call_like_eager_timing():
     graphed = CudaBenchmarker(cuda_graphs=True).measure_jobs([Job("scale", 1, scale)])[0]
     assert eager.status == graphed.status == "ok"
     graph, _ = capture_graph(lambda: [scale() for _ in range(50)], warmup=scale)
-    hot = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        hot.append(start.elapsed_time(end) / 50)
+    hot = replay_ms(graph, 50, replays=5)
     assert 0.7 * eager.ms < graphed.ms < 1.3 * eager.ms, (graphed.ms, eager.ms)
     assert statistics.median(hot) < graphed.ms, (hot, graphed.ms)
 

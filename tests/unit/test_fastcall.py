@@ -112,25 +112,33 @@ def test_recording_sizes_sees_every_call_even_at_a_repeated_size():
     assert profile.counts == {60: 5, 7: 1}
 
 
-def test_the_registered_custom_ops_kernel_is_pinned_and_dispatches_right():
-    ran = []
+def registered_scaled(name, ran, **options):
+    """A custom op ``x * 3`` registered with a winner per range: ``small`` below 64, ``large``
+    from 64; every implementation that runs appends its name to ``ran``."""
     times = {"ref": 5.0, "small": lambda n: 1.0 if n < 64 else 9.0, "large": lambda n: 1.0 if n >= 64 else 9.0}
 
-    @torch.library.custom_op("rdtest::pinned", mutates_args=())
+    @torch.library.custom_op(f"rdtest::{name}", mutates_args=(), **options)
     def scaled(x: torch.Tensor) -> torch.Tensor:
+        ran.append("ref")
         return x * 3
 
-    def config(name):
+    def config(impl_name):
         def impl(x):
-            ran.append(name)
+            ran.append(impl_name)
             return x * 3
 
-        impl.__name__ = name
+        impl.__name__ = impl_name
         return rd.CustomOpConfig(impl)
 
     rd.register_custom_op_autotuning(scaled, configs=[config("small"), config("large")],
                                      dispatch_on={"tensor_name": "x", "dim": 0}, split_points=[63],
                                      benchmarker=FakeBenchmarker(times, default=9.0), cache=False)
+    return scaled
+
+
+def test_the_registered_custom_ops_kernel_is_pinned_and_dispatches_right():
+    ran = []
+    scaled = registered_scaled("pinned", ran)
     scaled(torch.randn(5, 2))  # tunes, running every candidate
     for n in (10, 10, 10, 64, 64, 63, 63, 200):
         ran.clear()
@@ -141,24 +149,7 @@ def test_the_registered_custom_ops_kernel_is_pinned_and_dispatches_right():
 
 def test_a_registered_ops_turned_off_kernel_runs_the_reference_as_torch_does():
     ran = []
-    times = {"ref": 5.0, "small": lambda n: 1.0 if n < 64 else 9.0, "large": lambda n: 1.0 if n >= 64 else 9.0}
-
-    @torch.library.custom_op("rdtest::switchable", mutates_args=(), device_types="cpu")
-    def scaled(x: torch.Tensor) -> torch.Tensor:
-        ran.append("ref")
-        return x * 3
-
-    def config(name):
-        def impl(x):
-            ran.append(name)
-            return x * 3
-
-        impl.__name__ = name
-        return rd.CustomOpConfig(impl)
-
-    rd.register_custom_op_autotuning(scaled, configs=[config("small"), config("large")],
-                                     dispatch_on={"tensor_name": "x", "dim": 0}, split_points=[63],
-                                     benchmarker=FakeBenchmarker(times, default=9.0), cache=False)
+    scaled = registered_scaled("switchable", ran, device_types="cpu")
     x, big = torch.randn(5, 2), torch.randn(80, 2)
     scaled(x), scaled(x)  # tunes, then pins size 5
     kernel = scaled._backend_fns["cpu"]
