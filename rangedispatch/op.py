@@ -657,10 +657,12 @@ class RangeDispatchOp:
                          eager_tree=self._eager_tree(fns), record=self.profile.add if recording else None)
             call = generate_call(self.reference_fn, traced=traced_call, miss=self._miss, **written, **eager)
             if self._custom_op is not None:
-                off = getattr(self._custom_op, "_disabled_kernel", None)
+                from .registration import kernel_switch
+
+                off = kernel_switch(self._custom_op)
                 kernel = generate_call(self.reference_fn, traced=None, miss=self._other_signature,
                                        template=self._template, **eager,
-                                       disabled=(off, self._disabled_kernel_call) if isinstance(off, set) else None)
+                                       disabled=None if off is None else (off, self._disabled_kernel_call))
         if self._custom_op is not None:
             self._route_custom_op(kernel or self.eager, written)
         base = type(self).__mro__[1] if type(self).__name__.startswith("_Tuned") else type(self)

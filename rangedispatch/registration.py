@@ -291,16 +291,22 @@ def _attach(custom_op: Any, op: RangeDispatchOp) -> None:
     op.reset()  # registers op.eager as the kernel for every device the op has, and the class
 
 
+def kernel_switch(custom_op: Any) -> set | None:
+    """The live set of devices whose kernel is turned off (``set_kernel_enabled``), where this
+    torch keeps a custom op's kernels as :func:`install_kernel` expects; ``None`` otherwise."""
+    off = getattr(custom_op, "_disabled_kernel", None)
+    return off if isinstance(off, set) and isinstance(getattr(custom_op, "_backend_fns", None), dict) else None
+
+
 def install_kernel(custom_op: Any, device: str | None, kernel: Callable[..., Any]) -> None:
     """Make ``kernel`` the custom op's kernel for ``device``. A generated kernel that checks
-    the op's disabled devices itself (``__rd_kernel__``, see fastcall) runs behind one
-    wrapper that turns Dynamo off for it, instead of torch's two (a lookup of the disabled
-    devices and a lazy ``torch._disable_dynamo``): two Python frames fewer per call, what the
-    signature check costs. Where this torch keeps its kernels otherwise, torch's way stays."""
+    :func:`kernel_switch` itself (``__rd_kernel__``, see fastcall) runs behind one wrapper
+    that turns Dynamo off for it, instead of torch's two (a lookup of the turned-off devices
+    and a lazy ``torch._disable_dynamo``): two Python frames fewer per call, what the
+    signature check costs. Elsewhere torch's way stays."""
     custom_op.register_kernel(device, kernel)
-    kernels = getattr(custom_op, "_backend_fns", None)
-    if getattr(kernel, "__rd_kernel__", False) and isinstance(kernels, dict) and device in kernels:
-        kernels[device] = _dynamo_disabled(kernel)
+    if getattr(kernel, "__rd_kernel__", False) and device in custom_op._backend_fns:
+        custom_op._backend_fns[device] = _dynamo_disabled(kernel)
 
 
 def _dynamo_disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -340,7 +346,7 @@ class _TracedCustomOpDef:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if is_compiling():  # the op's own call traces the dispatch (see fastcall)
-            return self._rangedispatch(*args, **kwargs)  # type: ignore[attr-defined]
+            return _trace_dispatch(self, args, kwargs)
         return self._opoverload(*args, **kwargs)  # type: ignore[attr-defined]
 
     @property

@@ -30,6 +30,7 @@ is expected (unit tests script times that way); :func:`measure_jobs` adapts it.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -441,31 +442,27 @@ def replay_ms(graph: Any, calls: int, replays: int = 3) -> list[float]:
     return out
 
 
-_GRAPH_EVENTS: list[bool] = []
-
-
+@functools.cache
 def graph_events_supported() -> bool:
     """Whether timing events recorded inside a captured graph can be read after a replay
     (``torch.cuda.Event(external=True)``), checked once per process on a trivial graph."""
     import torch
 
-    if not _GRAPH_EVENTS:
-        try:
-            start, end = (torch.cuda.Event(enable_timing=True, external=True) for _ in range(2))
-            buf = torch.zeros(1024, device="cuda")
+    try:
+        start, end = (torch.cuda.Event(enable_timing=True, external=True) for _ in range(2))
+        buf = torch.zeros(1024, device="cuda")
 
-            def body() -> None:
-                start.record()
-                buf.add_(1)
-                end.record()
+        def body() -> None:
+            start.record()
+            buf.add_(1)
+            end.record()
 
-            graph, _ = capture_graph(body)
-            graph.replay()
-            torch.cuda.synchronize()
-            _GRAPH_EVENTS.append(start.elapsed_time(end) >= 0.0)
-        except Exception:  # an older torch or driver: replays are timed as a whole
-            _GRAPH_EVENTS.append(False)
-    return _GRAPH_EVENTS[0]
+        graph, _ = capture_graph(body)
+        graph.replay()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) >= 0.0
+    except Exception:  # an older torch or driver: replays are timed as a whole
+        return False
 
 
 def cold_graph_calls(fn: Callable[[], Any], n: int, flush: Any) -> tuple[Any, list[tuple[Any, Any]]]:
