@@ -4,7 +4,8 @@ Rows: a direct call of the implementation; the ``@range_dispatch`` form (3 range
 winner differs per range), called at one size (what a model's layers do) and with the size
 changing every call (alternating between two ranges: no call repeats the last size); a
 second input signature; a grid op on two dims (three winners); a plain
-``torch.library.custom_op``; the same kind of op after ``register_custom_op_autotuning``.
+``torch.library.custom_op``; the same kind of op after ``register_custom_op_autotuning``; both
+called as ``torch.ops.<namespace>.<name>.default`` (the kernel alone, not the op's ``__call__``).
 Every row runs the same loop over a list of argument tuples. Prints medians over rounds and
 the differences: the median over rounds of each round's difference to the baseline row (paired,
 so drift between rounds cancels), and the difference of the best rounds.
@@ -142,6 +143,8 @@ def main() -> None:
         "@range_dispatch grid (2 dims)": (grid, same),
         "plain custom_op": (plain, same),
         "register_custom_op_autotuning": (tuned, same),
+        "plain, through torch.ops": (torch.ops.rdbench.plain.default, same),
+        "tuned, through torch.ops": (torch.ops.rdbench.tuned.default, same),
     }
     samples: dict[str, list[float]] = {k: [] for k in rows}
     for r in range(opts.rounds):  # interleaved: drift hits every row alike
@@ -157,7 +160,8 @@ def main() -> None:
     base = {"@range_dispatch (3 ranges)": "direct impl call", "@range_dispatch, 2nd signature": "direct impl call",
             "@range_dispatch, size changing": "direct impl call",
             "@range_dispatch grid (2 dims)": "direct impl call",
-            "register_custom_op_autotuning": "plain custom_op"}
+            "register_custom_op_autotuning": "plain custom_op",
+            "tuned, through torch.ops": "plain, through torch.ops"}
     for name, value in med.items():
         ref = base.get(name)
         # paired: each round's difference to its baseline, measured moments apart in that round

@@ -300,22 +300,31 @@ def kernel_switch(custom_op: Any) -> set | None:
 
 def install_kernel(custom_op: Any, device: str | None, kernel: Callable[..., Any]) -> None:
     """Make ``kernel`` the custom op's kernel for ``device``. A generated kernel that checks
-    :func:`kernel_switch` itself (``__rd_kernel__``, see fastcall) runs behind one wrapper
-    that turns Dynamo off for it, instead of torch's two (a lookup of the turned-off devices
-    and a lazy ``torch._disable_dynamo``): two Python frames fewer per call, what the
-    signature check costs. Elsewhere torch's way stays."""
+    :func:`kernel_switch` itself (``__rd_kernel__``, see fastcall) is called directly, its code
+    marked so that Dynamo skips its frame and every frame it calls (:func:`skip_dynamo`),
+    instead of torch's three wrapper frames (a lookup of the turned-off devices, a lazy
+    ``torch._disable_dynamo``, Dynamo's disable context that sets the frame hook four times
+    per call). Elsewhere torch's way stays."""
     custom_op.register_kernel(device, kernel)
     if getattr(kernel, "__rd_kernel__", False) and device in custom_op._backend_fns:
-        custom_op._backend_fns[device] = _dynamo_disabled(kernel)
+        custom_op._backend_fns[device] = skip_dynamo(kernel)
 
 
-def _dynamo_disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
+def skip_dynamo(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with what ``torch._dynamo.disable`` gives it: a compiled region that ends up calling
+    it (a frame Dynamo skipped, a custom op run outside the graph) runs it, and everything it
+    calls, without Dynamo. Marked on ``fn``'s code, so that eager calls pay nothing; where this
+    torch cannot mark code, behind ``torch._dynamo.disable``'s wrapper."""
     import torch._dynamo
 
     try:
-        return torch._dynamo.disable(fn, wrapping=False)
-    except TypeError:  # a torch without the wrapping flag
+        from torch._dynamo.eval_frame import set_code_exec_strategy
+        from torch._dynamo.types import FrameAction, FrameExecStrategy
+    except ImportError:
         return torch._dynamo.disable(fn)
+    set_code_exec_strategy(fn.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
+    fn._torchdynamo_disable = True  # type: ignore[attr-defined]  # a trace reaching it calls it, as it would torch's
+    return fn
 
 
 def kernel_disabled(custom_op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:

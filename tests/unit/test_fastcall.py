@@ -147,13 +147,41 @@ def test_the_registered_custom_ops_kernel_is_pinned_and_dispatches_right():
         assert ran == ["small" if n < 64 else "large"]
 
 
+def test_a_registered_ops_kernel_runs_without_dynamo_inside_a_compiled_region_as_torchs_does():
+    from torch._C._dynamo.eval_frame import get_eval_frame_callback
+    from torch._dynamo.testing import CompileCounter
+
+    ran = []
+    scaled = registered_scaled("undynamoed", ran)
+    x = torch.randn(5, 2)
+    scaled(x), scaled(x)  # tunes, then pins size 5
+    hooked = []
+
+    @torch._dynamo.disable(recursive=False)  # Dynamo skips this frame, not what it calls
+    def outside_the_graph(t):
+        out = torch.ops.rdtest.undynamoed.default(t)  # the kernel runs from here, the frame hook set
+        hooked.append(get_eval_frame_callback() is not None)
+        return out
+
+    counter = CompileCounter()
+
+    @torch.compile(backend=counter)
+    def model(t):
+        return outside_the_graph(t.sin()) + 1
+
+    ran.clear()
+    torch.testing.assert_close(model(x), x.sin() * 3 + 1)
+    assert hooked == [True], "the op must run while the compiled region's frame hook is set"
+    assert ran == ["small"]
+    # torch's own kernels run with Dynamo off: no frame of the kernel or the candidate compiled
+    assert counter.frame_count == 2, "only the model's frame, around the skipped call, is compiled"
+
+
 def test_a_registered_ops_turned_off_kernel_runs_the_reference_as_torch_does():
     ran = []
     scaled = registered_scaled("switchable", ran, device_types="cpu")
     x, big = torch.randn(5, 2), torch.randn(80, 2)
     scaled(x), scaled(x)  # tunes, then pins size 5
-    kernel = scaled._backend_fns["cpu"]
-    assert getattr(kernel, "_torchdynamo_disable", False), "the kernel must run with Dynamo off, as torch's does"
     with scaled.set_kernel_enabled("cpu", enabled=False):
         for t in (x, x, big):
             ran.clear()
