@@ -15,11 +15,14 @@ Per size: our compiled op, upstream's compiled op, the eager per-size best candi
 ``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
 costs), as device time (ms: ``rangedispatch.timing.device_time_ms`` medians, i.e. ``do_bench`` or
 the covered loop for host-heavy calls, the least of 3 interleaved rounds) and as host time per call (us, a loop of
-calls with one sync at the end, the median of 7 interleaved rounds: shows per-call launch overhead that
+calls with one sync at the end, the median of 15 interleaved rounds: shows per-call launch overhead that
 device events hide).
 ``guards us``: host time of the same table with ``compiled_dispatch="guards"`` (one graph per
 range, no cond). ``ours/1c`` and ``guards/1c``: those host times over the 1-compile's, the
-median over rounds of each round's ratio (paired: a round's calls run moments apart). On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
+median over rounds of each round's ratio (paired: a round's calls run moments apart).
+``lookup+``: the us per call that Dynamo's lookup of the graph (its guards) costs in guards mode
+beyond the 1-compile's (:func:`guard_eval_us`, best of repeats: the structural part of the
+host-time difference, which the host's noise does not move). On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
 graphs), interleaved with the rest. Then graph counts and compile (first-call) times.
 
     python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile]
@@ -28,9 +31,12 @@ graphs), interleaved with the rest. Then graph counts and compile (first-call) t
 from __future__ import annotations
 
 import argparse
+import gc
+import inspect
 import statistics
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,15 +181,45 @@ def host_us_rounds(fns: dict[str, Callable[..., Any]], *args, device: str, calls
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     runs: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fns[name](*args)
-            sync()
-            runs[name].append((time.perf_counter() - t0) / calls * 1e6)
+    collecting = gc.isenabled()
+    gc.disable()  # as timeit does: a collection inside one loop would charge its pause to one callable
+    try:
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fns[name](*args)
+                sync()
+                runs[name].append((time.perf_counter() - t0) / calls * 1e6)
+    finally:
+        if collecting:
+            gc.enable()
     return runs
+
+
+def guard_eval_us(compiled: Any, *args: Any) -> float:
+    """Host us Dynamo spends finding the graph for a call of ``compiled`` with ``args``: every
+    cached entry of its frame checked in order until one passes, as Dynamo's lookup does (best
+    of 7 ``timeit`` repeats: the frame's structural cost, apart from the host's noise). Reads
+    Dynamo's debug view of the frame's cache; ``nan`` where this torch lacks it."""
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:
+        return float("nan")
+    frame = inspect.unwrap(compiled._torchdynamo_orig_callable)
+    code = frame.__code__
+    local = dict.fromkeys(code.co_varnames)
+    local.update(zip(code.co_varnames, args))
+    local.update(zip(code.co_freevars, (c.cell_contents for c in frame.__closure__ or ())))
+    checks = [entry.guard_manager.check for entry in _debug_get_cache_entry_list(code)]
+
+    def lookup() -> bool:
+        return any(check(local) for check in checks)
+
+    if not lookup():
+        return float("nan")
+    return min(timeit.repeat(lookup, number=2000, repeat=7)) / 2000 * 1e6
 
 
 class Scenario:
@@ -284,7 +320,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
     up, up_err = run_upstream(sc, device, dtype)
 
     our_dev, up_dev, best, single_dev, our_host, single_host, eager_host = {}, {}, {}, {}, {}, {}, {}
-    guards_host, paired = {}, {}
+    guards_host, paired, lookup = {}, {}, {}
     ro_dev, single_ro_dev = {}, {}
     single_fns = {}
     for n in sc.sizes:
@@ -307,11 +343,12 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
         best[n] = min(times.items(), key=lambda p: p[1])
         runs = host_us_rounds({"ours": fn, "guards": guards_fn, "1-compile": single_fns[pick][0],
                                "eager": dict((f.__name__, f) for f in allowed)[best[n][0]]},
-                              a, b, device=device, calls=200, rounds=7)
+                              a, b, device=device, calls=200, rounds=15)
         host = {name: statistics.median(v) for name, v in runs.items()}
         our_host[n], single_host[n], eager_host[n] = host["ours"], host["1-compile"], host["eager"]
         guards_host[n] = host["guards"]
         paired[n] = (paired_ratio(runs, "ours", "1-compile"), paired_ratio(runs, "guards", "1-compile"))
+        lookup[n] = guard_eval_us(guards_fn, a, b) - guard_eval_us(single_fns[pick][0], a, b)
 
     if profile and device == "cuda":
         n = sc.sizes[len(sc.sizes) // 2]
@@ -334,7 +371,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
              + (f", tie={sc.tie}" if sc.tie else "")]
     lines.append(f"{'size':>8} {'pick':>9} {'ours ms':>9} {'up ms':>9} {'best ms':>9} {'best':>9} "
                  f"{'1-compile':>9} {'ours/best':>9} {'ours/up':>8} {'ours us':>8} {'guards us':>9} {'1-cmp us':>8} "
-                 f"{'eager us':>8} {'ours/1c':>7} {'guards/1c':>9} "
+                 f"{'eager us':>8} {'ours/1c':>7} {'guards/1c':>9} {'lookup+':>7} "
                  f"{'ours RO':>9} {'1-cmp RO':>9} {'RO ratio':>8}")
     for n in sc.sizes:
         pick = table.partition.lookup(n).owner or table.reference
@@ -344,7 +381,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
             f"{best[n][1]:9.4f} {best[n][0]:>9} {single_dev[n]:9.4f} {our_dev[n] / best[n][1]:9.3f} "
             f"{(our_dev[n] / up_ms) if up_ms else float('nan'):8.3f} {our_host[n]:8.1f} {guards_host[n]:9.1f} "
             f"{single_host[n]:8.1f} "
-            f"{eager_host[n]:8.1f} {paired[n][0]:7.3f} {paired[n][1]:9.3f} {ro_dev[n]:9.4f} {single_ro_dev[n]:9.4f} {ro_dev[n] / single_ro_dev[n]:8.3f}")
+            f"{eager_host[n]:8.1f} {paired[n][0]:7.3f} {paired[n][1]:9.3f} {lookup[n]:7.2f} {ro_dev[n]:9.4f} {single_ro_dev[n]:9.4f} {ro_dev[n] / single_ro_dev[n]:8.3f}")
     if up:
         lines.append(f"graphs: ours {our_graphs}, upstream {up[3]}; first call s: ours {our_first:.1f}, upstream "
                      f"{up[1]:.1f}; whole sweep s: ours {our_total:.1f}, upstream {up[2]:.1f}")

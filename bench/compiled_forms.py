@@ -20,7 +20,7 @@ import statistics
 import torch
 
 import rangedispatch as rd
-from compile_vs_upstream import gpu_warmup, host_us_interleaved, make_op, mm1, mm_lin
+from compile_vs_upstream import guard_eval_us, gpu_warmup, host_us_interleaved, make_op, mm1, mm_lin
 from cond_guards import profile_calls
 from rangedispatch.testing import FakeBenchmarker, GuardCounter
 
@@ -85,6 +85,10 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in rounds.items()}
         worst = max(med[k] for k in fns if not k.startswith("1-compile")) / med["1-compile"]
         print(f"{m:>6} " + " ".join(f"{med[k]:22.1f}" for k in fns) + f" {worst:18.3f}")
+        lookup = {k: guard_eval_us(fn, a, b) for k, fn in fns.items()}
+        extra = max(lookup[k] for k in fns if not k.startswith("1-compile")) - lookup["1-compile"]
+        share = f"+{extra:.2f} us = {extra / med['1-compile']:.1%}"
+        print(f"{'guards':>6} " + " ".join(f"{lookup[k]:22.2f}" for k in fns) + f" {share:>18}")
     if opts.profile:
         a = torch.randn(16, big, device=device, dtype=dtype)
         profile_calls({"registered guards": fns["registered guards"], "1-compile": fns["1-compile"]}, a, b, calls=2000)
