@@ -211,7 +211,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
         j = count[1]
         count[1] += 1
         tensor, dim = axes[axis]
-        size = f"{tensor}.shape[{int(dim)}]"
+        size = f"{tensor}.size({int(dim)})"  # not .shape: Dynamo guards the tensor's type for that
         later = kids[-1]
         for i in range(len(kids) - 2, -1, -1):  # the tail first: _rd_n{j}_{i} decides segment i or later
             lines.append(f"        def _rd_n{j}_{i}({ops}):")
@@ -223,7 +223,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     if guarded:
         leaves = itertools.count()  # the same leaves, in the same order as emit's
         chain = conditional(root, lambda _: f"_rd_b{next(leaves)}",
-                            lambda axis: f"{axes[axis][0]}.shape[{int(axes[axis][1])}]")
+                            lambda axis: f"{axes[axis][0]}.size({int(axes[axis][1])})")
         lines.append("        if _rd_f == 2:")
         lines.append(f"            return {chain}({ops})")
     lines.append(f"        return {top}({ops})")
@@ -379,7 +379,7 @@ def generate_call(
     # with the C-level guard only Dynamo needs the check here: the fake tensors of a
     # non-strict export fail that guard, and ``miss`` sends them to the traced path
     compiling = "_is_dynamo()" if tensor_checks and miss is not None else COMPILING
-    prelude: list[str] = []
+    traced_written = False
     if traced is None:
         lines = [f"def __call__({', '.join(params)}):"]
         if disabled is not None:  # an empty set: one truth test per call
@@ -393,12 +393,15 @@ def generate_call(
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
         written = traced_lines(operands, names, sig, tree, key, env, general, guarded) if tree and key else []
-        # a function of its own: branches reading other parameters would make those cells of every
-        # call, and even without cells the bigger frame costs ~50 ns per eager call (dev CPU)
+        # a function of its own, defined where it runs: branches reading other parameters would make
+        # those cells of every eager call, and the body inline costs ~50 ns per eager call (dev CPU);
+        # defined in the branch, its code is a constant of this one, so Dynamo guards no global for it
         if written:
             head = f"def _rd_traced(self, {', '.join(params)}):" if params else "def _rd_traced(self):"
-            prelude = [head] + [line[4:] for line in written] + [""]
+            lines.append(f"        {head}")
+            lines += [f"    {line}" for line in written]
             lines.append(f"        return _rd_traced(self{', ' if args_src else ''}{args_src})")
+            traced_written = True
         else:
             lines.append(f"        return {general}")
     plain = plain_params(reference)
@@ -460,11 +463,10 @@ def generate_call(
         lines.append("            _rd_pin = None")
         target = "_rd_t"
     lines.append(f"    return {target}({args_src})")
-    source = "\n".join(prelude + lines)
-    # defined in ``env``: the functions' globals, where ``__call__`` finds ``_rd_traced``
+    source = "\n".join(lines)
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env)
     fn = env.pop("__call__")
     fn.__rd_source__ = source
     fn.__rd_kernel__ = traced is None and disabled is not None
-    fn.__rd_traced__ = bool(prelude)  # Dynamo traces the table written out
+    fn.__rd_traced__ = traced_written  # Dynamo traces the table written out
     return fn
