@@ -179,7 +179,12 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     parameter). With ``guarded`` (``compiled_dispatch="guards"``), Dynamo traces
     the decision as Python conditionals on the sizes instead, so it guards the range and the
     graph holds the winner alone; ``torch.export`` still takes the cond tree (the choice is a
-    trace-time constant, :func:`~rangedispatch.traced.traced_form`)."""
+    trace-time constant, :func:`~rangedispatch.traced.traced_form`). Without it, under
+    ``torch.compile`` segments ending at or below 2 (the reference's gap below the first tuned
+    size) are decided by a Python test on the sizes, which Dynamo settles without a guard
+    (sizes 0 and 1 get graphs of their own, every other size is known to be at least 2): a
+    table whose only split is such a gap compiles its winner with no cond and no ``branch``
+    traced, so no guard on it either."""
     from .traced import branch, traced_form
 
     axes, root = tree
@@ -220,6 +225,12 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
         return later
 
     top = emit(root)
+    floor = above(root, 2)
+    if floor != root and not guarded:  # torch.compile: the segments below 2 decided in Python
+        small = " or ".join(f"{t}.size({int(d)}) < 2" for t, d in axes)
+        from_two = emit(floor)
+        lines.append(f"        if _rd_f == 3 and _is_dynamo() and not ({small}):")
+        lines.append(f"            return {from_two}({ops})")
     if guarded:
         leaves = itertools.count()  # the same leaves, in the same order as emit's
         chain = conditional(root, lambda _: f"_rd_b{next(leaves)}",
@@ -228,6 +239,24 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
         lines.append(f"            return {chain}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
+
+
+def above(node: Any, floor: int) -> Any:
+    """The decision tree for sizes from ``floor`` on in every dimension: the segments ending at
+    or below it dropped.
+
+    Example:
+        >>> above((0, [1, 64], ["ref", "a", "b"]), 2)
+        (0, [64], ['a', 'b'])
+        >>> above((0, [1], ["ref", "a"]), 2)
+        'a'
+    """
+    if not isinstance(node, tuple):
+        return node
+    axis, his, children = node
+    keep = [i for i in range(len(children)) if i == len(children) - 1 or his[i] > floor]
+    kids = [above(children[i], floor) for i in keep]
+    return kids[0] if len(kids) == 1 else (axis, [his[i] for i in keep[:-1]], kids)
 
 
 def eager_lines(eager_tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str], sig: inspect.Signature,

@@ -164,16 +164,19 @@ def traced_form(key: str, *kinds: tuple[str, Any, str]) -> int:
     """How a tuned op's generated call traces (a constant under Dynamo): 0 the general traced
     path (see :func:`opaque`, and a call whose tensors' dtypes and device types, ``kinds``:
     ``(name, dtype, device type)`` each, select another table than the main one, which the
-    call is written out for), 1 the cond tree, 2 Python conditionals that Dynamo guards
-    (``compiled_dispatch="guards"``, except under ``torch.export``). The key is a literal of
-    the generated code and the kinds are guarded with the tensors anyway, so asking here
-    costs the compiled frame no guard of its own."""
+    call is written out for), 1 the cond tree (under ``torch.export``), 2 Python conditionals
+    that Dynamo guards (``compiled_dispatch="guards"``), 3 the cond tree under ``torch.compile``,
+    where Dynamo gives sizes 0 and 1 graphs of their own, so the segments below 2 are decided in
+    Python and sizes from 2 on take the tree without them (see ``fastcall.traced_lines``). The
+    key is a literal of the generated code and the kinds are guarded with the tensors anyway."""
     if opaque(key):
         return 0
     op = _OPS[key]
     if op._traced_signature({name: (dtype, device) for name, dtype, device in kinds}) != op.table.signature:
         return 0
-    return 2 if op.compiled_dispatch == "guards" and not torch.compiler.is_exporting() else 1
+    if torch.compiler.is_exporting():
+        return 1
+    return 2 if op.compiled_dispatch == "guards" else 3
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:

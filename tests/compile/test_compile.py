@@ -541,3 +541,39 @@ def test_a_compiled_call_of_another_dtype_uses_its_own_table():
     assert [w for s, w in tables.items() if "float64" in s] == [{"b"}]
     assert [w for s, w in tables.items() if "float32" in s] == [{"float32_only"}]
     assert cnt.frame_count == 2  # one graph per dtype
+
+
+def test_the_gap_below_size_2_takes_no_cond_so_one_winner_compiles_as_in_guards_mode():
+    """Tuned ranges start at 1, so the reference owns [0, 1). Under torch.compile Dynamo gives
+    sizes 0 and 1 graphs of their own, so the traced dispatch decides that gap in Python: from
+    2 on the frame traces the winner alone (no cond, no branch helper guarded), as guards mode
+    does, and size 0 still runs the reference."""
+    from rangedispatch.testing import GuardCounter
+
+    def doubled(x, w):
+        return x + x
+
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63], benchmarker=FakeBenchmarker(
+        {"ref": 9.0, "doubled": 1.0}), cache=False)
+    def ref(x, w):
+        return x * w
+
+    ref.register_impl(doubled)
+    w = torch.full((4,), 2.0)
+    ref.tune(torch.randn(2, 8, 4), w)
+    assert "[0, 1): ref" in ref.table.format(), ref.table.format()
+    counts = {}
+    for mode in ("cond", "guards"):
+        ref.compiled_dispatch = mode
+        torch._dynamo.reset()
+        cnt = CompileCounter()
+        compiled = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
+        with GuardCounter() as guards:
+            for size in (100, 7, 0):
+                x = torch.randn(2, size, 4)
+                torch.testing.assert_close(compiled(x, w), x * 2)
+        counts[mode] = guards.frames[0]
+        assert cnt.frame_count == 2  # the sizes from 2 on, and size 0
+        assert graph_ops(cnt.graphs[0]) == ["<built-in function add>"], graph_ops(cnt.graphs[0])  # the winner
+        assert graph_ops(cnt.graphs[1]) == ["<built-in function mul>"], graph_ops(cnt.graphs[1])  # the reference
+    assert counts["cond"] <= counts["guards"], counts
