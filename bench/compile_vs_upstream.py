@@ -25,7 +25,10 @@ beyond the 1-compile's (:func:`guard_eval_us`, best of repeats: the structural p
 host-time difference, which the host's noise does not move). On CUDA, ``ours RO`` / ``1-cmp RO``: the same two compiled with ``mode="reduce-overhead"`` (CUDA
 graphs), interleaved with the rest. Then graph counts and compile (first-call) times.
 
-    python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile]
+``--no-asserts`` compiles every graph without Inductor's per-call size and alignment checks
+(``size_asserts``, ``alignment_asserts``), which a real ``torch.cond`` runs once more per branch.
+
+    python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile] [--only cmm] [--no-asserts]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 import rangedispatch as rd
@@ -398,7 +402,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per op")
     parser.add_argument("--only", choices=["kmm", "mmm", "cmm"], default=None)
+    parser.add_argument("--no-asserts", action="store_true",
+                        help="compile every side without Inductor's per-call size and alignment checks")
     opts = parser.parse_args()
+    if opts.no_asserts:  # every graph alike, ours and the bare compiles
+        torch._inductor.config.size_asserts = False
+        torch._inductor.config.alignment_asserts = False
     device, dtype = opts.device, (torch.bfloat16 if opts.device == "cuda" else torch.float32)
     gpu_warmup(device)
     k_sizes = [256, 1000, 4096, 5000, 16384, 65536, 70000, 262144]
