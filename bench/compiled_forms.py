@@ -7,7 +7,10 @@ a custom op after ``register_custom_op_autotuning`` with ``compiled_dispatch="co
 benchmarker makes ``mm1`` win every range), so the graphs are the same and what differs is
 the frame: its guards and the Python it runs. Each compiled function first sweeps the sizes
 (one graph per range in guards mode), then host us per call are the medians of 3 x 7
-interleaved rounds of 200 calls (``compile_vs_upstream.host_us_interleaved``).
+interleaved rounds of 200 calls (``compile_vs_upstream.host_us_interleaved``). The ``guards``
+row under each size: us of Dynamo's lookup of the graph for that call, per form
+(``compile_vs_upstream.guard_eval_us``, best of repeats), and the most any form adds to the
+bare compile's, also as a share of its host time.
 
     python bench/compiled_forms.py [--device cuda] [--profile] 2>/dev/null
 """
