@@ -147,19 +147,9 @@ def gpu_warmup(device: str, seconds: float = 2.0) -> None:
 
 
 def host_us(fn, *args, device: str, calls: int = 200) -> float:
-    """Wall time per call of back-to-back calls: max(host overhead, device time)."""
-    for _ in range(5):
-        fn(*args)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    runs = []
-    for _ in range(5):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn(*args)
-        sync()
-        runs.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(runs)
+    """Wall time per call of back-to-back calls: max(host overhead, device time); the median
+    of 5 loops (:func:`host_us_rounds` of this one callable)."""
+    return statistics.median(host_us_rounds({"fn": fn}, *args, device=device, calls=calls, rounds=5)["fn"])
 
 
 def host_us_interleaved(fns: dict[str, Callable[..., Any]], *args, device: str, calls: int = 1000,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -55,10 +56,8 @@ def main() -> None:
         a, b = sc.inputs(k, device, dtype)
         lookup = guard_eval_us(fns["guards"], a, b) - guard_eval_us(fns["bare"], a, b)
         for skipped in (False, True):
-            if skipped:
-                with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                    runs = host_us_rounds(fns, a, b, device=device, calls=200, rounds=31)
-            else:
+            stance = torch.compiler.set_stance("default", skip_guard_eval_unsafe=True) if skipped else nullcontext()
+            with stance:
                 runs = host_us_rounds(fns, a, b, device=device, calls=200, rounds=31)
             med = {n: statistics.median(v) for n, v in runs.items()}
             print(f"{k:>6} {'skipped' if skipped else 'checked':>8} " + " ".join(f"{med[n]:10.2f}" for n in fns)

@@ -225,18 +225,17 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
         return later
 
     top = emit(root)
-    floor = above(root, 2)
-    if floor != root and not guarded:  # torch.compile: the segments below 2 decided in Python
-        small = " or ".join(f"{t}.size({int(d)}) < 2" for t, d in axes)
-        from_two = emit(floor)
-        lines.append(f"        if _rd_f == 3 and _is_dynamo() and not ({small}):")
-        lines.append(f"            return {from_two}({ops})")
     if guarded:
         leaves = itertools.count()  # the same leaves, in the same order as emit's
         chain = conditional(root, lambda _: f"_rd_b{next(leaves)}",
                             lambda axis: f"{axes[axis][0]}.size({int(axes[axis][1])})")
         lines.append("        if _rd_f == 2:")
         lines.append(f"            return {chain}({ops})")
+    elif (floor := above(root, 2)) != root:  # torch.compile: the segments below 2 decided in Python
+        small = " or ".join(f"{t}.size({int(d)}) < 2" for t, d in axes)
+        from_two = emit(floor)
+        lines.append(f"        if _rd_f == 3 and _is_dynamo() and not ({small}):")
+        lines.append(f"            return {from_two}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
 
