@@ -5,12 +5,15 @@ itself on small tensors, so each tuned op gets a ``__call__`` generated for its 
 with the boundaries and targets bound as closure constants:
 
     def __call__(self, x, weight):
-        if _is_dynamo():
-            return _traced(self, (x, weight), {})
         if not _rd_g0(x, weight):          # the signature guard (see below)
             return _rd_miss((x, weight), {})
         _rd_size = x.shape[1]
         return (_f0 if _rd_size < 512 else _f1 if _rd_size < 2048 else _f2)(x, weight)
+
+There is no compile check in it: Dynamo traces another generated function in its place, the
+table written out for the trace (see :func:`substitute` and :func:`traced_lines`). A trace
+that is not Dynamo's (a non-strict export) runs the eager path with fake tensors, which the
+signature guard refuses, so ``_rd_miss`` sends them to the traced path.
 
 The signature guard is, where torch provides it, one C call: Dynamo's ``TensorGuards``
 built from a real call's tensors (dtype, device, dispatch keys, ``requires_grad``, tensor
@@ -165,7 +168,7 @@ def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size:
 
 def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
-                 traced_call: str, guarded: bool = False) -> list[str]:
+                 traced_call: str, guarded: bool = False, dynamo_only: bool = False) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
@@ -184,7 +187,9 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     size) are decided by a Python test on the sizes, which Dynamo settles without a guard
     (sizes 0 and 1 get graphs of their own, every other size is known to be at least 2): a
     table whose only split is such a gap compiles its winner with no cond and no ``branch``
-    traced, so no guard on it either."""
+    traced, so no guard on it either. That test asks Dynamo whether it traces the lines, unless
+    they are ``dynamo_only`` (a function only Dynamo runs, see :func:`substitute`): a global the
+    lines read is a guard."""
     from .traced import branch, traced_form
 
     axes, root = tree
@@ -234,7 +239,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     elif (floor := above(root, 2)) != root:  # torch.compile: the segments below 2 decided in Python
         small = " or ".join(f"{t}.size({int(d)}) < 2" for t, d in axes)
         from_two = emit(floor)
-        lines.append(f"        if _rd_f == 3 and _is_dynamo() and not ({small}):")
+        lines.append(f"        if _rd_f == 3{'' if dynamo_only else ' and _is_dynamo()'} and not ({small}):")
         lines.append(f"            return {from_two}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
@@ -304,6 +309,30 @@ def conditional(node: Any, leaf: Callable[[Any], str], size: Callable[[int], str
     kids = [conditional(child, leaf, size) for child in children]
     chain = " else ".join(f"{kid} if {size(axis)} < {int(his[i])}" for i, kid in enumerate(kids[:-1]))
     return f"({chain} else {kids[-1]})" if chain else kids[-1]
+
+
+#: the compiling flag alone: what tells the eager path of a trace that is not Dynamo's
+COMPILING_FLAG = ("_rd_compiler._is_compiling_flag"
+                  if isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool) else "_is_compiling()")
+
+try:
+    from torch._dynamo.eval_frame import set_code_exec_strategy
+    from torch._dynamo.types import FrameAction, FrameExecStrategy
+except ImportError:  # a torch without frame strategies: the compile check stays in the eager path
+    INLINE = False
+else:
+    INLINE = True
+
+
+def substitute(eager: Callable[..., Any], traced: Callable[..., Any]) -> None:
+    """Make Dynamo trace ``traced`` where a traced frame calls ``eager``, so that ``eager``
+    needs no compile check: Dynamo inlines a function's ``_torchdynamo_inline`` in its place
+    (the attribute ``torch.compile`` gives its own wrappers). A frame that runs ``eager``
+    under Dynamo's frame hook without a trace around it (the op called from code Dynamo
+    skipped) runs it as it is, and the candidate it calls is compiled as a frame of its own:
+    the eager path itself never becomes a graph."""
+    eager._torchdynamo_inline = traced  # type: ignore[attr-defined]
+    set_code_exec_strategy(eager.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.DEFAULT))
 
 
 def make_pin(tensors: Sequence[Any], fn: Callable[..., Any]) -> tuple[Callable[..., bool], Callable[..., Any]] | None:
@@ -406,32 +435,38 @@ def generate_call(
     pos_src = "(" + "".join(f"{a}, " for a in pos) + ")"
     # with the C-level guard only Dynamo needs the check here: the fake tensors of a
     # non-strict export fail that guard, and ``miss`` sends them to the traced path
-    compiling = "_is_dynamo()" if tensor_checks and miss is not None else COMPILING
+    checked = bool(tensor_checks) and miss is not None
+    compiling = "_is_dynamo()" if checked else COMPILING
     traced_written = False
+    traced_src: list[str] = []
     if traced is None:
         lines = [f"def __call__({', '.join(params)}):"]
         if disabled is not None:  # an empty set: one truth test per call
             env["_rd_off"], env["_rd_offcall"] = disabled
             lines += ["    if _rd_off:", f"        return _rd_offcall({pos_src}, {{{', '.join(kw)}}})"]
     else:
-        lines = [
-            f"def __call__(self, {', '.join(params)}):" if params else "def __call__(self):",
-            f"    if {compiling}:",
-        ]
+        head = f"(self, {', '.join(params)}):" if params else "(self):"
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
-        written = traced_lines(operands, names, sig, tree, key, env, general, guarded) if tree and key else []
-        # a function of its own, defined where it runs: branches reading other parameters would make
-        # those cells of every eager call, and the body inline costs ~50 ns per eager call (dev CPU);
-        # defined in the branch, its code is a constant of this one, so Dynamo guards no global for it
-        if written:
-            head = f"def _rd_traced(self, {', '.join(params)}):" if params else "def _rd_traced(self):"
-            lines.append(f"        {head}")
+        written = traced_lines(operands, names, sig, tree, key, env, general, guarded, INLINE) if tree and key else []
+        traced_written = bool(written)
+        body = written or [f"        return {general}"]
+        lines = [f"def __call__{head}"]
+        if INLINE:  # Dynamo traces a function of its own (see :func:`substitute`); the eager path
+            # checks only the compiling flag of traces that are not Dynamo's (a non-strict export),
+            # which take the general traced path
+            traced_src = [f"def _rd_in_graph{head}"] + [line[4:] for line in body]
+            if not checked:
+                lines += [f"    if {COMPILING_FLAG}:", f"        return {general}"]
+        elif written:
+            # a function of its own, defined where it runs: branches reading other parameters would make
+            # those cells of every eager call, and the body inline costs ~50 ns per eager call (dev CPU);
+            # defined in the branch, its code is a constant of this one, so Dynamo guards no global for it
+            lines += [f"    if {compiling}:", f"        def _rd_traced{head}"]
             lines += [f"    {line}" for line in written]
             lines.append(f"        return _rd_traced(self{', ' if args_src else ''}{args_src})")
-            traced_written = True
         else:
-            lines.append(f"        return {general}")
+            lines += [f"    if {compiling}:", *body]
     plain = plain_params(reference)
     conds = (guard_source(template, resized or {}, plain, env, tensor_checks)
              if template is not None and miss is not None else [])
@@ -491,9 +526,11 @@ def generate_call(
         lines.append("            _rd_pin = None")
         target = "_rd_t"
     lines.append(f"    return {target}({args_src})")
-    source = "\n".join(lines)
+    source = "\n".join(lines + traced_src)
     exec(compile(source, f"<rangedispatch call of {getattr(reference, '__name__', 'op')}>", "exec"), env)
     fn = env.pop("__call__")
+    if traced_src:
+        substitute(fn, env["_rd_in_graph"])
     fn.__rd_source__ = source
     fn.__rd_kernel__ = traced is None and disabled is not None
     fn.__rd_traced__ = traced_written  # Dynamo traces the table written out

@@ -255,11 +255,49 @@ def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
         assert internal not in ours_text, internal
 
 
+def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
+    """The eager call has no compile check: Dynamo traces the written-out dispatch in its place,
+    whether a compiled function calls the op or the op itself is compiled (one graph for a sweep
+    over every range). Called from a frame Dynamo skips inside a compiled region, the eager
+    call runs as it is and Dynamo compiles the winner's frame alone, never the eager path."""
+    from rangedispatch.fastcall import INLINE
+
+    if not INLINE:
+        pytest.skip("this torch cannot mark a frame for Dynamo to skip")
+    ref = compiled_three_winners()[0]
+    eager = type(ref).__call__.__rd_source__.split("def _rd_in_graph")[0]
+    assert "_is_dynamo" not in eager and "_is_compiling" not in eager, eager
+    w = torch.randn(4)
+    for compiled_op in (lambda cnt: torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True),
+                        lambda cnt: torch.compile(ref, backend=cnt, dynamic=True)):
+        torch._dynamo.reset()
+        cnt = CompileCounter()
+        fn = compiled_op(cnt)
+        for size in SIZES:
+            x = torch.randn(2, size, 4)
+            torch.testing.assert_close(fn(x, w), x * w)
+        assert cnt.frame_count == 1 and any("cond" in t for t in graph_ops(cnt.graphs[0]))
+
+    @torch._dynamo.disable(recursive=False)  # Dynamo skips this frame, not what it calls
+    def outside_the_graph(x, w):
+        return ref(x, w)
+
+    torch._dynamo.reset()
+    cnt = CompileCounter()
+    model = torch.compile(lambda x, w: outside_the_graph(x.sin(), w) + 1, backend=cnt, dynamic=True)
+    x = torch.randn(2, 300, 4)
+    torch.testing.assert_close(model(x, w), x.sin() * w + 1)
+    # the model's two frames around the skipped call, and c (the winner at 300) alone
+    assert cnt.frame_count == 3, [graph_ops(g) for g in cnt.graphs]
+    assert graph_ops(cnt.graphs[1]) == ["<built-in function mul>"]
+    assert not any("cond" in t for g in cnt.graphs for t in graph_ops(g))
+
+
 #: what the guards mode's frame checks besides a bare compile's: the op's type, that its
 #: instance has no ``__call__`` of its own and that call's code, the generated code's globals
-#: dict, the compile check's and ``traced_form``'s code (the candidate's code takes the place
-#: of the bare compile's function; the traced body is a constant of the call's code)
-GUARDS_OVER_BARE = 6
+#: dict and ``traced_form``'s code (the candidate's code takes the place of the bare compile's
+#: function; Dynamo reaches the traced body through the call, so it guards no global for it)
+GUARDS_OVER_BARE = 5
 
 
 def test_guards_mode_compiles_one_bare_graph_per_range_and_exports_with_cond():
