@@ -293,6 +293,26 @@ def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
     assert not any("cond" in t for g in cnt.graphs for t in graph_ops(g))
 
 
+def test_without_frame_strategies_the_eager_call_keeps_its_compile_check(monkeypatch):
+    """On a torch that cannot mark frames the compile check stays in the eager call, and a
+    compiled sweep still traces the written-out dispatch: one graph, the right values."""
+    from rangedispatch import fastcall
+
+    monkeypatch.setattr(fastcall, "INLINE", False)
+    ref = compiled_three_winners()[0]
+    source = type(ref).__call__.__rd_source__
+    assert "_is_dynamo()" in source and "_rd_in_graph" not in source, source
+    assert not hasattr(type(ref).__call__, "_torchdynamo_inline")
+    torch._dynamo.reset()
+    cnt = CompileCounter()
+    fn = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(fn(x, w), x * w)
+    assert cnt.frame_count == 1 and any("cond" in t for t in graph_ops(cnt.graphs[0]))
+
+
 #: what the guards mode's frame checks besides a bare compile's: the op's type, that its
 #: instance has no ``__call__`` of its own and that call's code, the generated code's globals
 #: dict and ``traced_form``'s code (the candidate's code takes the place of the bare compile's
