@@ -3,7 +3,8 @@
 A copy of the reference can only win a range by noise, so every range a copy takes is a false
 decision (a table that flips between runs, a ``torch.cond`` where one winner would do). Each
 repetition tunes a fresh op (no cache) whose reference and three candidates all compute
-``a @ b`` (``@``, ``torch.mm``, ``torch.matmul``: one cuBLAS call each), in three forms:
+``a @ b`` (``@``, ``torch.mm``, ``torch.matmul``: one cuBLAS call each; ``mm1`` and the
+custom op are ``compile_vs_upstream``'s), in three forms:
 
 * ``m``: ``@range_dispatch`` on M of ``(M, 4096) @ (4096, 4096)``, split points 256 / 4096;
 * ``k``: ``@range_dispatch`` on K of ``(64, K) @ (K, 64)`` (K tied), split points 4096 / 65536;
@@ -26,10 +27,7 @@ import time
 import torch
 
 import rangedispatch as rd
-
-
-def mm_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a @ b
+from compile_vs_upstream import make_op, mm1
 
 
 def mm_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -40,47 +38,37 @@ def mm_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a, b)
 
 
-COPIES = (mm_at, mm_mm, mm_matmul)
+COPIES = (mm1, mm_mm, mm_matmul)
 
 
-def decorated(form: str, rep: int, device: str, dtype: torch.dtype):
-    """A fresh ``@range_dispatch`` op with the three copies and its example inputs."""
-    if form == "m":
-        @rd.range_dispatch(dispatch_on=("a", 0), split_points=[256, 4096], range_upper_bound=16384,
-                           cache=False, name=f"aa_m{rep}")
-        def ref(a, b):
-            return a @ b
-
-        n = 4096 if device == "cuda" else 256
-        example = (torch.randn(64, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype))
-    else:
-        @rd.range_dispatch(dispatch_on=("a", 1), split_points=[4096, 65536], tie={"b": 0},
-                           range_upper_bound=262144 if device == "cuda" else 131072, cache=False, name=f"aa_k{rep}")
-        def ref(a, b):
-            return a @ b
-
-        example = (torch.randn(64, 1024, device=device, dtype=dtype), torch.randn(1024, 64, device=device, dtype=dtype))
-    for fn in COPIES:
-        ref.register_impl(fn)
-    return ref, example
+def problem(form: str, device: str) -> tuple[dict, tuple[tuple[int, int], tuple[int, int]]]:
+    """The dispatch settings (``register_custom_op_autotuning``'s names) and the example
+    shapes of a form."""
+    n = 4096 if device == "cuda" else 256
+    if form == "k":
+        return (dict(dispatch_on={"tensor_name": "a", "dim": 1,
+                                  "range_upper_bound": 262144 if device == "cuda" else 131072},
+                     split_points=[4096, 65536], tie={"b": 0}), ((64, 1024), (1024, 64)))
+    return (dict(dispatch_on={"tensor_name": "a", "dim": 0, "range_upper_bound": 16384}, split_points=[256, 4096]),
+            ((64, n), (n, n)))
 
 
-def registered(rep: int, device: str, dtype: torch.dtype):
-    """The ``m`` problem as a fresh custom op after ``register_custom_op_autotuning``."""
-    @torch.library.custom_op(f"rdbench_aa::mm{rep}", mutates_args=())
-    def op(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def fresh_op(form: str, rep: int, device: str):
+    """A fresh op of the form with the three copies (no cache), and its dispatcher."""
+    settings, _ = problem(form, device)
+    if form == "registered":
+        op = make_op(f"rdbench_aa::mm{rep}")
+        rd.register_custom_op_autotuning(op, configs=[rd.CustomOpConfig(f) for f in COPIES], cache=False, **settings)
+        return rd.dispatcher_of(op)
+    def ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a @ b
 
-    @op.register_fake
-    def _(a, b):
-        return a.new_empty(a.shape[0], b.shape[1])
-
-    rd.register_custom_op_autotuning(op, configs=[rd.CustomOpConfig(f) for f in COPIES], split_points=[256, 4096],
-                                     dispatch_on={"tensor_name": "a", "dim": 0, "range_upper_bound": 16384},
-                                     cache=False)
-    n = 4096 if device == "cuda" else 256
-    return rd.dispatcher_of(op), (torch.randn(64, n, device=device, dtype=dtype),
-                                  torch.randn(n, n, device=device, dtype=dtype))
+    on = settings.pop("dispatch_on")
+    ref = rd.range_dispatch(ref, dispatch_on=(on["tensor_name"], on["dim"]),
+                            range_upper_bound=on["range_upper_bound"], cache=False, name=f"aa_{form}{rep}", **settings)
+    for fn in COPIES:
+        ref.register_impl(fn)
+    return ref
 
 
 def main() -> None:
@@ -97,8 +85,8 @@ def main() -> None:
         kept = taken = 0
         worst = 0.0  # the largest advantage of a copy over the reference, as the decision sees it
         for rep in range(opts.reps):
-            op, example = registered(rep, opts.device, dtype) if form == "registered" else \
-                decorated(form, rep, opts.device, dtype)
+            op = fresh_op(form, rep, opts.device)
+            example = [torch.randn(*shape, device=opts.device, dtype=dtype) for shape in problem(form, opts.device)[1]]
             t0 = time.perf_counter()
             table = op.tune(*example)
             for result in table.results:

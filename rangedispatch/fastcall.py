@@ -59,11 +59,22 @@ from torch.compiler import is_compiling, is_dynamo_compiling
 MAX_TENSOR_GUARDS = 3
 #: the tables of at most this many other signatures are checked in the generated call
 MAX_OTHER_SIGNATURES = 4
+#: the compiling flag alone: what tells the eager path of a trace that is not Dynamo's
+#: (``is_compiling()`` itself where this torch has no such flag)
+COMPILING_FLAG = ("_rd_compiler._is_compiling_flag"
+                  if isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool) else "_is_compiling()")
 #: ``is_compiling()`` without its two Python calls: Dynamo folds ``is_dynamo_compiling()`` to
 #: True before the flag is read (no guard on it); eagerly the flag says whether an export is
-#: tracing. ``is_compiling()`` itself where this torch has no such flag.
-COMPILING = ("(_is_dynamo() or _rd_compiler._is_compiling_flag)"
-             if isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool) else "_is_compiling()")
+#: tracing
+COMPILING = f"(_is_dynamo() or {COMPILING_FLAG})" if COMPILING_FLAG != "_is_compiling()" else COMPILING_FLAG
+
+try:
+    from torch._dynamo.eval_frame import set_code_exec_strategy
+    from torch._dynamo.types import FrameAction, FrameExecStrategy
+except ImportError:  # a torch without frame strategies: the compile check stays in the eager path
+    INLINE = False
+else:
+    INLINE = True
 
 
 def plain_params(fn: Callable[..., Any]) -> list[str]:
@@ -168,7 +179,7 @@ def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size:
 
 def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
-                 traced_call: str, guarded: bool = False, dynamo_only: bool = False) -> list[str]:
+                 traced_call: str, guarded: bool = False) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
@@ -187,9 +198,9 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     size) are decided by a Python test on the sizes, which Dynamo settles without a guard
     (sizes 0 and 1 get graphs of their own, every other size is known to be at least 2): a
     table whose only split is such a gap compiles its winner with no cond and no ``branch``
-    traced, so no guard on it either. That test asks Dynamo whether it traces the lines, unless
-    they are ``dynamo_only`` (a function only Dynamo runs, see :func:`substitute`): a global the
-    lines read is a guard."""
+    traced, so no guard on it either. That test asks Dynamo whether it traces the lines where
+    the eager path runs them too (without frame strategies, see ``INLINE``); elsewhere only
+    Dynamo runs them (:func:`substitute`), and a global the lines read is a guard."""
     from .traced import branch, traced_form
 
     axes, root = tree
@@ -239,7 +250,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     elif (floor := above(root, 2)) != root:  # torch.compile: the segments below 2 decided in Python
         small = " or ".join(f"{t}.size({int(d)}) < 2" for t, d in axes)
         from_two = emit(floor)
-        lines.append(f"        if _rd_f == 3{'' if dynamo_only else ' and _is_dynamo()'} and not ({small}):")
+        lines.append(f"        if _rd_f == 3{'' if INLINE else ' and _is_dynamo()'} and not ({small}):")
         lines.append(f"            return {from_two}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
@@ -311,17 +322,12 @@ def conditional(node: Any, leaf: Callable[[Any], str], size: Callable[[int], str
     return f"({chain} else {kids[-1]})" if chain else kids[-1]
 
 
-#: the compiling flag alone: what tells the eager path of a trace that is not Dynamo's
-COMPILING_FLAG = ("_rd_compiler._is_compiling_flag"
-                  if isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool) else "_is_compiling()")
-
-try:
-    from torch._dynamo.eval_frame import set_code_exec_strategy
-    from torch._dynamo.types import FrameAction, FrameExecStrategy
-except ImportError:  # a torch without frame strategies: the compile check stays in the eager path
-    INLINE = False
-else:
-    INLINE = True
+def mark_frames(fn: Callable[..., Any], callees: bool) -> None:
+    """Mark ``fn``'s code so that Dynamo's frame hook runs its frames as they are, and with
+    ``callees`` every frame they call too (what ``torch._dynamo.disable`` gives, without a
+    wrapper: eager calls pay nothing). Only where ``INLINE``."""
+    callee_action = FrameAction.SKIP if callees else FrameAction.DEFAULT
+    set_code_exec_strategy(fn.__code__, FrameExecStrategy(FrameAction.SKIP, callee_action))
 
 
 def substitute(eager: Callable[..., Any], traced: Callable[..., Any]) -> None:
@@ -332,7 +338,7 @@ def substitute(eager: Callable[..., Any], traced: Callable[..., Any]) -> None:
     skipped) runs it as it is, and the candidate it calls is compiled as a frame of its own:
     the eager path itself never becomes a graph."""
     eager._torchdynamo_inline = traced  # type: ignore[attr-defined]
-    set_code_exec_strategy(eager.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.DEFAULT))
+    mark_frames(eager, callees=False)
 
 
 def make_pin(tensors: Sequence[Any], fn: Callable[..., Any]) -> tuple[Callable[..., bool], Callable[..., Any]] | None:
@@ -448,7 +454,7 @@ def generate_call(
         head = f"(self, {', '.join(params)}):" if params else "(self):"
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
-        written = traced_lines(operands, names, sig, tree, key, env, general, guarded, INLINE) if tree and key else []
+        written = traced_lines(operands, names, sig, tree, key, env, general, guarded) if tree and key else []
         traced_written = bool(written)
         body = written or [f"        return {general}"]
         lines = [f"def __call__{head}"]

@@ -315,14 +315,13 @@ def skip_dynamo(fn: Callable[..., Any]) -> Callable[..., Any]:
     it (a frame Dynamo skipped, a custom op run outside the graph) runs it, and everything it
     calls, without Dynamo. Marked on ``fn``'s code, so that eager calls pay nothing; where this
     torch cannot mark code, behind ``torch._dynamo.disable``'s wrapper."""
-    try:
-        from torch._dynamo.eval_frame import set_code_exec_strategy
-        from torch._dynamo.types import FrameAction, FrameExecStrategy
-    except ImportError:
+    from . import fastcall
+
+    if not fastcall.INLINE:
         import torch._dynamo
 
         return torch._dynamo.disable(fn)
-    set_code_exec_strategy(fn.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
+    fastcall.mark_frames(fn, callees=True)
     fn._torchdynamo_disable = True  # type: ignore[attr-defined]  # a trace reaching it calls it, as it would torch's
     return fn
 

@@ -255,6 +255,19 @@ def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
         assert internal not in ours_text, internal
 
 
+def sweep_is_one_cond_graph(compile_with):
+    """Compile (``compile_with(counter)``, Dynamo reset first) an ``x * w`` op and sweep it
+    over every range: right values, one graph, a cond in it."""
+    torch._dynamo.reset()
+    cnt = CompileCounter()
+    fn = compile_with(cnt)
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(fn(x, w), x * w)
+    assert cnt.frame_count == 1 and any("cond" in t for t in graph_ops(cnt.graphs[0]))
+
+
 def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
     """The eager call has no compile check: Dynamo traces the written-out dispatch in its place,
     whether a compiled function calls the op or the op itself is compiled (one graph for a sweep
@@ -267,16 +280,9 @@ def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
     ref = compiled_three_winners()[0]
     eager = type(ref).__call__.__rd_source__.split("def _rd_in_graph")[0]
     assert "_is_dynamo" not in eager and "_is_compiling" not in eager, eager
+    sweep_is_one_cond_graph(lambda cnt: torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True))
+    sweep_is_one_cond_graph(lambda cnt: torch.compile(ref, backend=cnt, dynamic=True))
     w = torch.randn(4)
-    for compiled_op in (lambda cnt: torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True),
-                        lambda cnt: torch.compile(ref, backend=cnt, dynamic=True)):
-        torch._dynamo.reset()
-        cnt = CompileCounter()
-        fn = compiled_op(cnt)
-        for size in SIZES:
-            x = torch.randn(2, size, 4)
-            torch.testing.assert_close(fn(x, w), x * w)
-        assert cnt.frame_count == 1 and any("cond" in t for t in graph_ops(cnt.graphs[0]))
 
     @torch._dynamo.disable(recursive=False)  # Dynamo skips this frame, not what it calls
     def outside_the_graph(x, w):
@@ -303,14 +309,7 @@ def test_without_frame_strategies_the_eager_call_keeps_its_compile_check(monkeyp
     source = type(ref).__call__.__rd_source__
     assert "_is_dynamo()" in source and "_rd_in_graph" not in source, source
     assert not hasattr(type(ref).__call__, "_torchdynamo_inline")
-    torch._dynamo.reset()
-    cnt = CompileCounter()
-    fn = torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True)
-    w = torch.randn(4)
-    for size in SIZES:
-        x = torch.randn(2, size, 4)
-        torch.testing.assert_close(fn(x, w), x * w)
-    assert cnt.frame_count == 1 and any("cond" in t for t in graph_ops(cnt.graphs[0]))
+    sweep_is_one_cond_graph(lambda cnt: torch.compile(lambda x, w: ref(x, w), backend=cnt, dynamic=True))
 
 
 #: what the guards mode's frame checks besides a bare compile's: the op's type, that its
