@@ -179,7 +179,7 @@ def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size:
 
 def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
-                 traced_call: str, guarded: bool = False) -> list[str]:
+                 traced_call: str, guarded: bool = False, label: str = "op") -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
@@ -200,7 +200,12 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     table whose only split is such a gap compiles its winner with no cond and no ``branch``
     traced, so no guard on it either. That test asks Dynamo whether it traces the lines where
     the eager path runs them too (without frame strategies, see ``INLINE``); elsewhere only
-    Dynamo runs them (:func:`substitute`), and a global the lines read is a guard."""
+    Dynamo runs them (:func:`substitute`), and a global the lines read is a guard. Where the
+    parameters are all tensors and more than one candidate runs from size 2 on, the lines first
+    offer ``torch.compile`` one call of the table's lowered op (forms 4 and 5 of
+    :func:`~rangedispatch.traced.traced_form`; ``label`` names the op): the cond tree is then
+    built below Dynamo, which guards none of it."""
+    from . import traced as _traced_module
     from .traced import branch, traced_form
 
     axes, root = tree
@@ -215,8 +220,16 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     # type has its own table, which the general traced path finds (Dynamo guards dtypes and
     # devices anyway, so passing them adds no guard)
     kinds = "".join(f", ({name!r}, {name}.dtype, {name}.device.type)" for name in tensors)
-    lines: list[str] = [f"        _rd_f = _rd_form({key!r}{kinds})",
+    positional = all(sig.parameters[n].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names)
+    lowered = (not guarded and _traced_module.LOWERED and positional and list(tensors) == list(names)
+               and isinstance(above(root, 2), tuple))
+    lines: list[str] = [f"        _rd_f = _rd_form({key!r}, {lowered}{kinds})",
                         "        if _rd_f == 0:", f"            return {traced_call}"]
+    if lowered:
+        env["_rd_low"], env["_rd_lows"] = _traced_module.lowered_ops(tree, names, label)
+        lines += ["        if _rd_f == 4:", f"            return _rd_low([{ops}])",
+                  "        if _rd_f == 5:", f"            return tuple(_rd_lows([{ops}]))"]
     count = [0, 0]  # leaves, nodes
 
     def emit(node: Any) -> str:
@@ -454,7 +467,8 @@ def generate_call(
         head = f"(self, {', '.join(params)}):" if params else "(self):"
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
-        written = traced_lines(operands, names, sig, tree, key, env, general, guarded) if tree and key else []
+        written = (traced_lines(operands, names, sig, tree, key, env, general, guarded,
+                                getattr(reference, "__name__", "op")) if tree and key else [])
         traced_written = bool(written)
         body = written or [f"        return {general}"]
         lines = [f"def __call__{head}"]

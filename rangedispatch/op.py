@@ -121,6 +121,7 @@ class RangeDispatchOp:
         self._warned_capture = False
         self.max_signatures = 8  # tables per op, one per input signature
         self._compiled_plans: dict[str, Any] = {}  # the traced dispatch per signature (traced.compiled_plan)
+        self._compiled_outputs: dict[str, str] = {}  # what it returns, per signature (traced.output_kind)
         self._custom_op: Any = None  # the CustomOpDef whose kernel this op is, if any
         from .traced import register_op
 
@@ -212,6 +213,7 @@ class RangeDispatchOp:
         self._key_routes: dict[Any, Any] = {}  # by _call_key, for calls off the main signature
         self._templates: dict[str, CallTemplate] = {}  # the example each table was tuned on
         self._compiled_plans = {}
+        self._compiled_outputs = {}
         self._route: tuple[tuple[int, ...], tuple[Callable[..., Any], ...]] = ((), (self._first_call,))
         spec = self.dispatch
         self._tensor = spec.tensor if spec else ""
@@ -509,6 +511,7 @@ class RangeDispatchOp:
         bounds, fns = self._route_of(table)
         self._table = table
         self._compiled_plans.clear()
+        self._compiled_outputs.clear()
         self._route = (bounds, fns)
         self._tables[table.signature] = table
         self._routes[table.signature] = self._route

@@ -16,7 +16,10 @@ reuses the table and never re-tunes.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import re
+import secrets
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -160,15 +163,17 @@ def opaque(key: str) -> bool:
 
 
 @torch._dynamo.assume_constant_result
-def traced_form(key: str, *kinds: tuple[str, Any, str]) -> int:
+def traced_form(key: str, lowered: bool, *kinds: tuple[str, Any, str]) -> int:
     """How a tuned op's generated call traces (a constant under Dynamo): 0 the general traced
     path (see :func:`opaque`, and a call whose tensors' dtypes and device types, ``kinds``:
     ``(name, dtype, device type)`` each, select another table than the main one, which the
     call is written out for), 1 the cond tree (under ``torch.export``), 2 Python conditionals
     that Dynamo guards (``compiled_dispatch="guards"``), 3 the cond tree under ``torch.compile``,
     where Dynamo gives sizes 0 and 1 graphs of their own, so the segments below 2 are decided in
-    Python and sizes from 2 on take the tree without them (see ``fastcall.traced_lines``). The
-    key is a literal of the generated code and the kinds are guarded with the tensors anyway."""
+    Python and sizes from 2 on take the tree without them (see ``fastcall.traced_lines``); 4 and
+    5 (where the call has ``lowered`` lines) one node of the op's lowered op (see
+    :func:`lowered_ops`), returning one tensor or several. The key is a literal of the generated
+    code and the kinds are guarded with the tensors anyway."""
     if opaque(key):
         return 0
     op = _OPS[key]
@@ -176,7 +181,15 @@ def traced_form(key: str, *kinds: tuple[str, Any, str]) -> int:
         return 0
     if torch.compiler.is_exporting():
         return 1
-    return 2 if op.compiled_dispatch == "guards" else 3
+    if op.compiled_dispatch == "guards":
+        return 2
+    outputs = op._compiled_outputs.get(op.table.signature) if lowered and LOWERED else None
+    return {"one": 4, "many": 5}.get(outputs, 3)
+
+
+#: multi-winner tables compile as one node of a lowered op (see :func:`lowered_ops`) where a
+#: call's parameters are all tensors; ``False`` traces the cond tree in Dynamo's graph instead
+LOWERED = True
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
@@ -219,7 +232,10 @@ def compiled_plan(op: RangeDispatchOp, signature: str) -> Any:
         log.info("=== Generating runtime dispatch with torch.cond ===")
         log.info("Generating torch.cond dispatch for %s with %d ranges", table.dispatch, len(owners))
         template = op._templates.get(signature)
-        problem = _preflight_isolated(op, plan, template)
+        outputs: list[str] = []
+        problem = _preflight_isolated(op, plan, template, outputs)
+        if problem is None and outputs:
+            op._compiled_outputs[signature] = outputs[-1]
         if problem is not None:
             # branches whose outputs differ in layout (e.g. attention kernels): cond needs one
             # layout, so each branch returns contiguous outputs (a copy only where it was not)
@@ -242,18 +258,19 @@ def compiled_plan(op: RangeDispatchOp, signature: str) -> Any:
     return plan
 
 
-def _preflight_isolated(op: RangeDispatchOp, plan: Any, template: Any) -> str | None:
+def _preflight_isolated(op: RangeDispatchOp, plan: Any, template: Any, outputs: list[str] | None = None) -> str | None:
     """:func:`_preflight` outside any tracing context: the plan is built by a function Dynamo
     runs for real while it traces, and the trial trace must not pick up Dynamo's fake mode
     and shape environment (its symbols would end up in the compiled frame's guards)."""
     from torch._guards import tracing
 
     with tracing(None):
-        return _preflight(op, plan, template)
+        return _preflight(op, plan, template, outputs)
 
 
-def _preflight(op: RangeDispatchOp, plan: Any, template: Any) -> str | None:
-    """Trace the cond tree once with make_fx on small real inputs; report a failure."""
+def _preflight(op: RangeDispatchOp, plan: Any, template: Any, outputs: list[str] | None = None) -> str | None:
+    """Trace the cond tree once with make_fx on small real inputs; report a failure. The kind
+    of its output (see :func:`output_kind`) goes into ``outputs``."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from torch.utils._python_dispatch import _disable_current_modes
@@ -271,7 +288,10 @@ def _preflight(op: RangeDispatchOp, plan: Any, template: Any) -> str | None:
 
             def fn(*tensors: torch.Tensor) -> Any:
                 a, k = rebuild(tensors)
-                return build_dispatch(op, plan, a, k)
+                out = build_dispatch(op, plan, a, k)
+                if outputs is not None:
+                    outputs.append(output_kind(out))
+                return out
 
             make_fx(fn, tracing_mode="symbolic")(*flat)
     except Exception as exc:  # any failure means: do not trace, stay opaque
@@ -373,3 +393,86 @@ def _flatten(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[torch.Te
         return tuple(a), k
 
     return flat, rebuild
+
+
+def output_kind(out: Any) -> str:
+    """``"one"`` for a tensor, ``"many"`` for a tuple or list of tensors, else ``"other"``."""
+    if isinstance(out, torch.Tensor):
+        return "one"
+    if isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) for o in out):
+        return "many"
+    return "other"
+
+
+_LOWERED: dict[Any, tuple[Any, Any]] = {}
+_LOWERED_COUNT = itertools.count()
+_LOWERED_RUN = secrets.token_hex(4)  # lowered ops' names differ between processes (see lowered_ops)
+
+
+def lowered_ops(tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str], label: str) -> tuple[Any, Any]:
+    """The op a multi-winner table compiles to: ``rangedispatch_rd::<label>_<n>(Tensor[] ops)``,
+    returning one tensor (``.default``) or a list (``.many``), for a signature whose parameters
+    ``names`` are all tensors, passed in that order.
+
+    Its kernel is ``CompositeImplicitAutograd``: the decision tree of ``tree`` (``(axes, node)``
+    with the candidates at the leaves, as ``fastcall.traced_lines`` takes it) as nested
+    ``torch.cond`` on the operands' sizes, branches decided on static sizes resolved at once.
+    Dynamo puts the op in its graph as one node, guarding nothing of the tree; AOTAutograd
+    traces the kernel into the graph Inductor compiles, which gets the cond (the way upstream
+    Inductor lowers its range dispatch). Dynamo's own trace of a cond costs guards on the
+    pytree code it runs for the branches' outputs, a third of a compiled call's host time over
+    a bare compile on a fast host, measured. A backend that runs the Dynamo graph as it is
+    (``"eager"``) runs the kernel on real tensors: the winner for the sizes.
+
+    Names are new per table and per process (the kernel is the table): AOTAutograd's cache,
+    keyed on Dynamo's graph, never serves one table's graph for another's; Inductor's cache,
+    keyed on the graph with the cond, still does for the same table."""
+    axes, root = tree
+    key = (tuple(axes), _tree_key(root), tuple(names))
+    found = _LOWERED.get(key)
+    if found is not None:
+        return found
+    index = {n: i for i, n in enumerate(names)}
+    where = [(index[t], int(d)) for t, d in axes]
+
+    def decide(node: Any, ops: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if not isinstance(node, tuple):
+            out = node(*ops)
+            return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        axis, his, children = node
+        i, d = where[axis]
+        kids = [functools.partial(lambda child, *o: decide(child, o), child) for child in children]
+        return _cond_tree(kids, his, 0, ops[i].size(d), ops, lambda o: (tuple(o), {}), _lowered_branch)
+
+    name = f"{re.sub(r'[^0-9A-Za-z_]', '_', label)[:40]}_{_LOWERED_RUN}_{next(_LOWERED_COUNT)}"
+    lib = _lowered_library()
+    lib.define(f"{name}(Tensor[] ops) -> Tensor")
+    lib.define(f"{name}.many(Tensor[] ops) -> Tensor[]")
+    lib.impl(name, lambda ops: decide(root, tuple(ops))[0], "CompositeImplicitAutograd")
+    lib.impl(f"{name}.many", lambda ops: list(decide(root, tuple(ops))), "CompositeImplicitAutograd")
+    packet = getattr(torch.ops.rangedispatch_rd, name)
+    found = _LOWERED[key] = (packet.default, packet.many)
+    return found
+
+
+def _tree_key(node: Any) -> Any:
+    if not isinstance(node, tuple):
+        return id(node), node
+    axis, his, children = node
+    return axis, tuple(his), tuple(_tree_key(c) for c in children)
+
+
+@functools.lru_cache(maxsize=None)
+def _lowered_library() -> Any:
+    return torch.library.Library("rangedispatch_rd", "FRAGMENT")
+
+
+def _lowered_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
+                    operands: tuple[Any, ...]) -> Any:
+    """:func:`branch` inside the lowered op's kernel: the cond operator itself (its Python
+    wrapper would compile the cond with Dynamo), branches returning tuples of tensors."""
+    if statically_known_true(pred):
+        return true_fn(*operands)
+    if statically_known_false(pred):
+        return false_fn(*operands)
+    return tuple(_COND(pred, true_fn, false_fn, tuple(operands)))

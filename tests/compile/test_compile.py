@@ -5,10 +5,14 @@ import torch
 
 
 class CompileCounter:
-    """A backend that counts compiled frames and keeps their graphs."""
+    """A backend that counts compiled frames and keeps their graphs. With ``aot``, AOTAutograd
+    compiles each one and ``aot_graphs`` keeps the forward graphs it makes (what Inductor
+    would compile: a lowered op's cond tree shows there)."""
 
-    def __init__(self):
+    def __init__(self, aot=False):
         self.graphs = []
+        self.aot_graphs = []
+        self.aot = aot
 
     @property
     def frame_count(self):
@@ -16,7 +20,16 @@ class CompileCounter:
 
     def __call__(self, gm, example_inputs):
         self.graphs.append(gm)
-        return gm.forward
+        if not self.aot:
+            return gm.forward
+        from functorch.compile import make_boxed_func
+        from torch._dynamo.backends.common import aot_autograd
+
+        def keep(forward, inputs):
+            self.aot_graphs.append(forward)
+            return make_boxed_func(forward.forward)
+
+        return aot_autograd(fw_compiler=keep)(gm, example_inputs)
 
 import rangedispatch as rd
 from rangedispatch.testing import FakeBenchmarker
@@ -71,17 +84,30 @@ def graph_ops(gm):
     return [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
 
 
+def lowered(gm):
+    """The nodes of a Dynamo graph that call a table's lowered op (see traced.lowered_ops)."""
+    return [t for t in graph_ops(gm) if "rangedispatch_rd." in t]
+
+
+def one_lowered_node_with_cond(cnt, i=-1, conds=1):
+    """Graph ``i`` of ``cnt`` (an ``aot`` counter) holds the table as one lowered node and no
+    cond of Dynamo's; the graph AOTAutograd makes of it has ``conds`` conds at its top level."""
+    ops = graph_ops(cnt.graphs[i])
+    assert len(lowered(cnt.graphs[i])) == 1 and not any("cond" in t for t in ops), ops
+    assert sum("cond" in t for t in graph_ops(cnt.aot_graphs[i])) == conds, graph_ops(cnt.aot_graphs[i])
+
+
 def test_dynamic_sweep_is_one_graph_with_nested_cond():
     op, handle = register("sweep", THREE_WINNERS)
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))
-    cnt = CompileCounter()
+    cnt = CompileCounter(aot=True)
     f = torch.compile(lambda x, w: op(x, w).relu(), backend=cnt, dynamic=True, fullgraph=True)
     w = torch.randn(4)
     for size in SIZES:
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(f(x, w), (x * w).relu())
     assert cnt.frame_count == 1
-    assert sum("cond" in t for t in graph_ops(cnt.graphs[0])) == 1  # outer cond; inner one nested
+    one_lowered_node_with_cond(cnt)  # outer cond; inner one nested
 
 
 def test_first_call_under_compile_tunes_with_real_tensors_once():
@@ -175,15 +201,16 @@ def test_sizes_0_and_1_cost_one_graph_each_and_never_retune():
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))
     tuned_calls = len(handle.benchmarker.calls)
     w = torch.randn(4)
-    cnt = CompileCounter()
+    cnt = CompileCounter(aot=True)
     f = torch.compile(lambda x, w: op(x, w) + 1, backend=cnt, dynamic=True)
     for size in [0, 1, 2, 100, 300, 1, 0]:
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(f(x, w), x * w + 1)
     # Dynamo specialises sizes 0 and 1: a graph each, plus one dynamic graph for the rest
     assert cnt.frame_count == 3
-    assert sum("cond" in t for t in graph_ops(cnt.graphs[2])) == 1
-    assert not any("cond" in t for g in cnt.graphs[:2] for t in graph_ops(g))
+    one_lowered_node_with_cond(cnt, 2)
+    for i in (0, 1):  # static sizes: the lowered op resolves to the winner, no cond
+        one_lowered_node_with_cond(cnt, i, conds=0)
     assert len(handle.benchmarker.calls) == tuned_calls
 
 
@@ -241,31 +268,32 @@ def compiled_three_winners(registered=None, cold=False, **options):
 
 
 def test_the_compiled_dispatch_guards_the_candidates_not_the_op():
-    """The traced dispatch is written out per signature: the compiled frame guards the
-    candidates' code and the cond, never the op's tables or attributes."""
+    """The traced dispatch is written out per signature: the compiled frame of a table with
+    three winners holds one node of its lowered op and guards what the guards mode's frames
+    guard, never the op's tables or attributes, nor the candidates' code."""
     ref, ours, cnt, ours_count, bare_count, ours_text = compiled_three_winners()
     w = torch.randn(4)
     for size in (2, 63, 64, 255, 256, 1000):
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(ours(x, w), x * w)
-    assert cnt.frame_count == 1
-    # what cond itself adds (its operand pytree, ~12) plus the op's code and its candidates
-    assert ours_count <= bare_count + 36, (ours_count, bare_count)
+    assert cnt.frame_count == 1 and len(lowered(cnt.graphs[0])) == 1
+    assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
     for internal in ("_by_name", "_plan", "_tables", "_route", "_template"):
         assert internal not in ours_text, internal
 
 
 def sweep_is_one_cond_graph(compile_with):
     """Compile (``compile_with(counter)``, Dynamo reset first) an ``x * w`` op and sweep it
-    over every range: right values, one graph, a cond in it."""
+    over every range: right values, one graph, the table's lowered op in it."""
     torch._dynamo.reset()
-    cnt = CompileCounter()
+    cnt = CompileCounter(aot=True)
     fn = compile_with(cnt)
     w = torch.randn(4)
     for size in SIZES:
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(fn(x, w), x * w)
-    assert cnt.frame_count == 1 and any("cond" in t for t in graph_ops(cnt.graphs[0]))
+    assert cnt.frame_count == 1
+    one_lowered_node_with_cond(cnt)
 
 
 def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
@@ -357,28 +385,93 @@ def test_a_registered_op_compiles_with_its_dispatch_written_out_in_its_own_call(
         torch.testing.assert_close(ours(x, w), x * w)
     assert cnt.frame_count == (3 if mode == "guards" else 1)
     assert ours_count <= deco_count, (ours_count, deco_count)
-    if mode == "guards":
-        assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
+    assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
     assert "._rangedispatch" not in text and "._opoverload" not in text
 
 
-@pytest.mark.parametrize("form", ["decorator", "registered"])
-def test_a_cold_compile_tunes_inside_the_trace_and_compiles_the_written_out_dispatch(form):
+@pytest.mark.parametrize("form,mode", [("decorator", "guards"), ("registered", "guards"), ("decorator", "cond")])
+def test_a_cold_compile_tunes_inside_the_trace_and_compiles_the_written_out_dispatch(form, mode):
     """The first call is compiled, so the op tunes while Dynamo traces it; the trace then
     starts over on the tuned op's call, and the one compiled frame guards what a compile of
     an op tuned beforehand guards, none of the general traced path."""
     registered = f"cold_{form}" if form == "registered" else None
     op, ours, cnt, ours_count, bare_count, text = compiled_three_winners(registered, cold=True,
-                                                                         compiled_dispatch="guards")
+                                                                         compiled_dispatch=mode)
     assert rd.dispatcher_of(op).table is not None
     w = torch.randn(4)
     for size in SIZES:
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(ours(x, w), x * w)
-    assert cnt.frame_count == 3  # one per range: the restarted trace compiled no frame of its own
+    # guards: one per range (the restarted trace compiled no frame of its own); cond: one
+    assert cnt.frame_count == (3 if mode == "guards" else 1)
     assert ours_count <= bare_count + GUARDS_OVER_BARE, (ours_count, bare_count)
     for internal in ("_by_name", "_flatten", "traced_call", "_rangedispatch"):
         assert internal not in text, internal
+
+
+def test_without_lowering_dynamo_traces_the_cond_tree():
+    """With ``traced.LOWERED`` off, Dynamo traces the cond tree itself: one graph with the
+    cond, and more guards (those of the pytree code Dynamo runs for the cond's outputs)."""
+    from rangedispatch import traced
+
+    lowered_count = compiled_three_winners()[3]
+    traced.LOWERED = False
+    try:
+        ref, ours, cnt, ours_count, bare_count, _ = compiled_three_winners()
+        w = torch.randn(4)
+        for size in SIZES:
+            x = torch.randn(2, size, 4)
+            torch.testing.assert_close(ours(x, w), x * w)
+    finally:
+        traced.LOWERED = True
+    assert cnt.frame_count == 1 and not lowered(cnt.graphs[0])
+    assert sum("cond" in t for t in graph_ops(cnt.graphs[0])) == 1
+    assert ours_count > lowered_count, (ours_count, lowered_count)
+
+
+def test_a_lowered_op_with_two_outputs_compiles_runs_eagerly_and_through_inductor():
+    """A table whose candidates return two tensors lowers to the op's list-returning form:
+    right values across the ranges through AOTAutograd, through the ``eager`` backend (the
+    kernel runs on real tensors) and through Inductor, whose code calls no op of ours."""
+    from torch._inductor.utils import run_and_get_code
+
+    def scale_shift(x, w):
+        return x * w, x + w
+
+    def first(x, w):
+        return torch.mul(w, x), torch.add(w, x)
+
+    def second(x, w):
+        return x * w.view(1, 1, -1), x + w.view(1, 1, -1)
+
+    times = {"scale_shift": 9.0, "first": lambda s: 1 if s < 64 else 5, "second": lambda s: 1 if s >= 64 else 5}
+    op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False,
+                           benchmarker=FakeBenchmarker(times))(scale_shift)
+    op.register_impl(first)
+    op.register_impl(second)
+    w = torch.randn(4)
+    op.tune(torch.randn(2, 100, 4), w)
+    torch._dynamo.reset()
+    cnt = CompileCounter(aot=True)
+    compiled = {"aot": torch.compile(lambda x, w: op(x, w), backend=cnt, dynamic=True),
+                "eager": torch.compile(lambda x, w: op(x, w), backend="eager", dynamic=True)}
+    for size in (100, 2, 63, 64, 300):
+        x = torch.randn(2, size, 4)
+        for name, fn in compiled.items():
+            out = fn(x, w)
+            assert isinstance(out, tuple) and len(out) == 2, name
+            torch.testing.assert_close(out, scale_shift(x, w))
+    assert cnt.frame_count == 1
+    one_lowered_node_with_cond(cnt)
+    torch._dynamo.reset()
+    inductor = torch.compile(lambda x, w: op(x, w)[0] + 1, dynamic=True)
+    x = torch.randn(2, 100, 4)
+    out, (code, *_) = run_and_get_code(inductor, x, w)
+    torch.testing.assert_close(out, x * w + 1)
+    assert "rangedispatch_rd" not in code and " < 65:" in code, code  # split_points=[64]: [1, 64], [65, inf)
+    for size in (2, 63, 64, 300):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(inductor(x, w), x * w + 1)
 
 
 def _tagged(i):
@@ -549,14 +642,15 @@ def _cond_nodes(gm):
 
 def test_a_grid_op_sweeps_both_sizes_in_one_graph_and_exports():
     op, handle = _grid_op("grid")
-    cnt = CompileCounter()
+    cnt = CompileCounter(aot=True)
     f = torch.compile(lambda x, w: op(x, w).relu(), backend=cnt, dynamic=True, fullgraph=True)
     for batch, hidden in GRID_POINTS:  # the first call tunes, from the traced inputs' size hints
         x, w = torch.randn(batch, 3, hidden), torch.randn(hidden)
         torch.testing.assert_close(f(x, w), (x * w).relu())
     assert cnt.frame_count == 1
     assert handle.table is not None and handle.table.tree() == (0, (8, None), ("a", (1, (64, None), ("b", "c"))))
-    assert len(_cond_nodes(cnt.graphs[0])) == 2  # batch, then hidden in the batch >= 8 branch
+    assert len(lowered(cnt.graphs[0])) == 1
+    assert len(_cond_nodes(cnt.aot_graphs[0])) == 2  # batch, then hidden in the batch >= 8 branch
 
     class M(torch.nn.Module):
         def forward(self, x, w):
