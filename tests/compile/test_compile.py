@@ -728,3 +728,21 @@ def test_the_gap_below_size_2_takes_no_cond_so_one_winner_compiles_as_in_guards_
         assert graph_ops(cnt.graphs[0]) == ["<built-in function add>"], graph_ops(cnt.graphs[0])  # the winner
         assert graph_ops(cnt.graphs[1]) == ["<built-in function mul>"], graph_ops(cnt.graphs[1])  # the reference
     assert counts["cond"] <= counts["guards"], counts
+
+
+def test_gradients_flow_through_a_lowered_op():
+    """The lowered op's kernel is ``CompositeImplicitAutograd``: under autograd it is the cond
+    tree, whose backward AOTAutograd traces, so a compiled training step gets the candidates'
+    gradients in every range."""
+    ref = compiled_three_winners()[0]
+    torch._dynamo.reset()
+    cnt = CompileCounter(aot=True)
+    step = torch.compile(lambda x, w: ref(x, w).sum(), backend=cnt, dynamic=True)
+    w = torch.randn(4)
+    for size in (100, 3, 63, 64, 300):
+        x, ww = torch.randn(2, size, 4, requires_grad=True), w.clone().requires_grad_()
+        step(x, ww).backward()
+        torch.testing.assert_close(x.grad, ww.detach().expand_as(x))
+        torch.testing.assert_close(ww.grad, x.detach().sum((0, 1)))
+    assert cnt.frame_count == 1 and len(lowered(cnt.graphs[0])) == 1
+    assert any("cond" in t for g in cnt.aot_graphs for t in graph_ops(g))  # forward and backward
