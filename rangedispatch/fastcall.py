@@ -179,7 +179,8 @@ def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size:
 
 def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
-                 traced_call: str, guarded: bool = False, label: str = "op") -> list[str]:
+                 traced_call: str, guarded: bool = False, label: str = "op",
+                 constants: Mapping[str, Any] | None = None) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
@@ -200,9 +201,11 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     table whose only split is such a gap compiles its winner with no cond and no ``branch``
     traced, so no guard on it either. That test asks Dynamo whether it traces the lines where
     the eager path runs them too (without frame strategies, see ``INLINE``); elsewhere only
-    Dynamo runs them (:func:`substitute`), and a global the lines read is a guard. Where the
-    parameters are all tensors and more than one candidate runs from size 2 on, the lines first
-    offer ``torch.compile`` one call of the table's lowered op (forms 4 and 5 of
+    Dynamo runs them (:func:`substitute`), and a global the lines read is a guard. Where more
+    than one candidate runs from size 2 on, and every parameter that is not a tensor has a
+    plain value in ``constants`` (the values the table was tuned with: ``None``, a bool, an
+    int, a finite float or a string), the lines first offer ``torch.compile`` one call of the
+    table's lowered op for calls with those values (forms 4 and 5 of
     :func:`~rangedispatch.traced.traced_form`; ``label`` names the op): the cond tree is then
     built below Dynamo, which guards none of it."""
     from . import traced as _traced_module
@@ -220,16 +223,18 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     # type has its own table, which the general traced path finds (Dynamo guards dtypes and
     # devices anyway, so passing them adds no guard)
     kinds = "".join(f", ({name!r}, {name}.dtype, {name}.device.type)" for name in tensors)
-    positional = all(sig.parameters[n].kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                                inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names)
-    lowered = (not guarded and _traced_module.LOWERED and positional and list(tensors) == list(names)
-               and isinstance(above(root, 2), tuple))
+    fixed = {n: (constants or {}).get(n, _MISSING) for n in names if n not in tensors}
+    lowered = (not guarded and _traced_module.LOWERED and isinstance(above(root, 2), tuple)
+               and all(plain_constant(v) for v in fixed.values()))
     lines: list[str] = [f"        _rd_f = _rd_form({key!r}, {lowered}{kinds})",
                         "        if _rd_f == 0:", f"            return {traced_call}"]
     if lowered:
-        env["_rd_low"], env["_rd_lows"] = _traced_module.lowered_ops(tree, names, label)
-        lines += ["        if _rd_f == 4:", f"            return _rd_low([{ops}])",
-                  "        if _rd_f == 5:", f"            return tuple(_rd_lows([{ops}]))"]
+        keyword = [n for n in names if sig.parameters[n].kind is inspect.Parameter.KEYWORD_ONLY]
+        env["_rd_low"], env["_rd_lows"] = _traced_module.lowered_ops(tree, names, label, fixed, keyword)
+        same = "".join(f" and {n} is {v!r}" if v is None or isinstance(v, bool) else f" and {n} == {v!r}"
+                       for n, v in fixed.items())
+        lines += [f"        if _rd_f == 4{same}:", f"            return _rd_low([{ops}])",
+                  f"        if _rd_f == 5{same}:", f"            return tuple(_rd_lows([{ops}]))"]
     count = [0, 0]  # leaves, nodes
 
     def emit(node: Any) -> str:
@@ -267,6 +272,17 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
         lines.append(f"            return {from_two}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
+
+
+_MISSING = object()
+
+
+def plain_constant(value: Any) -> bool:
+    """Whether ``value`` can be written as a literal the traced lines compare a call's argument
+    with (``None``, a bool, an int, a finite float, a string)."""
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    return value is None or isinstance(value, (bool, int, str))
 
 
 def above(node: Any, floor: int) -> Any:
@@ -352,6 +368,24 @@ def substitute(eager: Callable[..., Any], traced: Callable[..., Any]) -> None:
     the eager path itself never becomes a graph."""
     eager._torchdynamo_inline = traced  # type: ignore[attr-defined]
     mark_frames(eager, callees=False)
+
+
+def tuned_values(template: Any, sig: inspect.Signature) -> dict[str, Any] | None:
+    """The value of every parameter that is not a tensor in ``template`` (its default where
+    the example left it out); ``None`` without a template."""
+    from .inputs import TensorSpec
+
+    if template is None:
+        return None
+    values = {}
+    for name, p in sig.parameters.items():
+        if name in template.positions or name in template.kwargs:
+            value = template.get(name)
+            if not isinstance(value, TensorSpec):
+                values[name] = value
+        elif p.default is not p.empty:
+            values[name] = p.default
+    return values
 
 
 def make_pin(tensors: Sequence[Any], fn: Callable[..., Any]) -> tuple[Callable[..., bool], Callable[..., Any]] | None:
@@ -468,7 +502,8 @@ def generate_call(
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
         written = (traced_lines(operands, names, sig, tree, key, env, general, guarded,
-                                getattr(reference, "__name__", "op")) if tree and key else [])
+                                getattr(reference, "__name__", "op"), tuned_values(template, sig))
+                   if tree and key else [])
         traced_written = bool(written)
         body = written or [f"        return {general}"]
         lines = [f"def __call__{head}"]

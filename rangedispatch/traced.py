@@ -22,7 +22,7 @@ import re
 import secrets
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch.compiler import is_dynamo_compiling
@@ -409,10 +409,13 @@ _LOWERED_COUNT = itertools.count()
 _LOWERED_RUN = secrets.token_hex(4)  # lowered ops' names differ between processes (see lowered_ops)
 
 
-def lowered_ops(tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str], label: str) -> tuple[Any, Any]:
+def lowered_ops(tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str], label: str,
+                constants: Mapping[str, Any] | None = None, keyword: Sequence[str] = ()) -> tuple[Any, Any]:
     """The op a multi-winner table compiles to: ``rangedispatch_rd::<label>_<n>(Tensor[] ops)``,
-    returning one tensor (``.default``) or a list (``.many``), for a signature whose parameters
-    ``names`` are all tensors, passed in that order.
+    returning one tensor (``.default``) or a list (``.many``). ``names`` are the signature's
+    parameters in order; those in ``constants`` have that value in every call the op serves
+    (the generated lines check it), the others are the tensors, passed in ``ops`` in that order.
+    Candidates get the names in ``keyword`` as keyword arguments, the rest positionally.
 
     Its kernel is ``CompositeImplicitAutograd``: the decision tree of ``tree`` (``(axes, node)``
     with the candidates at the leaves, as ``fastcall.traced_lines`` takes it) as nested
@@ -420,24 +423,31 @@ def lowered_ops(tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str
     Dynamo puts the op in its graph as one node, guarding nothing of the tree; AOTAutograd
     traces the kernel into the graph Inductor compiles, which gets the cond (the way upstream
     Inductor lowers its range dispatch). Dynamo's own trace of a cond costs guards on the
-    pytree code it runs for the branches' outputs, a third of a compiled call's host time over
-    a bare compile on a fast host, measured. A backend that runs the Dynamo graph as it is
+    pytree code it runs for the branches' operands and outputs: on the H200 host a quarter of
+    a two-winner call's host time over a bare compile. A backend that runs the Dynamo graph as it is
     (``"eager"``) runs the kernel on real tensors: the winner for the sizes.
 
     Names are new per table and per process (the kernel is the table): AOTAutograd's cache,
     keyed on Dynamo's graph, never serves one table's graph for another's; Inductor's cache,
     keyed on the graph with the cond, still does for the same table."""
     axes, root = tree
-    key = (tuple(axes), _tree_key(root), tuple(names))
+    constants = dict(constants or {})
+    key = (tuple(axes), _tree_key(root), tuple(names), tuple((n, type(v), v) for n, v in constants.items()),
+           tuple(keyword))
     found = _LOWERED.get(key)
     if found is not None:
         return found
-    index = {n: i for i, n in enumerate(names)}
+    operands = [n for n in names if n not in constants]
+    index = {n: i for i, n in enumerate(operands)}
     where = [(index[t], int(d)) for t, d in axes]
+
+    def call(fn: Callable[..., Any], ops: tuple[torch.Tensor, ...]) -> Any:
+        values = {**constants, **dict(zip(operands, ops))}
+        return fn(*(values[n] for n in names if n not in keyword), **{n: values[n] for n in keyword})
 
     def decide(node: Any, ops: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         if not isinstance(node, tuple):
-            out = node(*ops)
+            out = call(node, ops)
             return (out,) if isinstance(out, torch.Tensor) else tuple(out)
         axis, his, children = node
         i, d = where[axis]

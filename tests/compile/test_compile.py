@@ -746,3 +746,39 @@ def test_gradients_flow_through_a_lowered_op():
         torch.testing.assert_close(ww.grad, x.detach().sum((0, 1)))
     assert cnt.frame_count == 1 and len(lowered(cnt.graphs[0])) == 1
     assert any("cond" in t for g in cnt.aot_graphs for t in graph_ops(g))  # forward and backward
+
+
+def test_a_call_with_the_tuned_scalar_arguments_lowers_and_other_values_still_dispatch():
+    """Arguments that are not tensors keep the values the table was tuned with in the lowered
+    op's kernel (positional, defaulted and keyword-only alike): calls with those values compile
+    to its node, a call with other values traces the cond itself, and every one computes the
+    reference's values."""
+    def scaled(x, w, alpha=0.5, *, shift=True):
+        return x * w * alpha + (1.0 if shift else 0.0)
+
+    def first(x, w, alpha=0.5, *, shift=True):
+        return torch.mul(w, x) * alpha + (1.0 if shift else 0.0)
+
+    def second(x, w, alpha=0.5, *, shift=True):
+        return x * w.view(1, 1, -1) * alpha + (1.0 if shift else 0.0)
+
+    times = {"scaled": 9.0, "first": lambda s: 1 if s < 64 else 5, "second": lambda s: 1 if s >= 64 else 5}
+    op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False,
+                           benchmarker=FakeBenchmarker(times))(scaled)
+    op.register_impl(first)
+    op.register_impl(second)
+    w = torch.randn(4)
+    op.tune(torch.randn(2, 100, 4), w, 0.25, shift=False)
+    torch._dynamo.reset()
+    cnt = CompileCounter(aot=True)
+    f = torch.compile(lambda x, w: op(x, w, 0.25, shift=False), backend=cnt, dynamic=True)
+    for size in (100, 2, 63, 64, 300):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), scaled(x, w, 0.25, shift=False))
+    assert cnt.frame_count == 1
+    one_lowered_node_with_cond(cnt)
+    g = torch.compile(lambda x, w: op(x, w, 2.0), backend=cnt, dynamic=True)
+    for size in (100, 2, 300):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(g(x, w), scaled(x, w, 2.0))
+    assert cnt.frame_count == 2 and not lowered(cnt.graphs[1])
