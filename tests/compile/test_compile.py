@@ -429,6 +429,17 @@ def test_without_lowering_dynamo_traces_the_cond_tree():
     assert ours_count > lowered_count, (ours_count, lowered_count)
 
 
+def two_winners(reference, first, second):
+    """A ``range_dispatch`` op on ``x``'s dim 1 split at 64, ``first`` winning below and
+    ``second`` from 65 on (not tuned yet)."""
+    times = {reference.__name__: 9.0, "first": lambda s: 1 if s < 64 else 5, "second": lambda s: 1 if s >= 64 else 5}
+    op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False,
+                           benchmarker=FakeBenchmarker(times))(reference)
+    op.register_impl(first)
+    op.register_impl(second)
+    return op
+
+
 def test_a_lowered_op_with_two_outputs_compiles_runs_eagerly_and_through_inductor():
     """A table whose candidates return two tensors lowers to the op's list-returning form:
     right values across the ranges through AOTAutograd, through the ``eager`` backend (the
@@ -444,11 +455,7 @@ def test_a_lowered_op_with_two_outputs_compiles_runs_eagerly_and_through_inducto
     def second(x, w):
         return x * w.view(1, 1, -1), x + w.view(1, 1, -1)
 
-    times = {"scale_shift": 9.0, "first": lambda s: 1 if s < 64 else 5, "second": lambda s: 1 if s >= 64 else 5}
-    op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False,
-                           benchmarker=FakeBenchmarker(times))(scale_shift)
-    op.register_impl(first)
-    op.register_impl(second)
+    op = two_winners(scale_shift, first, second)
     w = torch.randn(4)
     op.tune(torch.randn(2, 100, 4), w)
     torch._dynamo.reset()
@@ -762,11 +769,7 @@ def test_a_call_with_the_tuned_scalar_arguments_lowers_and_other_values_still_di
     def second(x, w, alpha=0.5, *, shift=True):
         return x * w.view(1, 1, -1) * alpha + (1.0 if shift else 0.0)
 
-    times = {"scaled": 9.0, "first": lambda s: 1 if s < 64 else 5, "second": lambda s: 1 if s >= 64 else 5}
-    op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[64], cache=False,
-                           benchmarker=FakeBenchmarker(times))(scaled)
-    op.register_impl(first)
-    op.register_impl(second)
+    op = two_winners(scaled, first, second)
     w = torch.randn(4)
     op.tune(torch.randn(2, 100, 4), w, 0.25, shift=False)
     torch._dynamo.reset()
