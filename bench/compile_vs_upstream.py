@@ -240,6 +240,13 @@ class Scenario:
         return torch.randn(*sa, device=device, dtype=dtype), torch.randn(*sb, device=device, dtype=dtype)
 
 
+def cmm_scenario(sizes: list[int], n: int, split: int = 4096) -> Scenario:
+    """Two winners, so the compiled op really carries a torch.cond: M x n @ n x n with a
+    float32-accumulating reference, one mm allowed below M = ``split`` and linear on b.t() from it."""
+    return Scenario("cmm", [mm1, mm_lin], None, sizes, lambda m: ((m, n), (n, n)), None, None,
+                    ranges={"mm1": (1, split), "mm_lin": (split, float("inf"))})
+
+
 def sweep(fn, sc: Scenario, device, dtype):
     """Call ``fn`` at every size once (checking the result): first-call and whole-sweep seconds."""
     first = None
@@ -410,10 +417,7 @@ def main() -> None:
                  {"tensor_name": "a", "dim": 1, "range_upper_bound": 262144}, {"b": 0}),
         Scenario("mmm", M_CANDS, M_SPLITS, m_sizes, lambda m: ((m, big), (big, big)),
                  {"tensor_name": "a", "dim": 0, "range_upper_bound": 16384}, None),
-        # two winners, so the compiled op really carries a torch.cond: a float32-accumulating
-        # reference, one mm allowed below M=4096 and linear on b.t() above it
-        Scenario("cmm", [mm1, mm_lin], None, m_sizes, lambda m: ((m, big), (big, big)), None, None,
-                 ranges={"mm1": (1, 4096), "mm_lin": (4096, float("inf"))}),
+        cmm_scenario(m_sizes, big),
     ]
     for sc in scenarios:
         if opts.only in (None, sc.name):

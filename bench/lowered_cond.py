@@ -28,19 +28,9 @@ from typing import Any, Callable
 import torch
 
 import rangedispatch as rd
-from compile_vs_upstream import gpu_warmup, host_us_rounds, make_op, mm1, mm_lin, paired_ratio
+from compile_vs_upstream import cmm_scenario, gpu_warmup, host_us_rounds, mm1, paired_ratio, registered_op, sweep
 from rangedispatch import traced
 from rangedispatch.testing import GuardCounter
-
-
-def cmm(namespace: str, split: int, mode: str) -> Any:
-    """The two-winner op (``mm1`` below ``split``, ``mm_lin`` from it), ``compiled_dispatch=mode``."""
-    op = make_op(f"{namespace}::cmm", fp32_reference=True)
-    ranges = {mm1: (1, split), mm_lin: (split, float("inf"))}
-    rd.register_custom_op_autotuning(op, configs=[rd.CustomOpConfig(fn, tensor_name="a", dim_index=0, dim_range=r)
-                                                  for fn, r in ranges.items()], cache=False, rtol=3e-2, atol=3e-2)
-    rd.dispatcher_of(op).compiled_dispatch = mode
-    return op
 
 
 def main() -> None:
@@ -52,18 +42,18 @@ def main() -> None:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     n, split = (4096, 4096) if device == "cuda" else (256, 128)
     sizes = [16, 100, 256, 1000] if device == "cuda" else [16, 100]
+    sc = cmm_scenario([*sizes, split + 8], n, split)
     b = torch.randn(n, n, device=device, dtype=dtype)
 
     def tuned(namespace: str, mode: str) -> Any:
-        op = cmm(namespace, split, mode)
+        op = registered_op(sc, namespace)
+        rd.dispatcher_of(op).compiled_dispatch = mode
         for m in (16, split + 8):  # an eager call per range: the table, its call written out
-            op(torch.randn(m, n, device=device, dtype=dtype), b)
+            op(*sc.inputs(m, device, dtype))
         return op
 
     def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for m in [*sizes, split + 8]:  # every size compiled and checked before any timing
-            a = torch.randn(m, n, device=device, dtype=dtype)
-            torch.testing.assert_close(fn(a, b).float(), a.float() @ b.float(), rtol=3e-2, atol=3e-1)
+        sweep(fn, sc, device, dtype)  # every size compiled and checked before any timing
         return fn
 
     lowered_op, guards_op = tuned("rdbench_lowered", "cond"), tuned("rdbench_lowered_guards", "guards")

@@ -208,8 +208,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     table's lowered op for calls with those values (forms 4 and 5 of
     :func:`~rangedispatch.traced.traced_form`; ``label`` names the op): the cond tree is then
     built below Dynamo, which guards none of it."""
-    from . import traced as _traced_module
-    from .traced import branch, traced_form
+    from .traced import branch, lowered_ops, traced_form
 
     axes, root = tree
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
@@ -224,13 +223,12 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     # devices anyway, so passing them adds no guard)
     kinds = "".join(f", ({name!r}, {name}.dtype, {name}.device.type)" for name in tensors)
     fixed = {n: (constants or {}).get(n, _MISSING) for n in names if n not in tensors}
-    lowered = (not guarded and _traced_module.LOWERED and isinstance(above(root, 2), tuple)
-               and all(plain_constant(v) for v in fixed.values()))
+    lowered = not guarded and isinstance(above(root, 2), tuple) and all(plain_constant(v) for v in fixed.values())
     lines: list[str] = [f"        _rd_f = _rd_form({key!r}, {lowered}{kinds})",
                         "        if _rd_f == 0:", f"            return {traced_call}"]
     if lowered:
         keyword = [n for n in names if sig.parameters[n].kind is inspect.Parameter.KEYWORD_ONLY]
-        env["_rd_low"], env["_rd_lows"] = _traced_module.lowered_ops(tree, names, label, fixed, keyword)
+        env["_rd_low"], env["_rd_lows"] = lowered_ops(tree, names, label, fixed, keyword)
         same = "".join(f" and {n} is {v!r}" if v is None or isinstance(v, bool) else f" and {n} == {v!r}"
                        for n, v in fixed.items())
         lines += [f"        if _rd_f == 4{same}:", f"            return _rd_low([{ops}])",

@@ -187,8 +187,9 @@ def traced_form(key: str, lowered: bool, *kinds: tuple[str, Any, str]) -> int:
     return {"one": 4, "many": 5}.get(outputs, 3)
 
 
-#: multi-winner tables compile as one node of a lowered op (see :func:`lowered_ops`) where a
-#: call's parameters are all tensors; ``False`` traces the cond tree in Dynamo's graph instead
+#: multi-winner tables compile as one node of a lowered op (see :func:`lowered_ops`) where the
+#: call's lines offer it (``fastcall.traced_lines``); ``False``, read when Dynamo traces, puts
+#: the cond tree in Dynamo's graph instead
 LOWERED = True
 
 
@@ -467,7 +468,7 @@ def lowered_ops(tree: tuple[Sequence[tuple[str, int]], Any], names: Sequence[str
 
 def _tree_key(node: Any) -> Any:
     if not isinstance(node, tuple):
-        return id(node), node
+        return node  # a candidate: hashed by identity
     axis, his, children = node
     return axis, tuple(his), tuple(_tree_key(c) for c in children)
 

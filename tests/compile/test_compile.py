@@ -409,21 +409,18 @@ def test_a_cold_compile_tunes_inside_the_trace_and_compiles_the_written_out_disp
         assert internal not in text, internal
 
 
-def test_without_lowering_dynamo_traces_the_cond_tree():
+def test_without_lowering_dynamo_traces_the_cond_tree(monkeypatch):
     """With ``traced.LOWERED`` off, Dynamo traces the cond tree itself: one graph with the
     cond, and more guards (those of the pytree code Dynamo runs for the cond's outputs)."""
     from rangedispatch import traced
 
     lowered_count = compiled_three_winners()[3]
-    traced.LOWERED = False
-    try:
-        ref, ours, cnt, ours_count, bare_count, _ = compiled_three_winners()
-        w = torch.randn(4)
-        for size in SIZES:
-            x = torch.randn(2, size, 4)
-            torch.testing.assert_close(ours(x, w), x * w)
-    finally:
-        traced.LOWERED = True
+    monkeypatch.setattr(traced, "LOWERED", False)
+    ref, ours, cnt, ours_count, bare_count, _ = compiled_three_winners()
+    w = torch.randn(4)
+    for size in SIZES:
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(ours(x, w), x * w)
     assert cnt.frame_count == 1 and not lowered(cnt.graphs[0])
     assert sum("cond" in t for t in graph_ops(cnt.graphs[0])) == 1
     assert ours_count > lowered_count, (ours_count, lowered_count)
