@@ -16,28 +16,111 @@ Per host-bound size: host us per call (``host_us_rounds``: interleaved rounds of
 medians), each over the bare compile (paired: the median of each round's ratio), and the
 guards each form's frame checks (``rangedispatch.testing.GuardCounter``) against the bare one.
 
-    cd bench && python lowered_cond.py [--device cuda] [--rounds 15] 2>/dev/null
+``--layers`` splits each call's host time by layer: the whole call; Dynamo's compiled function
+called directly with the graph's arguments (AOTAutograd's wrappers and Inductor's code); and
+Inductor's generated ``call`` alone with its inputs (both captured from one real call). Frame =
+call - compiled function (Dynamo's lookup and the frame's own code), AOT = compiled function -
+Inductor. It adds two forms: ``op node``, a frame that calls the table's lowered op directly
+(guarded like the bare frame), and ``user cond``, ``torch.cond`` written in the frame (what
+Dynamo gets from upstream-style code).
+
+``--inline-cond`` is an experiment, not something the library does: it patches Inductor's
+Python wrapper in this process so a cond's branches are written inline (as Inductor's AOT mode
+writes them) instead of as subgraph functions, with Inductor's and AOTAutograd's caches off.
+
+    cd bench && python lowered_cond.py [--device cuda] [--rounds 15] [--layers] [--inline-cond] 2>/dev/null
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 from typing import Any, Callable
 
 import torch
 
 import rangedispatch as rd
-from compile_vs_upstream import cmm_scenario, gpu_warmup, host_us_rounds, mm1, paired_ratio, registered_op, sweep
+from compile_vs_upstream import (cmm_scenario, gpu_warmup, host_us_rounds, mm1, mm_lin, paired_ratio, registered_op,
+                                 sweep)
 from rangedispatch import traced
 from rangedispatch.testing import GuardCounter
+
+
+def layers(compiled: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """What one call of ``compiled(*args)`` runs below its frame, captured from a real call:
+    Dynamo's compiled function with the graph's arguments, and Inductor's generated ``call``
+    with its inputs (each returned as a callable repeating that call)."""
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    from torch._inductor.output_code import CompiledFxGraph
+
+    frame = inspect.unwrap(compiled._torchdynamo_orig_callable)
+    entries = _debug_get_cache_entry_list(frame.__code__)
+    names = {n for e in entries for n in e.code.co_names if n.startswith("__compiled_fn")}
+    saved = {n: frame.__globals__[n] for n in names}
+    seen: dict[str, Any] = {}
+
+    def recording(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def record(*graph_args: Any) -> Any:
+            seen.setdefault("graph", (fn, graph_args))
+            return fn(*graph_args)
+        return record
+
+    inductor_call = CompiledFxGraph.__call__
+
+    def record_inductor(self: Any, inputs: Any) -> Any:
+        seen.setdefault("inductor", (self.current_callable, list(inputs)))
+        return inductor_call(self, inputs)
+
+    try:
+        frame.__globals__.update({n: recording(fn) for n, fn in saved.items()})
+        CompiledFxGraph.__call__ = record_inductor
+        compiled(*args)
+    finally:
+        frame.__globals__.update(saved)
+        CompiledFxGraph.__call__ = inductor_call
+    (graph, graph_args), (call, inputs) = seen["graph"], seen["inductor"]
+    return (lambda: graph(*graph_args)), (lambda: call(list(inputs)))
+
+
+def inline_cond_codegen() -> None:
+    """The ``--inline-cond`` experiment: Inductor's Python wrapper writes each cond's branches
+    inline (its AOT mode's way) for the rest of this process, with nothing compiled before
+    reused from Inductor's or AOTAutograd's caches."""
+    import torch._functorch.config
+    from torch._inductor import ir
+    from torch._inductor.codegen.wrapper import EnterSubgraphLine, ExitSubgraphLine, PythonWrapperCodegen
+
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
+
+    def codegen_conditional(self: Any, conditional: Any) -> None:
+        name = conditional.get_name()
+        operands = [buf.codegen_reference() for buf in conditional.operands]
+        predicate = conditional.predicate.codegen_reference()
+        if not isinstance(conditional.predicate, ir.ShapeAsConstantBuffer):
+            predicate = f"{predicate}.item()"
+        outputs = [f"{name}[{i}]" for i in range(len(conditional.outputs))]
+        self.writeline(f"{name} = [None] * {len(conditional.outputs)}")
+        for head, subgraph in ((f"if {predicate}:", conditional.true_subgraph), ("else:", conditional.false_subgraph)):
+            self.writeline(head)
+            self.writeline(EnterSubgraphLine(self, subgraph.graph))
+            self.codegen_subgraph_by_inlining(subgraph, operands, outputs)
+            self.writeline(ExitSubgraphLine(self))
+
+    PythonWrapperCodegen.codegen_conditional = codegen_conditional
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--layers", action="store_true", help="split each call's host time by layer")
+    parser.add_argument("--inline-cond", action="store_true",
+                        help="experiment: Inductor writes cond branches inline (patched in this process)")
     opts = parser.parse_args()
+    if opts.inline_cond:
+        inline_cond_codegen()
     device = opts.device
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     n, split = (4096, 4096) if device == "cuda" else (256, 128)
@@ -56,12 +139,21 @@ def main() -> None:
         sweep(fn, sc, device, dtype)  # every size compiled and checked before any timing
         return fn
 
-    lowered_op, guards_op = tuned("rdbench_lowered", "cond"), tuned("rdbench_lowered_guards", "guards")
+    lowered_op = tuned("rdbench_lowered", "cond")
+    node = list(traced._LOWERED.values())[-1][0]  # the lowered op its table was written out with
+    guards_op = tuned("rdbench_lowered_guards", "guards")
+    forms = ["bare", "lowered", "guards", "dynamo cond"] + (["op node", "user cond"] if opts.layers else [])
     fns: dict[str, Callable[..., Any]] = {}
     guards: dict[str, int] = {}
     with GuardCounter() as counter:
-        for name, op in (("bare", None), ("lowered", lowered_op), ("guards", guards_op), ("dynamo cond", None)):
-            if name == "dynamo cond":  # the op tuned, written out and traced with lowering off
+        for name in forms:
+            op = {"lowered": lowered_op, "guards": guards_op}.get(name)
+            if name == "op node":
+                fns[name] = checked(torch.compile(lambda a, b: node([a, b]), dynamic=True))
+            elif name == "user cond":
+                fns[name] = checked(torch.compile(lambda a, b: torch.cond(a.size(0) < split, mm1, mm_lin, (a, b)),
+                                                  dynamic=True))
+            elif name == "dynamo cond":  # the op tuned, written out and traced with lowering off
                 traced.LOWERED = False
                 try:
                     op = tuned("rdbench_lowered_dynamo", "cond")
@@ -82,6 +174,23 @@ def main() -> None:
         runs = host_us_rounds(fns, a, b, device=device, calls=1000, rounds=opts.rounds)
         print(f"{m:>6} " + " ".join(f"{statistics.median(runs[k]):>15.2f}" for k in fns) + " "
               + " ".join(f"{paired_ratio(runs, k, 'bare'):>18.3f}" for k in others), flush=True)
+    if opts.layers:
+        print("\nlayers, host us per call (medians; frame = call - compiled fn, AOT = compiled fn - Inductor's call)")
+        print(f"{'M':>6} {'form':>12} {'call':>8} {'frame':>8} {'AOT':>8} {'Inductor':>9} {'call / bare':>12} "
+              f"{'Inductor / bare':>16}")
+        for m in sizes:
+            a = torch.randn(m, n, device=device, dtype=dtype)
+            parts: dict[str, Callable[..., Any]] = {}
+            for name, fn in fns.items():
+                graph, call = layers(fn, a, b)
+                parts.update({name: lambda fn=fn: fn(a, b), f"{name}/graph": graph, f"{name}/call": call})
+            runs = host_us_rounds(parts, device=device, calls=1000, rounds=opts.rounds)
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            for name in fns:
+                total, graph, call = med[name], med[f"{name}/graph"], med[f"{name}/call"]
+                print(f"{m:>6} {name:>12} {total:>8.2f} {total - graph:>8.2f} {graph - call:>8.2f} {call:>9.2f} "
+                      f"{paired_ratio(runs, name, 'bare'):>12.3f} {paired_ratio(runs, name + '/call', 'bare/call'):>16.3f}",
+                      flush=True)
 
 
 if __name__ == "__main__":
