@@ -188,12 +188,42 @@ def test_export_keeps_the_dispatch_and_aoti_package_runs(tmp_path):
         x, w = torch.randn(2, size, 4), torch.randn(4)
         torch.testing.assert_close(ep.module()(x, w), x * w + 1)
     path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "m.pt2"))
-    loaded = torch._inductor.aoti_load_package(path)
-    calls = len(handle.benchmarker.calls)
-    for size in (2, 63, 64, 255, 256, 1000):
-        x, w = torch.randn(2, size, 4), torch.randn(4)
-        torch.testing.assert_close(loaded(x, w), x * w + 1)
-    assert len(handle.benchmarker.calls) == calls
+    # the package runs in a fresh process that never imports rangedispatch: nothing of ours left
+    run_in_fresh_process(_RUN_PACKAGE, path)
+
+
+_RUN_PACKAGE = """
+import sys, torch
+loaded = torch._inductor.aoti_load_package(sys.argv[1])
+for size in (2, 63, 64, 255, 256, 1000):
+    x, w = torch.randn(2, size, 4), torch.randn(4)
+    torch.testing.assert_close(loaded(x, w), x * w + 1)
+"""
+
+_PLAIN_PACKAGE = """
+import os, sys, tempfile, torch
+class M(torch.nn.Module):
+    def forward(self, x, w):
+        return x * w + 1
+ep = torch.export.export(M(), (torch.randn(2, 8, 4), torch.randn(4)))
+path = torch._inductor.aoti_compile_and_package(ep, package_path=os.path.join(tempfile.mkdtemp(), "p.pt2"))
+torch._inductor.aoti_load_package(path)
+"""
+
+
+def run_in_fresh_process(script, *args):
+    """Run ``script`` in a new interpreter; where it crashes (a signal), and loading a package
+    of a plain ``x * w + 1`` crashes too, this torch build cannot load AOTInductor packages
+    here at all (torch 2.11's CUDA wheel on one host segfaults in ``aoti_load_package``): skip."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600)
+    if done.returncode < 0:
+        plain = subprocess.run([sys.executable, "-c", _PLAIN_PACKAGE], capture_output=True, text=True, timeout=600)
+        if plain.returncode < 0:
+            pytest.skip(f"aoti_load_package crashes (signal {-plain.returncode}) on a plain package with this torch")
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_sizes_0_and_1_cost_one_graph_each_and_never_retune():
