@@ -263,12 +263,14 @@ class RangeDispatchOp:
         """How the dispatch goes into ``torch.compile`` graphs.
 
         ``"cond"`` (default): nested ``torch.cond`` on the symbolic size, one graph for every
-        size. ``"guards"``: a Python ``if`` that Dynamo guards, so each range reached gets its
+        size; where Inductor compiles for CUDA graphs (``mode="reduce-overhead"``, CUDA
+        tensors), which it skips for graphs with a cond, the ranges are guarded instead, as
+        below. ``"guards"``: a Python ``if`` that Dynamo guards, so each range reached gets its
         own graph holding its winner alone: no cond to run per call (a bare compile's host
         time and guards, plus the range's bounds) and CUDA graphs under
-        ``mode="reduce-overhead"`` (Inductor skips graphs with a cond), for at most one
-        recompile per range (mind ``torch._dynamo.config.recompile_limit``). ``torch.export``
-        always keeps the cond (an exported program serves every size)."""
+        ``mode="reduce-overhead"``, for at most one recompile per range (mind
+        ``torch._dynamo.config.recompile_limit``). ``torch.export`` always keeps the cond (an
+        exported program serves every size)."""
         return self._compiled_dispatch
 
     @compiled_dispatch.setter

@@ -20,6 +20,7 @@ import itertools
 import logging
 import re
 import secrets
+import sys
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -478,12 +479,31 @@ def _lowered_library() -> Any:
     return torch.library.Library("rangedispatch_rd", "FRAGMENT")
 
 
+#: device types whose compiled graphs Inductor runs as CUDA graphs when they are on
+#: (``mode="reduce-overhead"``); there the lowered op guards its ranges instead of a cond
+CUDA_GRAPH_DEVICES = ("cuda",)
+
+
 def _lowered_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
                     operands: tuple[Any, ...]) -> Any:
     """:func:`branch` inside the lowered op's kernel: the cond operator itself (its Python
-    wrapper would compile the cond with Dynamo), branches returning tuples of tensors."""
+    wrapper would compile the cond with Dynamo), branches returning tuples of tensors.
+
+    Where Inductor compiles the graph for CUDA graphs, a cond would cost the whole graph its
+    CUDA graphs (Inductor skips graphs with control flow). There the size is tested in Python
+    instead: the guard this adds while AOTAutograd traces becomes one of the frame's guards,
+    so each range reached gets its own graph with its winner alone, as in guards mode."""
     if statically_known_true(pred):
         return true_fn(*operands)
     if statically_known_false(pred):
         return false_fn(*operands)
+    if _for_cuda_graphs(operands):
+        return true_fn(*operands) if pred else false_fn(*operands)
     return tuple(_COND(pred, true_fn, false_fn, tuple(operands)))
+
+
+def _for_cuda_graphs(operands: Sequence[Any]) -> bool:
+    config = sys.modules.get("torch._inductor.config")  # set up by Inductor, which sets the flag
+    if config is None or not config.triton.cudagraphs:
+        return False
+    return any(isinstance(t, torch.Tensor) and t.device.type in CUDA_GRAPH_DEVICES for t in operands)

@@ -226,6 +226,37 @@ def run_in_fresh_process(script, *args):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def test_for_cuda_graphs_the_lowered_op_guards_its_ranges_instead_of_a_cond(monkeypatch):
+    """With Inductor's CUDA graphs on (``mode="reduce-overhead"``), a cond would cost the graph
+    its CUDA graphs: the lowered op tests the size in Python while AOTAutograd traces, and the
+    guard that adds is the frame's, so each range reached gets a graph with its winner alone.
+    Only on devices that have CUDA graphs (the CPU joins them here to show it)."""
+    from rangedispatch import traced
+
+    op, handle = register("for_cuda_graphs", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    w = torch.randn(4)
+
+    def sweep(cnt):
+        f = torch.compile(lambda x, w: op(x, w) + 1, backend=cnt, dynamic=True)
+        with torch._inductor.config.patch({"triton.cudagraphs": True}):
+            for size in (100, 300, 20, 150, 1000, 30, 64, 255, 256):
+                x = torch.randn(2, size, 4)
+                torch.testing.assert_close(f(x, w), x * w + 1)
+        return cnt
+
+    cnt = sweep(CompileCounter(aot=True))  # the CPU has no CUDA graphs: one graph with the cond
+    assert cnt.frame_count == 1
+    one_lowered_node_with_cond(cnt)
+    monkeypatch.setattr(traced, "CUDA_GRAPH_DEVICES", ("cpu", "cuda"))
+    cnt = sweep(CompileCounter(aot=True))
+    assert cnt.frame_count == 3  # [64, 256), [256, inf), [1, 64): the ranges in the order reached
+    for i in range(3):
+        one_lowered_node_with_cond(cnt, i, conds=0)
+    views = ["view" in " ".join(graph_ops(g)) for g in cnt.aot_graphs]
+    assert views == [False, True, False], views  # c (w.view) won [256, inf) alone
+
+
 def test_sizes_0_and_1_cost_one_graph_each_and_never_retune():
     op, handle = register("zero_one", THREE_WINNERS)
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))

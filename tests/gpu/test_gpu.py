@@ -59,6 +59,49 @@ def test_compiled_dispatch_on_cuda_is_one_graph_across_ranges():
 
 
 @pytest.mark.compile
+def test_reduce_overhead_keeps_cuda_graphs_for_a_multi_winner_op(monkeypatch):
+    """Under ``mode="reduce-overhead"`` the lowered op guards its ranges instead of carrying a
+    cond (which makes Inductor skip CUDA graphs): a graph per range reached, none skipped.
+    Scripted times decide the winners (this checks graphs, not speed)."""
+    from torch._dynamo.utils import counters
+
+    from rangedispatch import traced
+    from rangedispatch.testing import FakeBenchmarker
+
+    def make(name):
+        bench = FakeBenchmarker({"ro_mul": lambda s: 1 if s < 512 else 5, "ro_einsum": lambda s: 1 if 512 <= s < 2048 else 5,
+                                 "ro_view": lambda s: 1 if s >= 2048 else 5})
+
+        def ro_mul(x, w):
+            return x * w
+
+        op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[512, 2048], cache=False, name=name,
+                               benchmarker=bench)(ro_mul)
+        op.register_impl(lambda x, w: torch.einsum("bsh,h->bsh", x, w), name="ro_einsum")
+        op.register_impl(lambda x, w: x * w.view(1, 1, -1), name="ro_view")
+        w = torch.randn(256, device=DEV)
+        rd.dispatcher_of(op).tune(torch.randn(2, 700, 256, device=DEV), w)
+        assert len({r.winner for r in rd.dispatcher_of(op).table.results}) == 3
+        op(torch.randn(2, 700, 256, device=DEV), w)  # the call written out before counting graphs
+        return op, w
+
+    def sweep(op, w):
+        counters.clear()
+        f = torch.compile(lambda x, w: op(x, w) + 1, dynamic=True, mode="reduce-overhead")
+        for s in (100, 700, 3000, 200, 1000, 5000):
+            x = torch.randn(2, s, 256, device=DEV)
+            for _ in range(3):  # cudagraph trees: warm-up, record, replay
+                out = f(x, w)
+            torch.testing.assert_close(out, x * w + 1)
+        return counters["frames"]["ok"], counters["inductor"]["cudagraph_skips"]  # frames Dynamo compiled
+
+    assert sweep(*make("gpu_ro")) == (3, 0)
+    monkeypatch.setattr(traced, "CUDA_GRAPH_DEVICES", ())  # the cond: one graph, CUDA graphs skipped
+    graphs, skips = sweep(*make("gpu_ro_cond"))
+    assert graphs == 1 and skips > 0, (graphs, skips)
+
+
+@pytest.mark.compile
 def test_multikernel_compiled_per_hint_with_a_library_variant():
     def f(x, y):
         return (x * 2.0 + y.sin()).softmax(-1)
