@@ -193,17 +193,53 @@ def traced_form(key: str, lowered: bool, *kinds: tuple[str, Any, str]) -> int:
 #: the cond tree in Dynamo's graph instead
 LOWERED = True
 
+#: device types whose compiled graphs Inductor runs as CUDA graphs when they are on
+#: (``mode="reduce-overhead"``): there the dispatch guards its ranges instead of a cond
+CUDA_GRAPH_DEVICES = ("cuda",)
+
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: tuple[Any, ...]) -> Any:
     """One level of the traced dispatch: ``torch.cond`` unless the predicate is already
-    decided (static sizes, or a symbolic size whose value range decides it)."""
+    decided (static sizes, or a symbolic size whose value range decides it), or Dynamo traces
+    for CUDA graphs (see :func:`_compiles_for_cuda_graphs`)."""
     if statically_known_true(pred):
         return true_fn(*operands)
     if statically_known_false(pred):
         return false_fn(*operands)
-    if is_dynamo_compiling():  # the operator itself: Dynamo guards less than on torch.cond's wrapper
-        return _COND(pred, true_fn, false_fn, operands)
+    if is_dynamo_compiling():
+        if _compiles_for_cuda_graphs(tuple(t.device.type for t in operands if isinstance(t, torch.Tensor))):
+            return true_fn(*operands) if pred else false_fn(*operands)  # Dynamo guards the range
+        return _COND(pred, true_fn, false_fn, operands)  # the operator: fewer guards than on its wrapper
     return torch.cond(pred, true_fn, false_fn, operands)  # export / make_fx: the wrapper's subgraphs lower
+
+
+@torch._dynamo.assume_constant_result
+def _compiles_for_cuda_graphs(devices: tuple[str, ...]) -> bool:
+    """Whether the frame Dynamo traces is compiled for CUDA graphs (Inductor with its
+    ``triton.cudagraphs`` on, as ``mode="reduce-overhead"`` sets it) and the operands are on a
+    device that has them: Inductor would skip CUDA graphs for the whole graph if it held a cond,
+    so :func:`branch` tests the size in Python there and Dynamo guards the range (run for real
+    at trace time, like ``_lowered_branch``'s own test at AOTAutograd's)."""
+    if torch.compiler.is_exporting() or not any(d in CUDA_GRAPH_DEVICES for d in devices):
+        return False
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        backend = InstructionTranslator.current_tx().output.compiler_fn
+    except Exception:  # noqa: BLE001 - no trace under way, or this torch keeps it elsewhere
+        return False
+    for _ in range(8):  # through Dynamo's and torch.compile's wrappers of the backend
+        if backend is None or hasattr(backend, "get_compiler_config"):
+            break
+        backend = next((getattr(backend, a) for a in ("__wrapped__", "_torchdynamo_orig_backend", "compiler_fn")
+                        if getattr(backend, a, None) is not None), None)
+    else:
+        return False
+    try:
+        config = backend.get_compiler_config() if backend is not None else None
+    except Exception:  # noqa: BLE001 - a backend's own config hook failing means: no CUDA graphs known
+        return False
+    return bool(isinstance(config, dict) and config.get("triton.cudagraphs"))
 
 
 def guarded_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
@@ -477,11 +513,6 @@ def _tree_key(node: Any) -> Any:
 @functools.lru_cache(maxsize=None)
 def _lowered_library() -> Any:
     return torch.library.Library("rangedispatch_rd", "FRAGMENT")
-
-
-#: device types whose compiled graphs Inductor runs as CUDA graphs when they are on
-#: (``mode="reduce-overhead"``); there the lowered op guards its ranges instead of a cond
-CUDA_GRAPH_DEVICES = ("cuda",)
 
 
 def _lowered_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],

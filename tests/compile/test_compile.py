@@ -257,6 +257,44 @@ def test_for_cuda_graphs_the_lowered_op_guards_its_ranges_instead_of_a_cond(monk
     assert views == [False, True, False], views  # c (w.view) won [256, inf) alone
 
 
+class CudaGraphsCounter(CompileCounter):
+    """A counting backend that compiles for CUDA graphs, as Inductor says it does under
+    ``mode="reduce-overhead"`` (the config Dynamo's backend wrapper reports)."""
+
+    def get_compiler_config(self):
+        return {"triton.cudagraphs": True}
+
+
+def test_for_cuda_graphs_the_conds_dynamo_traces_become_range_guards(monkeypatch):
+    """Where Dynamo itself traces the dispatch (a MultiKernel's nearest rule, a table with
+    lowering off) and the backend compiles for CUDA graphs, each region reached gets a graph
+    with its variant alone instead of a cond; other backends keep one graph with the cond."""
+    from rangedispatch import traced
+
+    monkeypatch.setattr(traced, "CUDA_GRAPH_DEVICES", ("cpu", "cuda"))
+    mk = rd.MultiKernel([rd.Variant(_tagged(i), [h]) for i, h in enumerate([16, 256, 4096])], policy="nearest",
+                        cache=False)
+    for cnt, frames in ((CudaGraphsCounter(), 3), (CompileCounter(), 1)):
+        f = torch.compile(lambda x, y: mk(x, y) * 2, backend=cnt, dynamic=True)
+        for s in (3, 40, 100, 300, 5000, 70):
+            x = torch.zeros(s)
+            assert int(f(x, x)[0]) == 2 * int(mk.nearest((s,)).name[1]), s
+        assert cnt.frame_count == frames
+        assert any("cond" in t for g in cnt.graphs for t in graph_ops(g)) == (frames == 1)
+
+    monkeypatch.setattr(traced, "LOWERED", False)
+    op, handle = register("cuda_graphs_dynamo", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    cnt = CudaGraphsCounter()
+    f = torch.compile(lambda x, w: op(x, w) + 1, backend=cnt, dynamic=True)
+    w = torch.randn(4)
+    for size in (100, 300, 20, 150, 1000, 30):
+        x = torch.randn(2, size, 4)
+        torch.testing.assert_close(f(x, w), x * w + 1)
+    assert cnt.frame_count == 3
+    assert not any("cond" in t for g in cnt.graphs for t in graph_ops(g))
+
+
 def test_sizes_0_and_1_cost_one_graph_each_and_never_retune():
     op, handle = register("zero_one", THREE_WINNERS)
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))

@@ -102,6 +102,31 @@ def test_reduce_overhead_keeps_cuda_graphs_for_a_multi_winner_op(monkeypatch):
 
 
 @pytest.mark.compile
+def test_reduce_overhead_keeps_cuda_graphs_for_a_multikernel_in_a_graph():
+    """The nearest rule under ``mode="reduce-overhead"``: a graph per region reached, each
+    running its variant (outputs name it), and no CUDA graph skipped for a cond."""
+    from torch._dynamo.utils import counters
+
+    def tagged(i):
+        def variant(x, y):
+            return x + y + i
+
+        variant.__name__ = f"v{i}"
+        return variant
+
+    mk = rd.MultiKernel([rd.Variant(tagged(i), [h]) for i, h in enumerate([16, 256, 4096])], policy="nearest",
+                        cache=False)
+    counters.clear()
+    f = torch.compile(lambda x, y: mk(x, y) * 2, dynamic=True, mode="reduce-overhead")
+    for s in (3, 40, 100, 300, 5000, 70):
+        x = torch.zeros(s, device=DEV)
+        for _ in range(3):  # cudagraph trees: warm-up, record, replay
+            out = f(x, x)
+        assert int(out[0]) == 2 * int(mk.nearest((s,)).name[1]), s
+    assert (counters["frames"]["ok"], counters["inductor"]["cudagraph_skips"]) == (3, 0)
+
+
+@pytest.mark.compile
 def test_multikernel_compiled_per_hint_with_a_library_variant():
     def f(x, y):
         return (x * 2.0 + y.sin()).softmax(-1)
