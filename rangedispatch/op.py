@@ -302,9 +302,15 @@ class RangeDispatchOp:
 
     def eager(self, *args: Any, **kwargs: Any) -> Any:
         """The eager dispatch without the compile check (a custom op's kernel)."""
-        if self._template is None and self._table is not None:  # a loaded table, not called yet
+        if self._awaiting_example:
             return self._adopt(args, kwargs)
         return self._along(self._route, args, kwargs)
+
+    @property
+    def _awaiting_example(self) -> bool:
+        """A table loaded (:meth:`load_table`, or from the cache) and no call seen since: no call
+        template yet, so its first eager call adopts it."""
+        return self._template is None and self._table is not None
 
     def _adopt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The first eager call after :meth:`load_table`: a call with the table's signature
@@ -313,7 +319,7 @@ class RangeDispatchOp:
         template = CallTemplate.from_call(self.reference_fn, args, kwargs)
         with self._lock:
             table = self._table
-            if table is not None and self._template is None and template.signature(self.dispatch) == table.signature:
+            if self._awaiting_example and template.signature(self.dispatch) == table.signature:
                 self._template = template
                 self._templates[table.signature] = template
                 self._learn_guard(args, kwargs, template, self._tensor_checks)
@@ -646,7 +652,7 @@ class RangeDispatchOp:
         written: dict[str, Any] = dict(template=self._template, tree=self._written_tree(), key=self._rd_key,
                                        guarded=self._compiled_dispatch == "guards")
         kernel = None
-        if self._template is None and self._table is not None:
+        if self._awaiting_example:
             kinds = signature_kinds(self._table.signature)
             written["tensors"] = [n for n in plain_params(self.reference_fn) if n in kinds]
             call = generate_call(self.reference_fn, tensor=None, dim=0, bounds=(), fns=[self.eager],
