@@ -207,20 +207,21 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
     if statically_known_false(pred):
         return false_fn(*operands)
     if is_dynamo_compiling():
-        if _compiles_for_cuda_graphs(tuple(t.device.type for t in operands if isinstance(t, torch.Tensor))):
+        if operands and _compiles_for_cuda_graphs(operands[0].device.type):  # operands: the call's tensors
             return true_fn(*operands) if pred else false_fn(*operands)  # Dynamo guards the range
         return _COND(pred, true_fn, false_fn, operands)  # the operator: fewer guards than on its wrapper
     return torch.cond(pred, true_fn, false_fn, operands)  # export / make_fx: the wrapper's subgraphs lower
 
 
 @torch._dynamo.assume_constant_result
-def _compiles_for_cuda_graphs(devices: tuple[str, ...]) -> bool:
+def _compiles_for_cuda_graphs(device: str) -> bool:
     """Whether the frame Dynamo traces is compiled for CUDA graphs (Inductor with its
-    ``triton.cudagraphs`` on, as ``mode="reduce-overhead"`` sets it) and the operands are on a
-    device that has them: Inductor would skip CUDA graphs for the whole graph if it held a cond,
-    so :func:`branch` tests the size in Python there and Dynamo guards the range (run for real
-    at trace time, like ``_lowered_branch``'s own test at AOTAutograd's)."""
-    if torch.compiler.is_exporting() or not any(d in CUDA_GRAPH_DEVICES for d in devices):
+    ``triton.cudagraphs`` on, as ``mode="reduce-overhead"`` sets it) for operands on
+    ``device``, a device that has them. Inductor would skip CUDA graphs for the whole graph if
+    it held a cond, so :func:`branch` tests the size in Python there and Dynamo guards the
+    range. Dynamo runs this for real while tracing; ``_lowered_branch`` asks the same while
+    AOTAutograd traces."""
+    if torch.compiler.is_exporting() or device not in CUDA_GRAPH_DEVICES:
         return False
     try:
         from torch._dynamo.symbolic_convert import InstructionTranslator
