@@ -192,6 +192,36 @@ def test_export_keeps_the_dispatch_and_aoti_package_runs(tmp_path):
     run_in_fresh_process(_RUN_PACKAGE, path)
 
 
+def test_an_aoti_package_of_a_multikernel_runs_each_region_s_variant(tmp_path):
+    """The nearest rule's regions survive AOTInductor: the package, run where rangedispatch
+    is never imported, gives each size its region's variant (the outputs name it)."""
+    import json
+
+    mk = rd.MultiKernel([rd.Variant(_tagged(i), [h]) for i, h in enumerate([16, 256, 4096])], policy="nearest",
+                        cache=False)
+
+    class K(torch.nn.Module):
+        def forward(self, x, y):
+            return mk(x, y)
+
+    z = torch.zeros(40)
+    ep = torch.export.export(K(), (z, z), dynamic_shapes=({0: torch.export.Dim("s", min=2, max=100000)},) * 2)
+    path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "k.pt2"))
+    sizes = [2, 63, 64, 65, 1000, 1023, 1024, 1025, 5000, 99999]
+    expected = {s: int(mk.nearest((s,)).name[1]) for s in sizes}
+    assert len(set(expected.values())) == 3
+    run_in_fresh_process(_RUN_REGIONS, path, json.dumps(expected))
+
+
+_RUN_REGIONS = """
+import json, sys, torch
+loaded = torch._inductor.aoti_load_package(sys.argv[1])
+for s, want in json.loads(sys.argv[2]).items():
+    x = torch.zeros(int(s))
+    assert int(loaded(x, x)[0]) == want, (s, int(loaded(x, x)[0]), want)
+"""
+
+
 _RUN_PACKAGE = """
 import sys, torch
 loaded = torch._inductor.aoti_load_package(sys.argv[1])
