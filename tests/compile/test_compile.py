@@ -1,5 +1,7 @@
 """The dispatch traced into torch.compile graphs and torch.export programs (slow on the CPU)."""
 
+import functools
+
 import pytest
 import torch
 
@@ -249,11 +251,19 @@ def run_in_fresh_process(script, *args):
     import sys
 
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600)
-    if done.returncode < 0:
-        plain = subprocess.run([sys.executable, "-c", _PLAIN_PACKAGE], capture_output=True, text=True, timeout=600)
-        if plain.returncode < 0:
-            pytest.skip(f"aoti_load_package crashes (signal {-plain.returncode}) on a plain package with this torch")
+    if done.returncode < 0 and _plain_package_load_signal():
+        pytest.skip(f"aoti_load_package crashes (signal {_plain_package_load_signal()}) on a plain package with this torch")
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_package_load_signal():
+    """The signal that kills loading a plain package in a new interpreter, or 0 (asked once)."""
+    import subprocess
+    import sys
+
+    plain = subprocess.run([sys.executable, "-c", _PLAIN_PACKAGE], capture_output=True, text=True, timeout=600)
+    return -plain.returncode if plain.returncode < 0 else 0
 
 
 def test_for_cuda_graphs_the_lowered_op_guards_its_ranges_instead_of_a_cond(monkeypatch):
