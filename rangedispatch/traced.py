@@ -229,16 +229,14 @@ def _compiles_for_cuda_graphs(device: str) -> bool:
         backend = InstructionTranslator.current_tx().output.compiler_fn
     except Exception:  # noqa: BLE001 - no trace under way, or this torch keeps it elsewhere
         return False
-    for _ in range(8):  # through Dynamo's and torch.compile's wrappers of the backend
+    for _ in range(8):  # through Dynamo's and torch.compile's wrappers of the backend (bounded: no cycles)
         if backend is None or hasattr(backend, "get_compiler_config"):
             break
         backend = next((getattr(backend, a) for a in ("__wrapped__", "_torchdynamo_orig_backend", "compiler_fn")
                         if getattr(backend, a, None) is not None), None)
-    else:
-        return False
     try:
-        config = backend.get_compiler_config() if backend is not None else None
-    except Exception:  # noqa: BLE001 - a backend's own config hook failing means: no CUDA graphs known
+        config = backend.get_compiler_config()
+    except Exception:  # noqa: BLE001 - no such hook, or it failed: no CUDA graphs known
         return False
     return bool(isinstance(config, dict) and config.get("triton.cudagraphs"))
 
@@ -529,13 +527,13 @@ def _lowered_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[.
         return true_fn(*operands)
     if statically_known_false(pred):
         return false_fn(*operands)
-    if _for_cuda_graphs(operands):
+    if operands and operands[0].device.type in CUDA_GRAPH_DEVICES and _inductor_cudagraphs():
         return true_fn(*operands) if pred else false_fn(*operands)
     return tuple(_COND(pred, true_fn, false_fn, tuple(operands)))
 
 
-def _for_cuda_graphs(operands: Sequence[Any]) -> bool:
-    config = sys.modules.get("torch._inductor.config")  # set up by Inductor, which sets the flag
-    if config is None or not config.triton.cudagraphs:
-        return False
-    return any(isinstance(t, torch.Tensor) and t.device.type in CUDA_GRAPH_DEVICES for t in operands)
+def _inductor_cudagraphs() -> bool:
+    """Inductor's ``triton.cudagraphs`` as it stands (``mode="reduce-overhead"`` patches it on
+    while Inductor compiles, AOTAutograd's trace included); off where Inductor is not loaded."""
+    config = sys.modules.get("torch._inductor.config")
+    return config is not None and bool(config.triton.cudagraphs)
