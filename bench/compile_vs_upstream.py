@@ -192,21 +192,29 @@ def host_us_rounds(fns: dict[str, Callable[..., Any]], *args, device: str, calls
     return runs
 
 
+def dynamo_cache(compiled: Any) -> tuple[Any, list[Any]]:
+    """The function ``torch.compile`` wrapped in ``compiled``, and the entries Dynamo cached for
+    its frame (its debug view; ``ImportError`` where this torch lacks it)."""
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    frame = inspect.unwrap(compiled._torchdynamo_orig_callable)
+    return frame, _debug_get_cache_entry_list(frame.__code__)
+
+
 def guard_eval_us(compiled: Any, *args: Any) -> float:
     """Host us Dynamo spends finding the graph for a call of ``compiled`` with ``args``: every
     cached entry of its frame checked in order until one passes, as Dynamo's lookup does (best
     of 7 ``timeit`` repeats: the frame's structural cost, apart from the host's noise). Reads
     Dynamo's debug view of the frame's cache; ``nan`` where this torch lacks it."""
     try:
-        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+        frame, entries = dynamo_cache(compiled)
     except ImportError:
         return float("nan")
-    frame = inspect.unwrap(compiled._torchdynamo_orig_callable)
     code = frame.__code__
     local = dict.fromkeys(code.co_varnames)
     local.update(zip(code.co_varnames, args))
     local.update(zip(code.co_freevars, (c.cell_contents for c in frame.__closure__ or ())))
-    checks = [entry.guard_manager.check for entry in _debug_get_cache_entry_list(code)]
+    checks = [entry.guard_manager.check for entry in entries]
 
     def lookup() -> bool:
         return any(check(local) for check in checks)

@@ -34,15 +34,14 @@ writes them) instead of as subgraph functions, with Inductor's and AOTAutograd's
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 from typing import Any, Callable
 
 import torch
 
 import rangedispatch as rd
-from compile_vs_upstream import (cmm_scenario, gpu_warmup, host_us_rounds, mm1, mm_lin, paired_ratio, registered_op,
-                                 sweep)
+from compile_vs_upstream import (cmm_scenario, dynamo_cache, gpu_warmup, host_us_rounds, mm1, mm_lin, paired_ratio,
+                                 registered_op, sweep)
 from rangedispatch import traced
 from rangedispatch.testing import GuardCounter
 
@@ -51,11 +50,9 @@ def layers(compiled: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any],
     """What one call of ``compiled(*args)`` runs below its frame, captured from a real call:
     Dynamo's compiled function with the graph's arguments, and Inductor's generated ``call``
     with its inputs (each returned as a callable repeating that call)."""
-    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
     from torch._inductor.output_code import CompiledFxGraph
 
-    frame = inspect.unwrap(compiled._torchdynamo_orig_callable)
-    entries = _debug_get_cache_entry_list(frame.__code__)
+    frame, entries = dynamo_cache(compiled)
     names = {n for e in entries for n in e.code.co_names if n.startswith("__compiled_fn")}
     saved = {n: frame.__globals__[n] for n in names}
     seen: dict[str, Any] = {}
