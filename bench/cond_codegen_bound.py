@@ -29,6 +29,8 @@ assert_size_stride = torch._C._dynamo.guards.assert_size_stride
 assert_alignment = torch._C._dynamo.guards.assert_alignment
 empty_strided_cuda = torch._C._dynamo.guards._empty_strided_cuda
 DT = torch.bfloat16
+# The functions below repeat themselves on purpose: each is a copy of code Inductor writes (its
+# branches alike), and what is timed is that code as written.
 
 
 def bare(args):
