@@ -7,7 +7,8 @@ its inputs at M = 100, so only the generated code's host time differs:
 * ``lowered``: the cond as Inductor writes it, each branch a subgraph function that checks its
   inputs again and enters the device guard a second time, then the output checked;
 * ``inline``: the branches written inline with one device guard, the output still checked;
-* ``inline_noassert``: the same without the output checks.
+* ``inline_noassert``: the same without the output checks: the shape of the code Inductor now
+  writes for a table's lowered op (``rangedispatch.inline_cond``), less its few assignments.
 
 Three runs of 21 interleaved rounds of 2000 calls; host us per call (median) and, in
 parentheses, the paired ratio over ``bare``. CUDA only.

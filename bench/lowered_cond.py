@@ -7,7 +7,10 @@ every size first:
 
 * ``bare``: ``torch.compile`` of ``mm1`` alone (what a hand-written compiled call costs);
 * ``lowered``: the op in cond mode. Dynamo's graph holds one node of the table's lowered op,
-  whose kernel AOTAutograd traces into the cond Inductor compiles (the default);
+  whose kernel AOTAutograd traces into the cond Inductor compiles, its branches written inline
+  (``rangedispatch.inline_cond``; the default);
+* ``subgraph fns``: the same with ``rangedispatch.inline_cond.ENABLED = False``: Inductor's own
+  code for a cond, each branch a function;
 * ``dynamo cond``: the same with ``rangedispatch.traced.LOWERED = False``, so Dynamo traces
   the cond itself (and guards the pytree code it runs for the cond's outputs);
 * ``guards``: ``compiled_dispatch="guards"``, one graph per range and no cond.
@@ -24,11 +27,7 @@ Inductor. It adds two forms: ``op node``, a frame that calls the table's lowered
 (guarded like the bare frame), and ``user cond``, ``torch.cond`` written in the frame (what
 Dynamo gets from upstream-style code).
 
-``--inline-cond`` is an experiment, not something the library does: it patches Inductor's
-Python wrapper in this process so a cond's branches are written inline (as Inductor's AOT mode
-writes them) instead of as subgraph functions, with Inductor's and AOTAutograd's caches off.
-
-    cd bench && python lowered_cond.py [--device cuda] [--rounds 15] [--layers] [--inline-cond] 2>/dev/null
+    cd bench && python lowered_cond.py [--device cuda] [--rounds 15] [--layers] 2>/dev/null
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import torch
 import rangedispatch as rd
 from compile_vs_upstream import (cmm_scenario, dynamo_cache, gpu_warmup, host_us_rounds, mm1, mm_lin, paired_ratio,
                                  registered_op, sweep)
-from rangedispatch import traced
+from rangedispatch import inline_cond, traced
 from rangedispatch.testing import GuardCounter
 
 
@@ -80,44 +79,12 @@ def layers(compiled: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any],
     return (lambda: graph(*graph_args)), (lambda: call(list(inputs)))
 
 
-def inline_cond_codegen() -> None:
-    """The ``--inline-cond`` experiment: Inductor's Python wrapper writes each cond's branches
-    inline (its AOT mode's way) for the rest of this process, with nothing compiled before
-    reused from Inductor's or AOTAutograd's caches."""
-    import torch._functorch.config
-    from torch._inductor import ir
-    from torch._inductor.codegen.wrapper import EnterSubgraphLine, ExitSubgraphLine, PythonWrapperCodegen
-
-    torch._inductor.config.fx_graph_cache = False
-    torch._functorch.config.enable_autograd_cache = False
-
-    def codegen_conditional(self: Any, conditional: Any) -> None:
-        name = conditional.get_name()
-        operands = [buf.codegen_reference() for buf in conditional.operands]
-        predicate = conditional.predicate.codegen_reference()
-        if not isinstance(conditional.predicate, ir.ShapeAsConstantBuffer):
-            predicate = f"{predicate}.item()"
-        outputs = [f"{name}[{i}]" for i in range(len(conditional.outputs))]
-        self.writeline(f"{name} = [None] * {len(conditional.outputs)}")
-        for head, subgraph in ((f"if {predicate}:", conditional.true_subgraph), ("else:", conditional.false_subgraph)):
-            self.writeline(head)
-            self.writeline(EnterSubgraphLine(self, subgraph.graph))
-            self.codegen_subgraph_by_inlining(subgraph, operands, outputs)
-            self.writeline(ExitSubgraphLine(self))
-
-    PythonWrapperCodegen.codegen_conditional = codegen_conditional
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--layers", action="store_true", help="split each call's host time by layer")
-    parser.add_argument("--inline-cond", action="store_true",
-                        help="experiment: Inductor writes cond branches inline (patched in this process)")
     opts = parser.parse_args()
-    if opts.inline_cond:
-        inline_cond_codegen()
     device = opts.device
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     n, split = (4096, 4096) if device == "cuda" else (256, 128)
@@ -139,7 +106,7 @@ def main() -> None:
     lowered_op = tuned("rdbench_lowered", "cond")
     node = list(traced._LOWERED.values())[-1][0]  # the lowered op its table was written out with
     guards_op = tuned("rdbench_lowered_guards", "guards")
-    forms = ["bare", "lowered", "guards", "dynamo cond"] + (["op node", "user cond"] if opts.layers else [])
+    forms = ["bare", "lowered", "subgraph fns", "guards", "dynamo cond"] + (["op node", "user cond"] * opts.layers)
     fns: dict[str, Callable[..., Any]] = {}
     guards: dict[str, int] = {}
     with GuardCounter() as counter:
@@ -150,13 +117,14 @@ def main() -> None:
             elif name == "user cond":
                 fns[name] = checked(torch.compile(lambda a, b: torch.cond(a.size(0) < split, mm1, mm_lin, (a, b)),
                                                   dynamic=True))
-            elif name == "dynamo cond":  # the op tuned, written out and traced with lowering off
-                traced.LOWERED = False
+            elif name in ("dynamo cond", "subgraph fns"):  # tuned, written out and compiled with a switch off
+                module, switch = (traced, "LOWERED") if name == "dynamo cond" else (inline_cond, "ENABLED")
+                setattr(module, switch, False)
                 try:
-                    op = tuned("rdbench_lowered_dynamo", "cond")
+                    op = tuned(f"rdbench_lowered_{switch.lower()}", "cond")
                     fns[name] = checked(torch.compile(lambda a, b, op=op: op(a, b), dynamic=True))
                 finally:
-                    traced.LOWERED = True
+                    setattr(module, switch, True)
             elif op is None:
                 fns[name] = checked(torch.compile(lambda a, b: mm1(a, b), dynamic=True))
             else:

@@ -29,6 +29,7 @@ import torch
 from torch.compiler import is_dynamo_compiling
 from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
+from . import inline_cond
 from .errors import first_line
 from .ranges import Partition, tree_leaves
 
@@ -529,7 +530,8 @@ def _lowered_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[.
         return false_fn(*operands)
     if operands and operands[0].device.type in CUDA_GRAPH_DEVICES and _inductor_cudagraphs():
         return true_fn(*operands) if pred else false_fn(*operands)
-    return tuple(_COND(pred, true_fn, false_fn, tuple(operands)))
+    with inline_cond.marked():
+        return tuple(_COND(pred, true_fn, false_fn, tuple(operands)))
 
 
 def _inductor_cudagraphs() -> bool:

@@ -617,6 +617,40 @@ def test_a_lowered_op_with_two_outputs_compiles_runs_eagerly_and_through_inducto
         torch.testing.assert_close(inductor(x, w), x * w + 1)
 
 
+def test_inductor_writes_the_lowered_op_s_conds_inline_and_a_user_s_cond_as_it_does(monkeypatch):
+    """Inductor's code for a three-winner table (nested conds) next to a cond of the user's:
+    the table's branches are written inline, with no branch function and no check of their
+    outputs; the user's cond keeps Inductor's functions and checks. Right values at every range's
+    edges. With :data:`rangedispatch.inline_cond.ENABLED` off, the table's branches are functions
+    again (the GPU test shows the device guard each would enter)."""
+    from torch._inductor.utils import run_and_get_code
+
+    from rangedispatch import inline_cond
+
+    op, handle = register("inline", THREE_WINNERS)
+    handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+
+    def fn(x, w):
+        return op(x, w) + torch.cond(x.sum() > 0, lambda t: t + 1, lambda t: t - 1, (x,))
+
+    def compiled_code():
+        torch._dynamo.reset()
+        f = torch.compile(fn, dynamic=True, fullgraph=True)
+        w = torch.randn(4)
+        _, (code, *_) = run_and_get_code(f, torch.randn(2, 100, 4), w)
+        for size in SIZES:
+            x = torch.randn(2, size, 4)
+            torch.testing.assert_close(f(x, w), x * w + torch.where(x.sum() > 0, x + 1, x - 1))
+        return code, [line.strip() for line in code.splitlines() if line.startswith("def ") and "_graph_" in line]
+
+    code, functions = compiled_code()
+    assert functions == ["def true_graph_1(args):", "def false_graph_1(args):"], functions  # the user's
+    assert " < 64:" in code and " < 256:" in code and code.count("'torch.ops.cond'") == 2, code  # the user's checks
+    monkeypatch.setattr(inline_cond, "ENABLED", False)
+    code, functions = compiled_code()
+    assert "def false_graph_0_true_graph_0(args):" in functions and len(functions) == 6, functions
+
+
 def _tagged(i):
     def variant(x, y):
         return x + y + i  # deliberately not equal: the output names the variant that ran

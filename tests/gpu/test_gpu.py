@@ -58,6 +58,55 @@ def test_compiled_dispatch_on_cuda_is_one_graph_across_ranges():
     assert counter.frame_count == 1
 
 
+def three_winner_op(name):
+    """A scale op whose scripted times make each of its three candidates win one of the ranges
+    [1, 512), [512, 2048), [2048, inf) (for tests of graphs and code, not of speed)."""
+    from rangedispatch.testing import FakeBenchmarker
+
+    bench = FakeBenchmarker({"ro_mul": lambda s: 1 if s < 512 else 5, "ro_einsum": lambda s: 1 if 512 <= s < 2048 else 5,
+                             "ro_view": lambda s: 1 if s >= 2048 else 5})
+
+    def ro_mul(x, w):
+        return x * w
+
+    op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[512, 2048], cache=False, name=name,
+                           benchmarker=bench)(ro_mul)
+    op.register_impl(lambda x, w: torch.einsum("bsh,h->bsh", x, w), name="ro_einsum")
+    op.register_impl(lambda x, w: x * w.view(1, 1, -1), name="ro_view")
+    w = torch.randn(256, device=DEV)
+    rd.dispatcher_of(op).tune(torch.randn(2, 700, 256, device=DEV), w)
+    assert len({r.winner for r in rd.dispatcher_of(op).table.results}) == 3
+    op(torch.randn(2, 700, 256, device=DEV), w)  # the call written out before compiling
+    return op, w
+
+
+@pytest.mark.compile
+def test_inductor_writes_a_lowered_op_s_branches_inline_under_one_device_guard(monkeypatch):
+    """Inductor's code for a three-winner op: the branches inline under the call's one device
+    guard, with no branch function and no check of the cond's output; right values at every
+    range's edges. With the inline code turned off, Inductor's branch functions come back."""
+    from torch._inductor.utils import run_and_get_code
+
+    from rangedispatch import inline_cond
+
+    def code_of(name):
+        op, w = three_winner_op(name)
+        torch._dynamo.reset()
+        f = torch.compile(lambda x, w: op(x, w) + 1, dynamic=True, fullgraph=True)
+        _, (code, *_) = run_and_get_code(f, torch.randn(2, 700, 256, device=DEV), w)
+        for s in (3, 511, 512, 513, 2047, 2048, 2049, 5000):
+            x = torch.randn(2, s, 256, device=DEV)
+            torch.testing.assert_close(f(x, w), x * w + 1)
+        return code
+
+    code = code_of("gpu_inline")
+    assert code.count("_DeviceGuard(") == 1 and "def true_graph" not in code, code
+    assert "'torch.ops.cond'" not in code and " < 513:" in code and " < 2049:" in code, code  # [1, 512], [513, 2048]
+    monkeypatch.setattr(inline_cond, "ENABLED", False)
+    code = code_of("gpu_not_inline")
+    assert code.count("_DeviceGuard(") > 1 and "def true_graph_0(" in code, code
+
+
 @pytest.mark.compile
 def test_reduce_overhead_keeps_cuda_graphs_for_a_multi_winner_op(monkeypatch):
     """Under ``mode="reduce-overhead"`` the lowered op guards its ranges instead of carrying a
@@ -66,24 +115,6 @@ def test_reduce_overhead_keeps_cuda_graphs_for_a_multi_winner_op(monkeypatch):
     from torch._dynamo.utils import counters
 
     from rangedispatch import traced
-    from rangedispatch.testing import FakeBenchmarker
-
-    def make(name):
-        bench = FakeBenchmarker({"ro_mul": lambda s: 1 if s < 512 else 5, "ro_einsum": lambda s: 1 if 512 <= s < 2048 else 5,
-                                 "ro_view": lambda s: 1 if s >= 2048 else 5})
-
-        def ro_mul(x, w):
-            return x * w
-
-        op = rd.range_dispatch(dispatch_on=("x", 1), split_points=[512, 2048], cache=False, name=name,
-                               benchmarker=bench)(ro_mul)
-        op.register_impl(lambda x, w: torch.einsum("bsh,h->bsh", x, w), name="ro_einsum")
-        op.register_impl(lambda x, w: x * w.view(1, 1, -1), name="ro_view")
-        w = torch.randn(256, device=DEV)
-        rd.dispatcher_of(op).tune(torch.randn(2, 700, 256, device=DEV), w)
-        assert len({r.winner for r in rd.dispatcher_of(op).table.results}) == 3
-        op(torch.randn(2, 700, 256, device=DEV), w)  # the call written out before counting graphs
-        return op, w
 
     def sweep(op, w):
         counters.clear()
@@ -95,9 +126,9 @@ def test_reduce_overhead_keeps_cuda_graphs_for_a_multi_winner_op(monkeypatch):
             torch.testing.assert_close(out, x * w + 1)
         return counters["frames"]["ok"], counters["inductor"]["cudagraph_skips"]  # frames Dynamo compiled
 
-    assert sweep(*make("gpu_ro")) == (3, 0)
+    assert sweep(*three_winner_op("gpu_ro")) == (3, 0)
     monkeypatch.setattr(traced, "CUDA_GRAPH_DEVICES", ())  # the cond: one graph, CUDA graphs skipped
-    graphs, skips = sweep(*make("gpu_ro_cond"))
+    graphs, skips = sweep(*three_winner_op("gpu_ro_cond"))
     assert graphs == 1 and skips > 0, (graphs, skips)
 
 

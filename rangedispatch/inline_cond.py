@@ -1,0 +1,168 @@
+"""Inductor's code for the conds of a table's lowered op: the branches written inline.
+
+Inductor's Python wrapper writes each branch of a ``torch.cond`` as a function of its own.
+A call of it builds an argument list, checks the branch's inputs again, enters the device
+guard and sets the device a second time; after the cond, the output's size, stride and
+alignment are checked. On the H200 host this costs 2.4-5.0 us per call of a small graph,
+10-25 % of a bare compile's call (``bench/lowered_cond.py --layers``).
+
+For the conds a table's lowered op makes (:func:`rangedispatch.traced.lowered_ops`), this
+module has Inductor write each branch inline, as its AOT mode does, under the device guard the
+caller already holds, and skips the output check where both branches' outputs are fresh
+buffers: Inductor itself makes them the strides the cond promises. The predicate stays what
+Inductor writes (``if s0 < 65:``), so the graph is the same graph, with the same kernels.
+
+Those conds are told apart by an annotation (``node.meta["custom"]``, see :func:`marked`),
+which AOTAutograd keeps on the node it traces. Inductor's lowering of ``torch.cond`` is
+wrapped once per process: it lowers every cond as before and, for marked ones, gives the node
+this module's code. Every other cond, and every mode where Inductor writes C++ or FX code
+(``cpp_wrapper``, AOTInductor), keeps Inductor's own code. Where this torch lacks a piece the
+wrapper needs, nothing is wrapped and Inductor's code stays. Set :data:`ENABLED` to ``False``
+to keep Inductor's code for conds traced from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from typing import Any, ContextManager, Sequence
+
+import torch
+
+log = logging.getLogger("rangedispatch")
+
+ENABLED = True
+MARK = "rangedispatch_inline_cond"
+
+
+def marked() -> ContextManager[Any]:
+    """The context a lowered op's ``torch.cond`` is traced in: an annotation on the node, where
+    Inductor is compiling (AOTAutograd traces the op's kernel for it) and its lowering could be
+    wrapped. Anywhere else, nothing."""
+    if not ENABLED or "torch._inductor.lowering" not in sys.modules or not _install():
+        return contextlib.nullcontext()
+    return torch.fx.traceback.annotate({MARK: True})
+
+
+@functools.lru_cache(maxsize=None)
+def _install() -> bool:
+    try:
+        from torch._inductor import ir, lowering
+        from torch._inductor.codegen import wrapper as codegen
+        from torch._inductor.virtualized import V
+
+        for needed in (codegen.EnterSubgraphLine, codegen.ExitSubgraphLine, torch.fx.traceback.annotate,
+                       codegen.PythonWrapperCodegen.codegen_subgraph_by_inlining):
+            assert callable(needed)
+        original = lowering.lowerings[torch.ops.higher_order.cond]
+    except (ImportError, AttributeError, KeyError, AssertionError) as e:
+        log.debug("Inductor's cond code kept: %s", e)
+        return False
+    original = getattr(original, "__rangedispatch_wrapped__", original)
+
+    class InlineConditional(ir.Conditional):  # type: ignore[misc, valid-type]
+        """A marked cond: its branches written inline by the Python wrapper."""
+
+        def codegen(self, wrapper: Any) -> None:
+            graph = V.graph
+            if graph.cpp_wrapper or graph.aot_mode or getattr(graph, "fx_wrapper", False):
+                return super().codegen(wrapper)
+            own = vars(wrapper).get("codegen_conditional")  # a cond in a branch: nested calls
+            wrapper.codegen_conditional = functools.partial(_write_inline, wrapper, graph)
+            try:
+                return super().codegen(wrapper)
+            finally:
+                if own is None:
+                    del wrapper.codegen_conditional
+                else:
+                    wrapper.codegen_conditional = own
+
+    def lower_cond(*args: Any, **kwargs: Any) -> Any:
+        graph = V.graph
+        if not (ENABLED and graph.current_node.meta.get("custom", {}).get(MARK)):
+            return original(*args, **kwargs)
+        before = len(graph.operations)
+        out = original(*args, **kwargs)
+        _adopt(graph.operations[before:], ir, InlineConditional)
+        return out
+
+    lower_cond.__rangedispatch_wrapped__ = original  # type: ignore[attr-defined]
+    lowering.lowerings[torch.ops.higher_order.cond] = lower_cond
+    return True
+
+
+def _adopt(operations: Sequence[Any], ir: Any, inline_class: type) -> None:
+    """Give the cond Inductor just lowered (with its ``MultiOutput`` nodes) this module's code."""
+    conds = [o for o in operations if type(o) is ir.Conditional]
+    if len(conds) != 1:
+        return
+    cond = conds[0]
+    subgraphs = (cond.true_subgraph, cond.false_subgraph)
+    cond.__class__ = inline_class
+    if all(_fresh_outputs(s.graph) for s in subgraphs):
+        for out in cond.outputs or ():
+            if hasattr(out, "skip_size_stride_alignment_checks"):
+                out.skip_size_stride_alignment_checks = True
+
+
+def _fresh_outputs(graph: Any) -> bool:
+    """Whether each output of a branch is a buffer the branch computes, at offset 0: what the
+    check after the cond could find wrong (size, stride, alignment) Inductor has already made
+    right, since it gives each branch's outputs the strides the cond promises."""
+    try:
+        return all(
+            o.get_name() not in graph.graph_inputs and o.get_name() not in graph.constants
+            and o.get_layout().offset == 0
+            for o in graph.graph_outputs)
+    except (AttributeError, NotImplementedError, TypeError):
+        return False
+
+
+def _write_inline(wrapper: Any, graph: Any, conditional: Any) -> None:
+    """``codegen_conditional`` of Inductor's Python wrapper, the branches inline (its AOT mode's
+    code) and, where each branch stays on the caller's device, under the caller's guard. A
+    branch is not split into graph partitions (nor is it where Inductor writes it as a
+    function): each partition would enter the device guard again."""
+    from torch._inductor import config, ir
+    from torch._inductor.codegen.wrapper import EnterSubgraphLine, ExitSubgraphLine
+
+    name = conditional.get_name()
+    operands = [buf.codegen_reference() for buf in conditional.operands]
+    predicate = conditional.predicate.codegen_reference()
+    if not isinstance(conditional.predicate, ir.ShapeAsConstantBuffer):
+        predicate = f"{predicate}.item()"
+    outputs = [f"{name}[{i}]" for i in range(len(conditional.outputs))]
+    device = getattr(getattr(graph, "scheduler", None), "current_device", None)
+    wrapper.writeline(f"{name} = [None] * {len(conditional.outputs)}")
+    for head, subgraph in ((f"if {predicate}:", conditional.true_subgraph),
+                           ("else:", conditional.false_subgraph)):
+        wrapper.writeline(head)
+        wrapper.writeline(EnterSubgraphLine(wrapper, subgraph.graph))
+        with _under_device(subgraph.graph, device), config.patch("graph_partition", False):
+            wrapper.codegen_subgraph_by_inlining(subgraph, operands, outputs)
+        wrapper.writeline(ExitSubgraphLine(wrapper))
+
+
+@contextlib.contextmanager
+def _under_device(graph: Any, device: Any) -> Any:
+    """While a branch is written: where all its nodes run on ``device`` (the one whose guard
+    the caller holds), its scheduler starts there, so it writes no guard of its own."""
+    if device is None:
+        yield
+        return
+    update = graph._update_scheduler
+
+    def update_in_place() -> None:
+        update()
+        scheduler = graph.scheduler
+        devices = {n.get_device() for n in scheduler.nodes} - {None}
+        if devices <= {device} and hasattr(scheduler, "default_device_context"):
+            scheduler.default_device_context = device
+
+    graph._update_scheduler = update_in_place
+    try:
+        yield
+    finally:
+        del graph._update_scheduler
