@@ -15,8 +15,8 @@ Per size: our compiled op, upstream's compiled op, the eager per-size best candi
 ``torch.compile`` of our winner alone (what a hand-written compiled call of that candidate
 costs), as device time (ms: ``rangedispatch.timing.device_time_ms`` medians, i.e. ``do_bench`` or
 the covered loop for host-heavy calls, the least of 3 interleaved rounds) and as host time per call (us, a loop of
-calls with one sync at the end, the median of 15 interleaved rounds: shows per-call launch overhead that
-device events hide).
+calls with one sync at the end, the median of 15 interleaved rounds by default: shows per-call launch overhead that
+device events hide; ``--rounds`` sets their number).
 ``guards us``: host time of the same table with ``compiled_dispatch="guards"`` (one graph per
 range, no cond). ``ours/1c`` and ``guards/1c``: those host times over the 1-compile's, the
 median over rounds of each round's ratio (paired: a round's calls run moments apart).
@@ -28,7 +28,7 @@ graphs), interleaved with the rest. Then graph counts and compile (first-call) t
 ``--no-asserts`` compiles every graph without Inductor's per-call size and alignment checks
 (``size_asserts``, ``alignment_asserts``), which a real ``torch.cond`` runs once more per branch.
 
-    python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile] [--only cmm] [--no-asserts]
+    python bench/compile_vs_upstream.py [--device cuda] [--quick] [--profile] [--only cmm] [--rounds 15] [--no-asserts]
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def run_upstream(sc: Scenario, device, dtype):
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
 
 
-def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
+def report(sc: Scenario, device, dtype, profile: bool, rounds: int = 15) -> list[str]:
     fn, ro, guards_fn, disp, our_first, our_total, our_graphs = run_ours(sc, device, dtype)
     table = disp.table
     up, up_err = run_upstream(sc, device, dtype)
@@ -352,7 +352,7 @@ def report(sc: Scenario, device, dtype, profile: bool) -> list[str]:
         best[n] = min(times.items(), key=lambda p: p[1])
         runs = host_us_rounds({"ours": fn, "guards": guards_fn, "1-compile": single_fns[pick][0],
                                "eager": dict((f.__name__, f) for f in allowed)[best[n][0]]},
-                              a, b, device=device, calls=200, rounds=15)
+                              a, b, device=device, calls=200, rounds=rounds)
         host = {name: statistics.median(v) for name, v in runs.items()}
         our_host[n], single_host[n], eager_host[n] = host["ours"], host["1-compile"], host["eager"]
         guards_host[n] = host["guards"]
@@ -407,6 +407,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per op")
     parser.add_argument("--only", choices=["kmm", "mmm", "cmm"], default=None)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the host-time columns")
     parser.add_argument("--no-asserts", action="store_true",
                         help="compile every side without Inductor's per-call size and alignment checks")
     opts = parser.parse_args()
@@ -429,7 +430,7 @@ def main() -> None:
     ]
     for sc in scenarios:
         if opts.only in (None, sc.name):
-            print("\n".join(report(sc, device, dtype, opts.profile)), flush=True)
+            print("\n".join(report(sc, device, dtype, opts.profile, opts.rounds)), flush=True)
 
 
 if __name__ == "__main__":
