@@ -19,6 +19,12 @@ this module's code. Every other cond, and every mode where Inductor writes C++ o
 (``cpp_wrapper``, AOTInductor), keeps Inductor's own code. Where this torch lacks a piece the
 wrapper needs, nothing is wrapped and Inductor's code stays. Set :data:`ENABLED` to ``False``
 to keep Inductor's code for conds traced from then on.
+
+Inductor internals this relies on (torch 2.11 and 2.13 read): ``lowering.lowerings``, the
+``ir.Conditional`` node and its ``MultiOutput`` outputs' ``skip_size_stride_alignment_checks``,
+the Python wrapper's ``codegen_subgraph_by_inlining`` (its AOT mode's code for a cond) and a
+scheduler's ``default_device_context`` (the device its code starts on). The annotation shows in
+``node.meta["custom"]`` of the graphs AOTAutograd makes and of exported programs.
 """
 
 from __future__ import annotations
