@@ -24,7 +24,8 @@ Inductor internals this relies on (torch 2.11 and 2.13 read): ``lowering.lowerin
 ``ir.Conditional`` node and its ``MultiOutput`` outputs' ``skip_size_stride_alignment_checks``,
 the Python wrapper's ``codegen_subgraph_by_inlining`` (its AOT mode's code for a cond) and a
 scheduler's ``default_device_context`` (the device its code starts on). The annotation shows in
-``node.meta["custom"]`` of the graphs AOTAutograd makes and of exported programs.
+``node.meta["custom"]`` of the graphs AOTAutograd makes for Inductor (never under
+``torch.export``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ MARK = "rangedispatch_inline_cond"
 def marked() -> ContextManager[Any]:
     """The context a lowered op's ``torch.cond`` is traced in: an annotation on the node, where
     Inductor is compiling (AOTAutograd traces the op's kernel for it) and its lowering could be
-    wrapped. Anywhere else, nothing."""
-    if not ENABLED or "torch._inductor.lowering" not in sys.modules or not _install():
+    wrapped. Anywhere else (``torch.export`` included), nothing."""
+    if (not ENABLED or "torch._inductor.lowering" not in sys.modules or torch.compiler.is_exporting()
+            or not _install()):
         return contextlib.nullcontext()
     return torch.fx.traceback.annotate({MARK: True})
 
@@ -59,11 +61,14 @@ def _install() -> bool:
         from torch._inductor.codegen import wrapper as codegen
         from torch._inductor.virtualized import V
 
-        for needed in (codegen.EnterSubgraphLine, codegen.ExitSubgraphLine, torch.fx.traceback.annotate,
-                       codegen.PythonWrapperCodegen.codegen_subgraph_by_inlining):
-            assert callable(needed)
         original = lowering.lowerings[torch.ops.higher_order.cond]
-    except (ImportError, AttributeError, KeyError, AssertionError) as e:
+        missing = [name for owner, name in ((codegen, "EnterSubgraphLine"), (codegen, "ExitSubgraphLine"),
+                                            (codegen.PythonWrapperCodegen, "codegen_subgraph_by_inlining"),
+                                            (torch.fx.traceback, "annotate"))
+                   if not hasattr(owner, name)]
+        if missing:
+            raise AttributeError(f"this torch has no {', '.join(missing)}")
+    except (ImportError, AttributeError, KeyError) as e:
         log.debug("Inductor's cond code kept: %s", e)
         return False
     original = getattr(original, "__rangedispatch_wrapped__", original)
@@ -87,7 +92,8 @@ def _install() -> bool:
 
     def lower_cond(*args: Any, **kwargs: Any) -> Any:
         graph = V.graph
-        if not (ENABLED and graph.current_node.meta.get("custom", {}).get(MARK)):
+        node = getattr(graph, "current_node", None)
+        if not (ENABLED and getattr(node, "meta", {}).get("custom", {}).get(MARK)):
             return original(*args, **kwargs)
         before = len(graph.operations)
         out = original(*args, **kwargs)
@@ -105,12 +111,15 @@ def _adopt(operations: Sequence[Any], ir: Any, inline_class: type) -> None:
     if len(conds) != 1:
         return
     cond = conds[0]
-    subgraphs = (cond.true_subgraph, cond.false_subgraph)
+    try:
+        fresh = all(_fresh_outputs(s.graph) for s in (cond.true_subgraph, cond.false_subgraph))
+        outputs = list(cond.outputs or ())
+    except AttributeError:  # a node this module does not know: Inductor's code
+        return
     cond.__class__ = inline_class
-    if all(_fresh_outputs(s.graph) for s in subgraphs):
-        for out in cond.outputs or ():
-            if hasattr(out, "skip_size_stride_alignment_checks"):
-                out.skip_size_stride_alignment_checks = True
+    for out in outputs if fresh else ():
+        if hasattr(out, "skip_size_stride_alignment_checks"):
+            out.skip_size_stride_alignment_checks = True
 
 
 def _fresh_outputs(graph: Any) -> bool:
