@@ -15,9 +15,11 @@ Inductor writes (``if s0 < 65:``), so the graph is the same graph, with the same
 Those conds are told apart by an annotation (``node.meta["custom"]``, see :func:`marked`),
 which AOTAutograd keeps on the node it traces. Inductor's lowering of ``torch.cond`` is
 wrapped once per process: it lowers every cond as before and, for marked ones, gives the node
-this module's code. Every other cond, and every mode where Inductor writes C++ or FX code
-(``cpp_wrapper``, AOTInductor), keeps Inductor's own code. Where this torch lacks a piece the
-wrapper needs, nothing is wrapped and Inductor's code stays. Set :data:`ENABLED` to ``False``
+this module's code (a cond inside one of its branches is written inline with it, its output
+checks kept unless it is marked too: the backward's nested conds are not). Every other cond,
+and every mode where Inductor writes C++ or FX code (``cpp_wrapper``, AOTInductor), keeps
+Inductor's own code. Where this torch lacks a piece the wrapper needs, nothing is wrapped and
+Inductor's code stays. Set :data:`ENABLED` to ``False``
 to keep Inductor's code for conds traced from then on.
 
 Inductor internals this relies on (torch 2.11 and 2.13 read): ``lowering.lowerings``, the
