@@ -60,6 +60,7 @@ def fresh_op(form: str, rep: int, device: str):
         op = make_op(f"rdbench_aa::mm{rep}")
         rd.register_custom_op_autotuning(op, configs=[rd.CustomOpConfig(f) for f in COPIES], cache=False, **settings)
         return rd.dispatcher_of(op)
+
     def ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a @ b
 

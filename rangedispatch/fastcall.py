@@ -59,14 +59,14 @@ from torch.compiler import is_compiling, is_dynamo_compiling
 MAX_TENSOR_GUARDS = 3
 #: the tables of at most this many other signatures are checked in the generated call
 MAX_OTHER_SIGNATURES = 4
+_HAS_FLAG = isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool)
 #: the compiling flag alone: what tells the eager path of a trace that is not Dynamo's
 #: (``is_compiling()`` itself where this torch has no such flag)
-COMPILING_FLAG = ("_rd_compiler._is_compiling_flag"
-                  if isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool) else "_is_compiling()")
+COMPILING_FLAG = "_rd_compiler._is_compiling_flag" if _HAS_FLAG else "_is_compiling()"
 #: ``is_compiling()`` without its two Python calls: Dynamo folds ``is_dynamo_compiling()`` to
 #: True before the flag is read (no guard on it); eagerly the flag says whether an export is
 #: tracing
-COMPILING = f"(_is_dynamo() or {COMPILING_FLAG})" if COMPILING_FLAG != "_is_compiling()" else COMPILING_FLAG
+COMPILING = f"(_is_dynamo() or {COMPILING_FLAG})" if _HAS_FLAG else COMPILING_FLAG
 
 try:
     from torch._dynamo.eval_frame import set_code_exec_strategy

@@ -3,8 +3,9 @@
 Inductor's Python wrapper writes each branch of a ``torch.cond`` as a function of its own.
 A call of it builds an argument list, checks the branch's inputs again, enters the device
 guard and sets the device a second time; after the cond, the output's size, stride and
-alignment are checked. On the H200 host this costs 2.4-5.0 us per call of a small graph,
-10-25 % of a bare compile's call (``bench/lowered_cond.py --layers``).
+alignment are checked. On the H200 host this costs 2.4-5.0 us per call of a small graph: its
+generated code takes 1.14-1.35x a bare compile's, the whole call 1.08-1.15x
+(``bench/lowered_cond.py --layers``, the ``subgraph fns`` form).
 
 For the conds a table's lowered op makes (:func:`rangedispatch.traced.lowered_ops`), this
 module has Inductor write each branch inline, as its AOT mode does, under the device guard the
@@ -19,8 +20,8 @@ this module's code (a cond inside one of its branches is written inline with it,
 checks kept unless it is marked too: the backward's nested conds are not). Every other cond,
 and every mode where Inductor writes C++ or FX code (``cpp_wrapper``, AOTInductor), keeps
 Inductor's own code. Where this torch lacks a piece the wrapper needs, nothing is wrapped and
-Inductor's code stays. Set :data:`ENABLED` to ``False``
-to keep Inductor's code for conds traced from then on.
+Inductor's code stays. Set :data:`ENABLED` to ``False`` to keep Inductor's code for conds
+traced from then on.
 
 Inductor internals this relies on (torch 2.11 and 2.13 read): ``lowering.lowerings``, the
 ``ir.Conditional`` node and its ``MultiOutput`` outputs' ``skip_size_stride_alignment_checks``,

@@ -60,7 +60,7 @@ def test_compiled_dispatch_on_cuda_is_one_graph_across_ranges():
 
 def three_winner_op(name):
     """A scale op whose scripted times make each of its three candidates win one of the ranges
-    [1, 512), [512, 2048), [2048, inf) (for tests of graphs and code, not of speed)."""
+    [1, 512], [513, 2048], [2049, inf) (for tests of graphs and code, not of speed)."""
     from rangedispatch.testing import FakeBenchmarker
 
     bench = FakeBenchmarker({"ro_mul": lambda s: 1 if s < 512 else 5, "ro_einsum": lambda s: 1 if 512 <= s < 2048 else 5,
