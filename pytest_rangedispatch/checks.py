@@ -655,7 +655,7 @@ def run_compiled(case: RangeCase) -> int:
     op = edge.spec.op
     checked = 0
     for what, fn in edge.subjects:
-        torch._dynamo.reset()
+        torch.compiler.reset()
         compiled = torch.compile(fn, dynamic=True)
         for size in edge.sizes:
             a, k = edge.inputs.make(size, edge.variant)

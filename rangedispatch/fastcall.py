@@ -54,27 +54,34 @@ from typing import Any, Callable, Mapping, Sequence
 import torch.compiler
 from torch.compiler import is_compiling, is_dynamo_compiling
 
+from . import compat
+
 
 #: at most this many C-level guards per table (one per way its callers' tensors differ)
 MAX_TENSOR_GUARDS = 3
 #: the tables of at most this many other signatures are checked in the generated call
 MAX_OTHER_SIGNATURES = 4
-_HAS_FLAG = isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool)
-#: the compiling flag alone: what tells the eager path of a trace that is not Dynamo's
-#: (``is_compiling()`` itself where this torch has no such flag)
-COMPILING_FLAG = "_rd_compiler._is_compiling_flag" if _HAS_FLAG else "_is_compiling()"
-#: ``is_compiling()`` without its two Python calls: Dynamo folds ``is_dynamo_compiling()`` to
-#: True before the flag is read (no guard on it); eagerly the flag says whether an export is
-#: tracing
-COMPILING = f"(_is_dynamo() or {COMPILING_FLAG})" if _HAS_FLAG else COMPILING_FLAG
 
-try:
-    from torch._dynamo.eval_frame import set_code_exec_strategy
-    from torch._dynamo.types import FrameAction, FrameExecStrategy
-except ImportError:  # a torch without frame strategies: the compile check stays in the eager path
-    INLINE = False
-else:
-    INLINE = True
+
+def compiling_flag() -> str:
+    """The compiling flag alone as generated code reads it: what tells the eager path of a
+    trace that is not Dynamo's (``is_compiling()`` itself where this torch has no such flag,
+    see :mod:`rangedispatch.compat`)."""
+    return "_rd_compiler._is_compiling_flag" if compat.have("compiling_flag") else "_is_compiling()"
+
+
+def compile_check() -> str:
+    """``is_compiling()`` without its two Python calls: Dynamo folds ``is_dynamo_compiling()``
+    to True before the flag is read (no guard on it); eagerly the flag says whether an export
+    is tracing."""
+    return f"(_is_dynamo() or {compiling_flag()})" if compat.have("compiling_flag") else "_is_compiling()"
+
+
+def inline() -> bool:
+    """Whether Dynamo can be told to trace another function in the eager call's place (frame
+    strategies, see :func:`substitute`); without them the compile check stays in the eager
+    call."""
+    return compat.have("frame_strategies")
 
 
 def plain_params(fn: Callable[..., Any]) -> list[str]:
@@ -113,14 +120,12 @@ def tensor_check(tensors: Sequence[Any], sizes: Sequence[Sequence[int | None]]) 
     """Dynamo's ``TensorGuards.check`` for tensors like ``tensors`` (dtype, device, dispatch
     keys, ``requires_grad``, type, rank) with the given sizes (``None``: any), strides
     unchecked; ``None`` where this torch has no ``TensorGuards``."""
-    try:
-        from torch._C._dynamo.guards import TensorGuards
-    except ImportError:  # pragma: no cover - every supported torch has it
+    make = compat.get("tensor_guards")
+    if make is None:
         return None
     try:
-        return TensorGuards(*tensors, dynamic_dims_sizes=[list(s) for s in sizes],
-                            dynamic_dims_strides=[[None] * t.dim() for t in tensors]).check
-    except Exception:  # pragma: no cover - an API change: the Python guard stays
+        return make(tensors, sizes)
+    except Exception:  # noqa: BLE001 - tensors the guard cannot take: the Python guard stays
         return None
 
 
@@ -200,7 +205,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     (sizes 0 and 1 get graphs of their own, every other size is known to be at least 2): a
     table whose only split is such a gap compiles its winner with no cond and no ``branch``
     traced, so no guard on it either. That test asks Dynamo whether it traces the lines where
-    the eager path runs them too (without frame strategies, see ``INLINE``); elsewhere only
+    the eager path runs them too (without frame strategies, see :func:`inline`); elsewhere only
     Dynamo runs them (:func:`substitute`), and a global the lines read is a guard. Where more
     than one candidate runs from size 2 on, and every parameter that is not a tensor has a
     plain value in ``constants`` (the values the table was tuned with: ``None``, a bool, an
@@ -212,6 +217,8 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
 
     axes, root = tree
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+        return []
+    if not compat.have("constant_result"):  # the general traced path runs the op outside the graph
         return []
     if not tensors or (isinstance(root, tuple) and any(t not in tensors for t, _ in axes)):
         return []
@@ -266,7 +273,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     elif (floor := above(root, 2)) != root:  # torch.compile: the segments below 2 decided in Python
         small = " or ".join(f"{t}.size({int(d)}) < 2" for t, d in axes)
         from_two = emit(floor)
-        lines.append(f"        if _rd_f == 3{'' if INLINE else ' and _is_dynamo()'} and not ({small}):")
+        lines.append(f"        if _rd_f == 3{'' if inline() else ' and _is_dynamo()'} and not ({small}):")
         lines.append(f"            return {from_two}({ops})")
     lines.append(f"        return {top}({ops})")
     return lines
@@ -352,9 +359,8 @@ def conditional(node: Any, leaf: Callable[[Any], str], size: Callable[[int], str
 def mark_frames(fn: Callable[..., Any], callees: bool) -> None:
     """Mark ``fn``'s code so that Dynamo's frame hook runs its frames as they are, and with
     ``callees`` every frame they call too (what ``torch._dynamo.disable`` gives, without a
-    wrapper: eager calls pay nothing). Only where ``INLINE``."""
-    callee_action = FrameAction.SKIP if callees else FrameAction.DEFAULT
-    set_code_exec_strategy(fn.__code__, FrameExecStrategy(FrameAction.SKIP, callee_action))
+    wrapper: eager calls pay nothing). Only where :func:`inline`."""
+    compat.get("frame_strategies")(fn.__code__, callees)
 
 
 def substitute(eager: Callable[..., Any], traced: Callable[..., Any]) -> None:
@@ -487,7 +493,8 @@ def generate_call(
     # with the C-level guard only Dynamo needs the check here: the fake tensors of a
     # non-strict export fail that guard, and ``miss`` sends them to the traced path
     checked = bool(tensor_checks) and miss is not None
-    compiling = "_is_dynamo()" if checked else COMPILING
+    compiling = "_is_dynamo()" if checked else compile_check()
+    inlined = inline()
     traced_written = False
     traced_src: list[str] = []
     if traced is None:
@@ -505,12 +512,12 @@ def generate_call(
         traced_written = bool(written)
         body = written or [f"        return {general}"]
         lines = [f"def __call__{head}"]
-        if INLINE:  # Dynamo traces a function of its own (see :func:`substitute`); the eager path
+        if inlined:  # Dynamo traces a function of its own (see :func:`substitute`); the eager path
             # checks only the compiling flag of traces that are not Dynamo's (a non-strict export),
             # which take the general traced path
             traced_src = [f"def _rd_in_graph{head}"] + [line[4:] for line in body]
             if not checked:
-                lines += [f"    if {COMPILING_FLAG}:", f"        return {general}"]
+                lines += [f"    if {compiling_flag()}:", f"        return {general}"]
         elif written:
             # a function of its own, defined where it runs: branches reading other parameters would make
             # those cells of every eager call, and the body inline costs ~50 ns per eager call (dev CPU);

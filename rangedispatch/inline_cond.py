@@ -19,12 +19,15 @@ wrapped once per process: it lowers every cond as before and, for marked ones, g
 this module's code (a cond inside one of its branches is written inline with it, its output
 checks kept unless it is marked too: the backward's nested conds are not). Every other cond,
 and every mode where Inductor writes C++ or FX code (``cpp_wrapper``, AOTInductor), keeps
-Inductor's own code. Where this torch lacks a piece the wrapper needs, nothing is wrapped and
-Inductor's code stays. Set :data:`ENABLED` to ``False`` to keep Inductor's code for conds
+Inductor's own code. It is used only where :func:`self_test` passed on this torch (once per
+process, the first time a marked cond would be traced); elsewhere nothing is wrapped and
+Inductor's code stays, and a failure while writing one cond rolls its lines back and writes
+Inductor's code for it. Set :data:`ENABLED` to ``False`` to keep Inductor's code for conds
 traced from then on.
 
-Inductor internals this relies on (torch 2.11 and 2.13 read): ``lowering.lowerings``, the
-``ir.Conditional`` node and its ``MultiOutput`` outputs' ``skip_size_stride_alignment_checks``,
+Inductor internals this relies on (torch 2.11, 2.13 and 2.15 read): ``lowering.lowerings``, the
+``ir.Conditional`` node (``ir.Switch`` from 2.15 on) and its ``MultiOutput`` outputs'
+``skip_size_stride_alignment_checks``,
 the Python wrapper's ``codegen_subgraph_by_inlining`` (its AOT mode's code for a cond) and a
 scheduler's ``default_device_context`` (the device its code starts on). The annotation shows in
 ``node.meta["custom"]`` of the graphs AOTAutograd makes for Inductor (never under
@@ -37,9 +40,12 @@ import contextlib
 import functools
 import logging
 import sys
+import threading
 from typing import Any, ContextManager, Sequence
 
 import torch
+
+from . import compat
 
 log = logging.getLogger("rangedispatch")
 
@@ -49,49 +55,143 @@ MARK = "rangedispatch_inline_cond"
 
 def marked() -> ContextManager[Any]:
     """The context a lowered op's ``torch.cond`` is traced in: an annotation on the node, where
-    Inductor is compiling (AOTAutograd traces the op's kernel for it) and its lowering could be
-    wrapped. Anywhere else (``torch.export`` included), nothing."""
-    if (not ENABLED or "torch._inductor.lowering" not in sys.modules or torch.compiler.is_exporting()
-            or not _install()):
+    Inductor is compiling (AOTAutograd traces the op's kernel for it) and this torch passed
+    :func:`self_test` (see :mod:`rangedispatch.compat`, feature ``inline_cond``). Anywhere else
+    (``torch.export`` included), nothing."""
+    if not ENABLED or "torch._inductor.lowering" not in sys.modules or torch.compiler.is_exporting():
+        return contextlib.nullcontext()
+    if not (_PROBING.active or compat.have("inline_cond")):
         return contextlib.nullcontext()
     return torch.fx.traceback.annotate({MARK: True})
 
 
+class _Probing(threading.local):
+    active = False
+
+
+_PROBING = _Probing()
+
+
+def self_test() -> bool:
+    """Whether this torch's Inductor writes a marked cond inline and runs it right: the
+    lowering wrapper is installed, a two-winner lowered op is traced and compiled by Inductor
+    (CPU, extern kernels only: no C++ build) in a thread of its own (the caller may be inside
+    a compile: tracing state, fake modes and Dynamo's frame hook are per thread), and this
+    module's code must have written the cond and the values must be right on both sides of
+    the split. Where any of it fails the wrapper is taken out again."""
+    if not _install():
+        return False
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(_exercise()), name="rangedispatch-inline-cond-probe")
+    worker.start()
+    worker.join(timeout=120)
+    ok = bool(result and result[0])
+    if not ok:
+        _uninstall()
+    return ok
+
+
+def _exercise() -> bool:
+    from torch._inductor.compile_fx import compile_fx
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from .traced import lowered_ops
+
+    def first(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x, w)
+
+    def second(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x, w.t())
+
+    _PROBING.active = True
+    written, failed = _WRITTEN
+    try:
+        low, _ = lowered_ops(([("x", 0)], (0, [8], [first, second])), ["x", "w"], "inline_cond_probe")
+        w = torch.randn(4, 4)
+        results = []
+        for rows, expected in ((3, first), (16, second)):
+            x = torch.randn(rows, 4)
+            with torch.fx.traceback.preserve_node_meta():
+                graph = make_fx(lambda x, w: low([x, w]), tracing_mode="symbolic")(x, w)
+            results.append(torch.allclose(compile_fx(graph, [x, w])(x, w), expected(x, w)))
+        return all(results) and _WRITTEN[0] >= written + 2 and _WRITTEN[1] == failed
+    except Exception as exc:  # noqa: BLE001 - any failure: Inductor's own code
+        log.debug("inline cond self-test failed: %s: %s", type(exc).__name__, exc)
+        return False
+    finally:
+        _PROBING.active = False
+
+
+_WRITTEN = [0, 0]  # conds written by this module's code, and those it failed to write (see self_test)
+_INLINE_CLASSES: dict[type, type] = {}
+
+
+def _cond_parts(node: Any, ir: Any) -> tuple[Any, Any, Any] | None:
+    """``(predicate, true branch, false branch)`` of a cond node Inductor made: an
+    ``ir.Conditional`` (torch up to 2.14) or an ``ir.Switch`` of a cond (its branches in the
+    order false, true); ``None`` for any other node."""
+    cls = type(node)
+    cls = next((base for base, inline in _INLINE_CLASSES.items() if inline is cls), cls)
+    if cls.__name__ == "Conditional" and cls is getattr(ir, "Conditional", None):
+        return node.predicate, node.true_subgraph, node.false_subgraph
+    if cls.__name__ == "Switch" and cls is getattr(ir, "Switch", None) and getattr(node, "is_cond", False):
+        false_branch, true_branch = node.branches
+        return node.selector, true_branch, false_branch
+    return None
+
+
+def _inline_class(base: type) -> type:
+    """``base`` (Inductor's cond node class) whose codegen writes the branches inline."""
+    if base not in _INLINE_CLASSES:
+        hook = "codegen_conditional" if base.__name__ == "Conditional" else "codegen_switch"
+
+        def codegen(self: Any, wrapper: Any) -> None:
+            from torch._inductor.virtualized import V
+
+            graph = V.graph
+            if graph.cpp_wrapper or graph.aot_mode or getattr(graph, "fx_wrapper", False):
+                return base.codegen(self, wrapper)
+            own = vars(wrapper).get(hook)  # a cond in a branch: nested calls
+            lines = getattr(wrapper, "lines", None)
+            mark = len(lines) if isinstance(lines, list) else None
+            setattr(wrapper, hook, functools.partial(_write_inline, wrapper, graph))
+            try:
+                return base.codegen(self, wrapper)
+            except Exception as e:  # noqa: BLE001 - this module's code failed: Inductor's, from scratch
+                if mark is None:
+                    raise
+                log.debug("Inductor's cond code kept for %s: %s: %s", self.get_name(), type(e).__name__, e)
+                _WRITTEN[1] += 1
+                del lines[mark:]
+                setattr(wrapper, hook, getattr(type(wrapper), hook).__get__(wrapper))
+                return base.codegen(self, wrapper)
+            finally:
+                if own is None:
+                    delattr(wrapper, hook)
+                else:
+                    setattr(wrapper, hook, own)
+
+        _INLINE_CLASSES[base] = type(f"Inline{base.__name__}", (base,), {"codegen": codegen})
+    return _INLINE_CLASSES[base]
+
+
 @functools.lru_cache(maxsize=None)
 def _install() -> bool:
+    """Wrap Inductor's lowering of ``torch.cond`` (once per process)."""
     try:
         from torch._inductor import ir, lowering
         from torch._inductor.codegen import wrapper as codegen
         from torch._inductor.virtualized import V
 
         original = lowering.lowerings[torch.ops.higher_order.cond]
-        missing = [name for owner, name in ((codegen, "EnterSubgraphLine"), (codegen, "ExitSubgraphLine"),
-                                            (codegen.PythonWrapperCodegen, "codegen_subgraph_by_inlining"),
-                                            (torch.fx.traceback, "annotate"))
-                   if not hasattr(owner, name)]
-        if missing:
-            raise AttributeError(f"this torch has no {', '.join(missing)}")
-    except (ImportError, AttributeError, KeyError) as e:
+        for owner, name in ((codegen, "EnterSubgraphLine"), (codegen, "ExitSubgraphLine"),
+                            (codegen.PythonWrapperCodegen, "codegen_subgraph_by_inlining"),
+                            (torch.fx.traceback, "annotate")):
+            getattr(owner, name)
+    except Exception as e:  # noqa: BLE001 - any missing piece: Inductor's code
         log.debug("Inductor's cond code kept: %s", e)
         return False
     original = getattr(original, "__rangedispatch_wrapped__", original)
-
-    class InlineConditional(ir.Conditional):  # type: ignore[misc, valid-type]
-        """A marked cond: its branches written inline by the Python wrapper."""
-
-        def codegen(self, wrapper: Any) -> None:
-            graph = V.graph
-            if graph.cpp_wrapper or graph.aot_mode or getattr(graph, "fx_wrapper", False):
-                return super().codegen(wrapper)
-            own = vars(wrapper).get("codegen_conditional")  # a cond in a branch: nested calls
-            wrapper.codegen_conditional = functools.partial(_write_inline, wrapper, graph)
-            try:
-                return super().codegen(wrapper)
-            finally:
-                if own is None:
-                    del wrapper.codegen_conditional
-                else:
-                    wrapper.codegen_conditional = own
 
     def lower_cond(*args: Any, **kwargs: Any) -> Any:
         graph = V.graph
@@ -100,7 +200,10 @@ def _install() -> bool:
             return original(*args, **kwargs)
         before = len(graph.operations)
         out = original(*args, **kwargs)
-        _adopt(graph.operations[before:], ir, InlineConditional)
+        try:
+            _adopt(graph.operations[before:], ir)
+        except Exception as e:  # noqa: BLE001 - a node this module does not know: Inductor's code
+            log.debug("Inductor's cond code kept for %s: %s", getattr(node, "name", "a cond"), e)
         return out
 
     lower_cond.__rangedispatch_wrapped__ = original  # type: ignore[attr-defined]
@@ -108,18 +211,28 @@ def _install() -> bool:
     return True
 
 
-def _adopt(operations: Sequence[Any], ir: Any, inline_class: type) -> None:
+def _uninstall() -> None:
+    try:
+        from torch._inductor import lowering
+
+        current = lowering.lowerings[torch.ops.higher_order.cond]
+        original = getattr(current, "__rangedispatch_wrapped__", None)
+        if original is not None:
+            lowering.lowerings[torch.ops.higher_order.cond] = original
+    except Exception:  # noqa: BLE001 - nothing was installed
+        pass
+    _install.cache_clear()
+
+
+def _adopt(operations: Sequence[Any], ir: Any) -> None:
     """Give the cond Inductor just lowered (with its ``MultiOutput`` nodes) this module's code."""
-    conds = [o for o in operations if type(o) is ir.Conditional]
+    conds = [(o, parts) for o in operations if (parts := _cond_parts(o, ir)) is not None]
     if len(conds) != 1:
         return
-    cond = conds[0]
-    try:
-        fresh = all(_fresh_outputs(s.graph) for s in (cond.true_subgraph, cond.false_subgraph))
-        outputs = list(cond.outputs or ())
-    except AttributeError:  # a node this module does not know: Inductor's code
-        return
-    cond.__class__ = inline_class
+    cond, (_, true_branch, false_branch) = conds[0]
+    fresh = all(_fresh_outputs(s.graph) for s in (true_branch, false_branch))
+    outputs = list(cond.outputs or ())
+    cond.__class__ = _inline_class(type(cond))
     for out in outputs if fresh else ():
         if hasattr(out, "skip_size_stride_alignment_checks"):
             out.skip_size_stride_alignment_checks = True
@@ -146,16 +259,20 @@ def _write_inline(wrapper: Any, graph: Any, conditional: Any) -> None:
     from torch._inductor import config, ir
     from torch._inductor.codegen.wrapper import EnterSubgraphLine, ExitSubgraphLine
 
+    parts = _cond_parts(conditional, ir)
+    if parts is None:  # pragma: no cover - only nodes _adopt took reach here
+        raise TypeError(f"not a cond node: {type(conditional).__name__}")
+    condition, true_branch, false_branch = parts
     name = conditional.get_name()
     operands = [buf.codegen_reference() for buf in conditional.operands]
-    predicate = conditional.predicate.codegen_reference()
-    if not isinstance(conditional.predicate, ir.ShapeAsConstantBuffer):
+    predicate = condition.codegen_reference()
+    if not isinstance(condition, ir.ShapeAsConstantBuffer):
         predicate = f"{predicate}.item()"
     outputs = [f"{name}[{i}]" for i in range(len(conditional.outputs))]
     device = getattr(getattr(graph, "scheduler", None), "current_device", None)
     wrapper.writeline(f"{name} = [None] * {len(conditional.outputs)}")
-    for head, subgraph in ((f"if {predicate}:", conditional.true_subgraph),
-                           ("else:", conditional.false_subgraph)):
+    _WRITTEN[0] += 1
+    for head, subgraph in ((f"if {predicate}:", true_branch), ("else:", false_branch)):
         wrapper.writeline(head)
         wrapper.writeline(EnterSubgraphLine(wrapper, subgraph.graph))
         with _under_device(subgraph.graph, device), config.patch("graph_partition", False):

@@ -33,10 +33,10 @@ class TensorSpec:
 
     @classmethod
     def of(cls, t: Any) -> TensorSpec:
-        from torch._subclasses.fake_tensor import FakeTensor
+        from .compat import is_fake
 
         shape = tuple(_hint(s) for s in t.shape)
-        fake = isinstance(t, FakeTensor) or t.device.type == "meta" or shape != tuple(t.shape)
+        fake = is_fake(t) or t.device.type == "meta" or shape != tuple(t.shape)
         return cls(shape, t.dtype, t.device, None if fake else t)
 
     def describe(self) -> str:

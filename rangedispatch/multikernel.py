@@ -56,6 +56,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch.compiler import is_compiling, is_dynamo_compiling
 
+from . import compat
 from .cache import cache_dir, cache_key, cache_path
 from .candidates import short_name, source_hash
 from .environment import Environment
@@ -160,7 +161,7 @@ def log2_distance(a: Sequence[int], b: Sequence[int], mask: Sequence[bool] | Non
 _TRACEABLE: weakref.WeakValueDictionary[str, MultiKernel] = weakref.WeakValueDictionary()
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _traced_plan(key: str) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
     """A MultiKernel's traced plan as constants under Dynamo (see ``MultiKernel.traced_plan``)."""
     return _TRACEABLE[key].traced_plan()
@@ -170,7 +171,7 @@ _GRAPH_OPS: dict[str, str] = {}  # trace key -> the name of its MultiKernel's op
 _GRAPH_OP_COUNT = itertools.count()
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _graph_op_name(key: str) -> str:
     """The custom op running a MultiKernel's hinted variants in a graph, made on first use
     (outside tracing: Dynamo calls this instead of tracing it)."""
@@ -180,13 +181,13 @@ def _graph_op_name(key: str) -> str:
     return name
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _graph_form(key: str) -> str:
     """How a MultiKernel's variants go into the graph being traced: "opaque" or "inline"."""
     return _TRACEABLE[key]._in_graph_form()
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _graph_output_single(key: str) -> bool:
     """Whether the variants return one tensor (seen by the op's fake run, which comes first)."""
     return _TRACEABLE[key]._single_output
@@ -219,7 +220,9 @@ def _make_graph_op(key: str) -> str:
         # grad off and autograd keys excluded, which Dynamo guards on); nothing here needs
         # grad (the opaque form is only traced for such calls), so outputs are detached
         include, exclude, grad = eager
-        with torch._C._ForceDispatchKeyGuard(include, exclude), torch.set_grad_enabled(grad):
+        state = compat.get("dispatch_key_tls")
+        with (state.force(include, exclude) if state is not None and include is not None else contextlib.nullcontext(),
+              torch.set_grad_enabled(grad)):
             out = fn(*ops)
         return _fresh_outputs([o.detach() if o.requires_grad else o for o in _outputs(out)], ops)
 
@@ -482,8 +485,11 @@ class MultiKernel:
         """Under ``torch.compile`` / ``torch.export``: the ``nearest`` rule as conditionals on
         the symbolic sizes (one graph for every shape; exported programs keep the regions).
         Timing is impossible while tracing, so the ``benchmark`` policy also uses it there."""
-        from .traced import _flatten, branch
+        from . import traced
+        from .traced import _flatten, branch, outside_graph
 
+        if not traced.PLAN_CONSTANTS and is_dynamo_compiling():
+            return outside_graph(self._call, args, kwargs)  # Dynamo cannot be handed the plan: a graph break
         if self.policy != "nearest" and not self._warned_trace:
             self._warned_trace = True
             warnings.warn(f"{self.name}: traced by torch.compile/export, where nothing can be timed; the "
@@ -834,8 +840,7 @@ def inductor_multi_kernel(
     Inductor cache directory is pointed at a new empty one first: upstream's multi-kernel
     stores its runtime choices there and has been seen to fail on a warm cache.
     """
-    import torch._inductor.config as inductor_config
-
+    inductor_config = (compat.get("inductor_config") or (None,))[0]
     if not hasattr(inductor_config, "multi_kernel_hints"):
         raise ConfigError(
             f"inductor_multi_kernel: torch {torch.__version__} has no torch._inductor.config.multi_kernel_hints; "
@@ -896,20 +901,16 @@ class _HintCompile:
             self.compiled(*(self.make_inputs(self.hint) if inputs is None else inputs))
         self.states.append(_state_check(tensors))
         if self.eager_state is None and not is_compiling():
-            self.eager_state = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set(),
-                                torch.is_grad_enabled())
+            state = compat.get("dispatch_key_tls")
+            self.eager_state = (*(state.current() if state is not None else (None, None)), torch.is_grad_enabled())
 
 
 def _state_check(tensors: Sequence[torch.Tensor]) -> Callable[[Sequence[Any]], bool]:
     """Whether a call's tensors and the global state look to Dynamo as ``tensors`` and the
     current state do (every size and stride free)."""
-    try:
-        from torch._C._dynamo.guards import GlobalStateGuard
-
-        state = GlobalStateGuard()
-        same = tensor_check(tensors, [[None] * t.dim() for t in tensors])
-    except ImportError:  # pragma: no cover - every supported torch has them
-        state, same = None, None
+    guard = compat.get("global_state_guard")
+    state = None if guard is None else guard()
+    same = tensor_check(tensors, [[None] * t.dim() for t in tensors])
     if state is None or same is None:
         mode = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         return lambda _ts: (torch.is_grad_enabled(), torch.is_inference_mode_enabled()) == mode
@@ -927,9 +928,11 @@ def _state_check(tensors: Sequence[torch.Tensor]) -> Callable[[Sequence[Any]], b
 @contextlib.contextmanager
 def _unshared_compile_caches() -> Iterator[None]:
     """Turn off Inductor's FX-graph caches and the AOTAutograd cache for one compile."""
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-
+    configs = compat.get("inductor_config")
+    if configs is None:
+        yield
+        return
+    inductor_config, functorch_config = configs
     autograd = {"enable_autograd_cache": False} if hasattr(functorch_config, "enable_autograd_cache") else {}
     inductor = {k: False for k in ("fx_graph_cache", "fx_graph_remote_cache") if hasattr(inductor_config, k)}
     with inductor_config.patch(inductor), functorch_config.patch(autograd):

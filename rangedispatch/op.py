@@ -21,6 +21,7 @@ from torch.compiler import is_compiling
 from torch.utils._python_dispatch import _disable_current_modes  # real tensors while tracing
 
 from . import cache as cache_mod
+from . import compat
 from . import distributed
 from .distributed import check_mode
 from .candidates import Candidate, short_name
@@ -236,7 +237,7 @@ class RangeDispatchOp:
         template, tree and key of :func:`~rangedispatch.fastcall.generate_call`)."""
         from .registration import install_kernel, set_custom_op_class
 
-        for device in list(self._custom_op._backend_fns) or [None]:
+        for device in compat.kernel_devices(self._custom_op):
             install_kernel(self._custom_op, device, kernel)
         set_custom_op_class(self._custom_op, self, written)
 

@@ -6,6 +6,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from torch.compiler import is_compiling
 
+from . import compat
+from .compat import is_custom_op_def
 from .errors import ConfigError, ConfigTypeError, describe
 from . import traced as _traced_module  # noqa: F401  (its custom op and Dynamo hooks register once, at import)
 from .grid import GridDispatchOp, is_grid_request
@@ -125,17 +127,18 @@ def register_custom_op_autotuning(
         distributed=distributed,
         process_group=process_group,
     )
-    from torch._library.custom_ops import CustomOpDef
     import torch
 
     kind = GridDispatchOp if is_grid_request(configs, dispatch_on) else RangeDispatchOp
-    if isinstance(custom_op, CustomOpDef):
-        op = kind(
-            custom_op._init_fn,
-            name=name or f"{custom_op._name}_autotuned",
-            opaque_call=custom_op._opoverload,
-            **common,  # type: ignore[arg-type]
-        )
+    if is_custom_op_def(custom_op):
+        parts = compat.get("custom_op_function")
+        if parts is None:
+            raise ConfigError(
+                f"register_custom_op_autotuning: torch {torch.__version__} keeps a custom op's Python function "
+                "where this version of rangedispatch cannot find it; decorate that function with "
+                "@rangedispatch.range_dispatch(...) instead (see rangedispatch.compat)")
+        fn, op_name, overload = parts(custom_op)
+        op = kind(fn, name=name or f"{op_name}_autotuned", opaque_call=overload, **common)  # type: ignore[arg-type]
         _attach(custom_op, op)
         return op
     if isinstance(custom_op, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
@@ -294,6 +297,8 @@ def _attach(custom_op: Any, op: RangeDispatchOp) -> None:
 def kernel_switch(custom_op: Any) -> set | None:
     """The live set of devices whose kernel is turned off (``set_kernel_enabled``), where this
     torch keeps a custom op's kernels as :func:`install_kernel` expects; ``None`` otherwise."""
+    if not compat.have("custom_op_kernels"):
+        return None
     off = getattr(custom_op, "_disabled_kernel", None)
     return off if isinstance(off, set) and isinstance(getattr(custom_op, "_backend_fns", None), dict) else None
 
@@ -306,7 +311,8 @@ def install_kernel(custom_op: Any, device: str | None, kernel: Callable[..., Any
     ``torch._disable_dynamo``, Dynamo's disable context that sets the frame hook four times
     per call). Elsewhere torch's way stays."""
     custom_op.register_kernel(device, kernel)
-    if getattr(kernel, "__rd_kernel__", False) and device in custom_op._backend_fns:
+    if (getattr(kernel, "__rd_kernel__", False) and compat.have("custom_op_kernels")
+            and device in custom_op._backend_fns):
         custom_op._backend_fns[device] = skip_dynamo(kernel)
 
 
@@ -317,10 +323,10 @@ def skip_dynamo(fn: Callable[..., Any]) -> Callable[..., Any]:
     torch cannot mark code, behind ``torch._dynamo.disable``'s wrapper."""
     from . import fastcall
 
-    if not fastcall.INLINE:
-        import torch._dynamo
+    if not fastcall.inline():
+        import torch.compiler
 
-        return torch._dynamo.disable(fn)
+        return torch.compiler.disable(fn)
     fastcall.mark_frames(fn, callees=True)
     fn._torchdynamo_disable = True  # type: ignore[attr-defined]  # a trace reaching it calls it, as it would torch's
     return fn
@@ -344,7 +350,9 @@ def set_custom_op_class(custom_op: Any, op: RangeDispatchOp, written: Mapping[st
     template, tree and key, so a compiled call runs no layer of ours; otherwise through
     the op's own call); an opaque op keeps the custom op's class."""
     base = custom_op._rd_base if isinstance(custom_op, _TracedCustomOpDef) else type(custom_op)
-    custom_op.__class__ = _traced_class(base, custom_op, op, written) if op.traced else base
+    # without its class, or without a plan Dynamo can take, the op stays opaque: one node
+    traced = op.traced and compat.have("custom_op_kernels") and compat.have("constant_result")
+    custom_op.__class__ = _traced_class(base, custom_op, op, written) if traced else base
 
 
 class _TracedCustomOpDef:

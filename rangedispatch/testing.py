@@ -219,14 +219,13 @@ class GuardCounter:
         self._log = logging.getLogger("torch._dynamo.guards")
 
     def __enter__(self) -> GuardCounter:
-        import torch
+        from .compat import get
 
-        torch._logging.set_logs(guards=True)
+        self._switch = get("guard_log") or (lambda on: None)  # without it: no frames seen
+        self._switch(True)
         self._log.addHandler(self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import torch
-
         self._log.removeHandler(self._handler)
-        torch._logging.set_logs()
+        self._switch(False)

@@ -223,9 +223,9 @@ class CudaTimer:
         fn = job.fn
         if self.graphs:
             return self._graph_batch(fn, ms, estimate_ms)
-        import torch
+        from . import compat
 
-        if hasattr(torch.cuda, "_sleep"):  # a private torch API: without it, do_bench alone
+        if compat.have("cuda_sleep"):  # a private torch API: without it, do_bench alone
             host = self.host_ms(fn)
             if host > self.cover_from * _device_constants().flush_ms:
                 return covered_batch(fn, ms, host)
@@ -344,7 +344,8 @@ def _device_constants() -> _Constants:
         cache = driver.get_empty_cache_for_benchmark()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         driver.clear_cache(cache)
-        torch.cuda._sleep(1_000_000)  # the first spin loads its kernel
+        sleep = _spin()
+        sleep(1_000_000)  # the first spin loads its kernel
         torch.cuda.synchronize()
         start.record()
         for _ in range(5):
@@ -354,11 +355,18 @@ def _device_constants() -> _Constants:
         flush = start.elapsed_time(end) / 5
         cycles = 2_000_000
         start.record()
-        torch.cuda._sleep(cycles)
+        sleep(cycles)
         end.record()
         torch.cuda.synchronize()
         _CONSTANTS[index] = _Constants(flush, cycles / max(start.elapsed_time(end), 1e-3))
     return _CONSTANTS[index]
+
+
+def _spin() -> Callable[[int], None]:
+    """The GPU spin (``torch.cuda._sleep``, see :mod:`rangedispatch.compat`)."""
+    from . import compat
+
+    return compat.get("cuda_sleep")
 
 
 def covered_batch(fn: Callable[[], Any], ms: float, host_ms: float) -> list[float]:
@@ -383,9 +391,10 @@ def _covered_calls(fn: Callable[[], Any], count: int, driver: Any, cache: Any, c
 
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
+    sleep = _spin()
     for start, end in zip(starts, ends):
         driver.clear_cache(cache)
-        torch.cuda._sleep(cycles)
+        sleep(cycles)
         start.record()
         fn()
         end.record()

@@ -15,6 +15,7 @@ reuses the table and never re-tunes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -29,7 +30,7 @@ import torch
 from torch.compiler import is_dynamo_compiling
 from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
-from . import inline_cond
+from . import compat, inline_cond
 from .errors import first_line
 from .ranges import Partition, tree_leaves
 
@@ -42,7 +43,19 @@ _OPS: weakref.WeakValueDictionary[str, RangeDispatchOp] = weakref.WeakValueDicti
 _OBSERVED: dict[str, list[Any]] = {}
 
 OPAQUE = "opaque"
-_COND = torch.ops.higher_order.cond  # module globals: one guard each in compiled frames
+_COND: Any = torch.cond  # module globals: one guard each in compiled frames
+#: whether Dynamo can be handed the plan as constants (``compat`` feature ``constant_result``);
+#: a global, not a call Dynamo would trace (and guard) through
+PLAN_CONSTANTS = True
+
+
+@compat.on_change
+def _features() -> None:
+    """What the traced dispatch keeps of :mod:`rangedispatch.compat` in its globals: the cond
+    operator itself where it works (fewer guards than on its wrapper), else ``torch.cond``."""
+    global _COND, PLAN_CONSTANTS
+    _COND = compat.get("cond_operator") or torch.cond
+    PLAN_CONSTANTS = compat.have("constant_result")
 _TENSOR = "__rangedispatch_tensor_slot__"
 
 
@@ -65,7 +78,7 @@ def _observe_fake(key: str, tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.empty(0)
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _plan(key: str, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str, Any], ...],
           kinds: tuple[tuple[Any, str], ...]) -> Any:
     """The compiled plan (as constants) of the op's table for the call's tensor dtypes and
@@ -75,7 +88,7 @@ def _plan(key: str, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str
     return None if signature is None else compiled_plan(op, signature)
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _tune_observed(key: str, layout_args: tuple[Any, ...], layout_kwargs: tuple[tuple[str, Any], ...]) -> Any:
     """Tune from the observed fake inputs (hints only) plus the constant arguments."""
     op = _OPS[key]
@@ -96,17 +109,11 @@ def _retrace() -> None:
     against 85 on a two-range op; a frame is never traced again once compiled). Costs the
     trace so far, once per op; no recompile. Where this Dynamo has no such restart the trace
     goes on along the general path."""
-    restart = getattr(torch._dynamo.exc, "UnspecializeRestartAnalysis", None)
+    restart = compat.get("trace_restart")
     if restart is None:
         return
-    try:  # the restart replays no decision of this attempt (the code it traces changed)
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        InstructionTranslator.current_tx().speculation_log.clear()
-    except Exception:
-        return
     log.info("tuned inside a torch.compile trace: tracing the frame again with the table written out")
-    raise restart(restart_reason="rangedispatch: op tuned during this trace")
+    restart("rangedispatch: op tuned during this trace")  # replays no decision of this attempt
 
 
 def _kinds_by_name(op: RangeDispatchOp, layout_args: Sequence[Any], layout_kwargs: Sequence[tuple[str, Any]],
@@ -152,7 +159,7 @@ def merged_segments(table: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     return tuple(s.owner for s in segments), tuple(s.range.hi for s in segments)
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def opaque(key: str) -> bool:
     """Whether a tuned op's generated call must take the general traced path (a constant
     under Dynamo): the op is not traced, its cond tree could not be built, or its branches
@@ -164,7 +171,7 @@ def opaque(key: str) -> bool:
     return plan == OPAQUE or plan[-1]  # contiguous outputs: the general path adds them
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def traced_form(key: str, lowered: bool, *kinds: tuple[str, Any, str]) -> int:
     """How a tuned op's generated call traces (a constant under Dynamo): 0 the general traced
     path (see :func:`opaque`, and a call whose tensors' dtypes and device types, ``kinds``:
@@ -214,7 +221,7 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
     return torch.cond(pred, true_fn, false_fn, operands)  # export / make_fx: the wrapper's subgraphs lower
 
 
-@torch._dynamo.assume_constant_result
+@compat.constant_result
 def _compiles_for_cuda_graphs(device: str) -> bool:
     """Whether the frame Dynamo traces is compiled for CUDA graphs (Inductor with its
     ``triton.cudagraphs`` on, as ``mode="reduce-overhead"`` sets it) for operands on
@@ -224,11 +231,10 @@ def _compiles_for_cuda_graphs(device: str) -> bool:
     AOTAutograd traces."""
     if torch.compiler.is_exporting() or device not in CUDA_GRAPH_DEVICES:
         return False
+    current = compat.get("trace_backend")
     try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        backend = InstructionTranslator.current_tx().output.compiler_fn
-    except Exception:  # noqa: BLE001 - no trace under way, or this torch keeps it elsewhere
+        backend = current()
+    except Exception:  # noqa: BLE001 - no trace under way, or this torch keeps it elsewhere (None)
         return False
     for _ in range(8):  # through Dynamo's and torch.compile's wrappers of the backend (bounded: no cycles)
         if backend is None or hasattr(backend, "get_compiler_config"):
@@ -300,9 +306,8 @@ def _preflight_isolated(op: RangeDispatchOp, plan: Any, template: Any, outputs: 
     """:func:`_preflight` outside any tracing context: the plan is built by a function Dynamo
     runs for real while it traces, and the trial trace must not pick up Dynamo's fake mode
     and shape environment (its symbols would end up in the compiled frame's guards)."""
-    from torch._guards import tracing
-
-    with tracing(None):
+    isolated = compat.get("isolated_trace")
+    with isolated() if isolated is not None else contextlib.nullcontext():
         return _preflight(op, plan, template, outputs)
 
 
@@ -311,15 +316,13 @@ def _preflight(op: RangeDispatchOp, plan: Any, template: Any, outputs: list[str]
     of its output (see :func:`output_kind`) goes into ``outputs``."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from torch.utils._python_dispatch import _disable_current_modes
-
     from .inputs import InputFactory
 
     if template is None or op.dispatch is None:
         return None
     factory = InputFactory(template, op.dispatch, op.input_gen_fns, op_name=op.name)
     try:
-        with _disable_current_modes(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             args, kwargs = factory.make(op._trial_size(template))
             flat, rebuild = _flatten(args, kwargs)
@@ -342,6 +345,9 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
     opaque = op._opaque_call
     if not op.traced and opaque is not None:
         return opaque(*args, **kwargs)
+    if not PLAN_CONSTANTS and torch.compiler.is_dynamo_compiling():
+        # Dynamo cannot be handed the plan: the custom op as one node, or a graph break
+        return opaque(*args, **kwargs) if opaque is not None else outside_graph(op.eager, *args, **kwargs)
     if torch.compiler.is_dynamo_compiling():
         key = op._rd_key
         flat, _ = _flatten(args, kwargs)
@@ -357,6 +363,13 @@ def traced_call(op: RangeDispatchOp, args: tuple[Any, ...], kwargs: dict[str, An
             return opaque(*args, **kwargs)
         return op.reference_fn(*args, **kwargs)
     return build_dispatch(op, plan, args, kwargs)
+
+
+@torch.compiler.disable
+def outside_graph(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` run eagerly between the graphs Dynamo makes around it (a graph
+    break): where this torch cannot hand Dynamo a constant plan (see :mod:`rangedispatch.compat`)."""
+    return fn(*args, **kwargs)
 
 
 def build_dispatch(op: RangeDispatchOp, plan: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:

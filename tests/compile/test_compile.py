@@ -34,6 +34,7 @@ class CompileCounter:
         return aot_autograd(fw_compiler=keep)(gm, example_inputs)
 
 import rangedispatch as rd
+from rangedispatch import compat
 from rangedispatch.testing import FakeBenchmarker
 
 pytestmark = pytest.mark.compile
@@ -440,9 +441,9 @@ def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
     whether a compiled function calls the op or the op itself is compiled (one graph for a sweep
     over every range). Called from a frame Dynamo skips inside a compiled region, the eager
     call runs as it is and Dynamo compiles the winner's frame alone, never the eager path."""
-    from rangedispatch.fastcall import INLINE
+    from rangedispatch.fastcall import inline
 
-    if not INLINE:
+    if not inline():
         pytest.skip("this torch cannot mark a frame for Dynamo to skip")
     ref = compiled_three_winners()[0]
     eager = type(ref).__call__.__rd_source__.split("def _rd_in_graph")[0]
@@ -469,10 +470,8 @@ def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
 def test_without_frame_strategies_the_eager_call_keeps_its_compile_check(monkeypatch):
     """On a torch that cannot mark frames the compile check stays in the eager call, and a
     compiled sweep still traces the written-out dispatch: one graph, the right values."""
-    from rangedispatch import fastcall
-
-    monkeypatch.setattr(fastcall, "INLINE", False)
-    ref = compiled_three_winners()[0]
+    with compat.absent("frame_strategies"):
+        ref = compiled_three_winners()[0]
     source = type(ref).__call__.__rd_source__
     assert "_is_dynamo()" in source and "_rd_in_graph" not in source, source
     assert not hasattr(type(ref).__call__, "_torchdynamo_inline")
@@ -629,6 +628,7 @@ def test_inductor_writes_the_lowered_op_s_conds_inline_and_a_user_s_cond_as_it_d
 
     op, handle = register("inline", THREE_WINNERS)
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+    compat.have("inline_cond")  # its self-test compiles a graph: not the one run_and_get_code looks at
 
     def fn(x, w):
         return op(x, w) + torch.cond(x.sum() > 0, lambda t: t + 1, lambda t: t - 1, (x,))
@@ -648,6 +648,10 @@ def test_inductor_writes_the_lowered_op_s_conds_inline_and_a_user_s_cond_as_it_d
     assert " < 64:" in code and " < 256:" in code and code.count("'torch.ops.cond'") == 2, code  # the user's checks
     monkeypatch.setattr(inline_cond, "ENABLED", False)
     code, functions = compiled_code()
+    assert "def false_graph_0_true_graph_0(args):" in functions and len(functions) == 6, functions
+    monkeypatch.setattr(inline_cond, "ENABLED", True)
+    with compat.absent("inline_cond"):  # a torch whose Inductor failed the self-test: its own code
+        code, functions = compiled_code()
     assert "def false_graph_0_true_graph_0(args):" in functions and len(functions) == 6, functions
 
 
@@ -955,3 +959,139 @@ def test_a_call_with_the_tuned_scalar_arguments_lowers_and_other_values_still_di
         x = torch.randn(2, size, 4)
         torch.testing.assert_close(g(x, w), scaled(x, w, 2.0))
     assert cnt.frame_count == 2 and not lowered(cnt.graphs[1])
+
+
+FALLBACK_SIZES = (3, 63, 64, 255, 256, 1000)  # not 2: the batch dim's size (duck sizing)
+
+
+def right_everywhere(fn, label):
+    """``fn(x, w)`` (an ``x * w`` op) is right eagerly, under ``torch.compile`` (AOTAutograd,
+    ``dynamic=True``) and through ``torch.export`` with a dynamic size, across every range's
+    edges; returns the ops of each graph Dynamo made."""
+    torch._dynamo.reset()
+    w = torch.randn(4)
+    cnt = CompileCounter(aot=True)
+    compiled = torch.compile(lambda x, w: fn(x, w) + 1, backend=cnt, dynamic=True)
+
+    class M(torch.nn.Module):
+        def forward(self, x, w):
+            return fn(x, w) + 1
+
+    seq = torch.export.Dim("seq", min=2, max=4096)
+    exported = torch.export.export(M(), (torch.randn(2, 100, 4), w), dynamic_shapes=({1: seq}, None)).module()
+    for size in FALLBACK_SIZES:
+        x = torch.randn(2, size, 4)
+        for how, run in (("eagerly", lambda: fn(x, w) + 1), ("compiled", lambda: compiled(x, w)),
+                         ("exported", lambda: exported(x, w))):
+            torch.testing.assert_close(run(), x * w + 1, msg=lambda m: f"{label} {how} at {size}: {m}")
+    return [graph_ops(g) for g in cnt.graphs]
+
+
+def three_winner_ops(tag, registered=True):
+    """A tuned decorator op and (with ``registered``) a registered custom op, three winners each."""
+    @rd.range_dispatch(dispatch_on=("x", 1), split_points=[63, 255], benchmarker=FakeBenchmarker(
+        {"ref": 9.0, **{k: v for k, v in THREE_WINNERS.items() if k != "op"}}), cache=False)
+    def ref(x, w):
+        return x * w
+
+    for fn in (a, b, c):
+        ref.register_impl(fn)
+    ref.tune(torch.randn(2, 8, 4), torch.randn(4))
+    ops = {"decorator": ref}
+    if registered:
+        op, handle = register(f"fallback_{tag}", THREE_WINNERS, cache=False)
+        handle.tune(torch.randn(2, 8, 4), torch.randn(4))
+        ops["registered"] = op
+    return ops
+
+
+def _source(op):
+    return type(op).__call__.__rd_source__
+
+
+#: what each fallback shows besides right values (the feature absent while the op was made)
+FALLBACK_SIGNS = {
+    "frame_strategies": lambda ops, graphs: "_rd_in_graph" not in _source(ops["decorator"])
+    and ("_is_dynamo()" in _source(ops["decorator"]) or "_is_compiling()" in _source(ops["decorator"])),
+    "tensor_guards": lambda ops, graphs: not ops["decorator"]._tensor_checks
+    and ".dtype is _rd_dt_x" in _source(ops["decorator"]),
+    "compiling_flag": lambda ops, graphs: "_is_compiling_flag" not in _source(ops["decorator"]),
+    # Dynamo cannot take the plan: the decorator op breaks the graph, the custom op is one node
+    "constant_result": lambda ops, graphs: not any("rangedispatch_rd" in t or "cond" in t
+                                                   for g in graphs["decorator"] for t in g) and (
+        "registered" not in ops
+        or graphs["registered"] == [["rdtest_compile.fallback_constant_result.default", "<built-in function add>"]]),
+    "custom_op_kernels": lambda ops, graphs: "registered" not in ops
+    or not type(ops["registered"]).__name__.startswith("RangeDispatched"),
+}
+
+
+@pytest.mark.parametrize("feature", sorted(compat.FEATURES) + ["all"])
+def test_without_each_private_torch_feature_ops_stay_right_eagerly_compiled_and_exported(feature):
+    """Each private torch API marked absent in turn (and all at once): the probe's fallback runs,
+    and a decorator op and a registered custom op with three winners give the right values
+    eagerly, compiled and exported at every range edge (more graphs allowed). Where the feature
+    has a visible fallback, it shows."""
+    names = sorted(compat.FEATURES) if feature == "all" else [feature]
+    assert set(names) <= set(compat.FEATURES)
+    with compat.absent(*names):
+        assert not any(compat.have(n) for n in names)
+        registered = "custom_op_function" not in names
+        ops = three_winner_ops(feature, registered)
+        if not registered:  # the custom op's function cannot be found: a clear error, not a crash later
+            with pytest.raises(rd.ConfigError, match="range_dispatch"):
+                register(f"fallback_{feature}_error", THREE_WINNERS, cache=False)
+        graphs = {label: right_everywhere(op, f"{label} op without {feature}") for label, op in ops.items()}
+        for name in names:
+            sign = FALLBACK_SIGNS.get(name, lambda ops, graphs: True)
+            assert sign(ops, graphs), (name, graphs, _source(ops["decorator"]))
+
+
+def test_every_private_feature_is_listed_with_its_fallback_and_probed_once():
+    """The compat table names every feature's private API and fallback; a probe runs once and
+    its answer is kept; forcing a feature absent is undone on leaving the block."""
+    calls = []
+    compat.FEATURES["_probe_counter"] = compat.Feature("_probe_counter", "nothing", "nothing",
+                                                       lambda: calls.append(1) or "value")
+    try:
+        assert compat.get("_probe_counter") == "value" and compat.have("_probe_counter") and calls == [1]
+        with compat.absent("_probe_counter"):
+            assert not compat.have("_probe_counter") and compat.get("_probe_counter") is None
+        assert compat.have("_probe_counter") and calls == [1]
+    finally:
+        del compat.FEATURES["_probe_counter"]
+        compat._RESULTS.pop("_probe_counter", None)
+    with pytest.raises(KeyError, match="no feature"):
+        with compat.absent("no_such_feature"):
+            pass
+    rows = compat.report()
+    assert {r[0] for r in rows} == set(compat.FEATURES) and all(r[2] and r[3] for r in rows)
+
+
+@pytest.mark.parametrize("feature", ["constant_result", "tensor_guards", "global_state_guard", "dispatch_key_tls",
+                                     "all"])
+def test_without_a_private_torch_feature_a_multikernel_stays_right_eagerly_compiled_and_exported(feature):
+    """A MultiKernel (nearest rule, variants that name themselves in their output) with the
+    private torch APIs it uses marked absent: the same variant per size eagerly, compiled (a
+    graph break where Dynamo cannot take the plan) and exported."""
+    names = sorted(compat.FEATURES) if feature == "all" else [feature]
+    hints = [[16], [256], [4096]]
+    with compat.absent(*names):
+        for in_graph in ("inline", "opaque"):
+            mk = rd.MultiKernel([rd.Variant(_tagged(i), h) for i, h in enumerate(hints)], policy="nearest",
+                                cache=False, in_graph=in_graph, name=f"fallback_{in_graph}")
+            torch._dynamo.reset()
+            compiled = torch.compile(lambda x, y: mk(x, y) * 2, backend=CompileCounter(), dynamic=True)
+
+            class M(torch.nn.Module):
+                def forward(self, x, y):
+                    return mk(x, y)
+
+            d = torch.export.Dim("s", min=2, max=9999)
+            exported = torch.export.export(M(), (torch.zeros(40), torch.zeros(40)),
+                                           dynamic_shapes=({0: d}, {0: d})).module()
+            for s in (3, 40, 100, 300, 5000, 70):
+                x = torch.zeros(s)
+                want = int(mk.nearest((s,)).name[1])
+                got = (int(mk(x, x)[0]), int(compiled(x, x)[0]) // 2, int(exported(x, x)[0]))
+                assert got == (want, want, want), (feature, in_graph, s, got)
