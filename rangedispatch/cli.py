@@ -1,4 +1,4 @@
-"""Command line: ``rangedispatch demo | show PATH | tune MODULE:OP ... | cache``."""
+"""Command line: ``rangedispatch demo | show PATH | tune MODULE:OP ... | cache | compat``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
     cache = sub.add_parser("cache", help="print the cache directory and its tables")
     cache.add_argument("--clear", action="store_true", help="delete every cached table")
+    sub.add_parser("compat", help="which private torch APIs this torch offers, and the fallback used for each missing one")
     opts = parser.parse_args(argv)
     if opts.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(message)s")
@@ -48,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         print(run_demo(device=opts.device))
+        return 0
+    if opts.command == "compat":
+        from .compat import main as compat_main
+
+        compat_main()
         return 0
     from .errors import TableError
     from .table import TuningTable

@@ -27,8 +27,9 @@ cond_operator           ``torch.ops.higher_order.cond`` called       ``torch.con
 inline_cond             Inductor's cond lowering, IR and wrapper     Inductor's own code for every cond
                         codegen (see :mod:`rangedispatch.inline_cond`)
 isolated_trace          ``torch._guards.tracing``,                   the trial trace runs in the caller's context
-                        ``_disable_current_modes``                   (a failure leaves the op opaque)
-fake_tensor             ``torch._subclasses.fake_tensor.FakeTensor`` a tensor without storage counts as fake
+                        ``_disable_current_modes``, Dynamo's         (a failure leaves the op opaque)
+                        ``specialize_float``
+fake_tensor             ``torch._subclasses.fake_tensor.FakeTensor`` a tensor class of that name is a fake
 custom_op_function      ``CustomOpDef._init_fn``, ``_name``,         registering a custom op raises ConfigError,
                         ``_opoverload``                              which names ``@range_dispatch`` instead
 custom_op_kernels       ``CustomOpDef._backend_fns``,                kernels through ``register_kernel`` only; the
@@ -41,8 +42,8 @@ inductor_config         ``torch._inductor.config``,                  the options
 guard_log               ``torch._logging.set_logs(guards=True)``     ``GuardCounter`` sees no frames
 ======================  ===========================================  =============================================
 
-Tests force each fallback with :func:`absent`; ``python -m rangedispatch.compat`` prints the
-table for the installed torch.
+Tests force each fallback with :func:`absent`; ``rangedispatch compat`` prints the table for
+the installed torch.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ log = logging.getLogger("rangedispatch")
 @dataclass(frozen=True)
 class Feature:
     """A private torch API: ``uses`` it, ``fallback`` runs without it; ``probe()`` exercises it
-    and returns what the callers use (it raises, or returns ``None``, where it is missing)."""
+    and returns what the callers use (it raises, or returns ``None`` or ``False``, where it is
+    missing or does not do what it should)."""
 
     name: str
     uses: str
@@ -112,8 +114,8 @@ def _run_probe(f: Feature) -> tuple[bool, Any]:
         log.debug("torch private API '%s' unusable (%s: %s); fallback: %s", f.name, type(exc).__name__, exc,
                   f.fallback)
         return False, None
-    if value is None:
-        log.debug("torch private API '%s' unusable; fallback: %s", f.name, f.fallback)
+    if value is None or value is False:
+        log.debug("torch private API '%s' unusable (its self-test failed); fallback: %s", f.name, f.fallback)
         return False, None
     return True, value
 
@@ -297,16 +299,23 @@ def _inline_cond() -> bool:
     return inline_cond.self_test()
 
 
-@feature("isolated_trace", "torch._guards.tracing, torch.utils._python_dispatch._disable_current_modes",
+@feature("isolated_trace", "torch._guards.tracing, torch.utils._python_dispatch._disable_current_modes, "
+         "torch._dynamo.config.specialize_float",
          "the trial trace runs in the caller's context (a failure leaves the op opaque)")
 def _isolated_trace() -> Callable[[], Any]:
     from torch._guards import tracing
     from torch.utils._python_dispatch import _disable_current_modes
 
+    import torch._dynamo.config as dynamo_config
+
+    # floats the branches close over stay constants where torch.cond's wrapper compiles them
+    # (torch 2.15 lifts them to SymFloat operands, which its cond then refuses)
+    floats = {"specialize_float": True} if hasattr(dynamo_config, "specialize_float") else {}
+
     @contextlib.contextmanager
     def isolated() -> Iterator[None]:
-        """No tracing context and no dispatch modes of the caller's."""
-        with tracing(None), _disable_current_modes():
+        """No tracing context and no dispatch modes of the caller's; floats specialised."""
+        with tracing(None), _disable_current_modes(), dynamo_config.patch(floats):
             yield
 
     with isolated():
@@ -314,7 +323,7 @@ def _isolated_trace() -> Callable[[], Any]:
     return isolated
 
 
-@feature("fake_tensor", "torch._subclasses.fake_tensor.FakeTensor", "a tensor without storage counts as fake")
+@feature("fake_tensor", "torch._subclasses.fake_tensor.FakeTensor", "a tensor class named FakeTensor is a fake")
 def _fake_tensor() -> type:
     import torch
     from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
@@ -329,11 +338,7 @@ def is_fake(t: Any) -> bool:
     cls = get("fake_tensor")
     if cls is not None:
         return isinstance(t, cls)
-    try:
-        t.untyped_storage().data_ptr()
-    except Exception:  # noqa: BLE001 - no storage to read: a fake
-        return True
-    return False
+    return any(c.__name__ == "FakeTensor" for c in type(t).__mro__)  # without the class: its name
 
 
 def _probe_custom_op() -> Any:
@@ -462,7 +467,3 @@ def main() -> None:
     print(f"torch {torch.__version__}")
     for name, ok, uses, fallback in report():
         print(f"{name:20s} {'used' if ok else 'FALLBACK':8s} {uses}" + ("" if ok else f"  ->  {fallback}"))
-
-
-if __name__ == "__main__":
-    main()

@@ -644,7 +644,7 @@ def test_inductor_writes_the_lowered_op_s_conds_inline_and_a_user_s_cond_as_it_d
         return code, [line.strip() for line in code.splitlines() if line.startswith("def ") and "_graph_" in line]
 
     code, functions = compiled_code()
-    assert functions == ["def true_graph_1(args):", "def false_graph_1(args):"], functions  # the user's
+    assert sorted(functions) == ["def false_graph_1(args):", "def true_graph_1(args):"], functions  # the user's
     assert " < 64:" in code and " < 256:" in code and code.count("'torch.ops.cond'") == 2, code  # the user's checks
     monkeypatch.setattr(inline_cond, "ENABLED", False)
     code, functions = compiled_code()

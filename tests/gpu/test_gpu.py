@@ -476,3 +476,25 @@ def test_host_work_before_a_launch_is_not_timed_as_device_time():
     assert leaked > 0.15  # the host's 250 us show in do_bench's events
     assert median < kernel + 0.02, (median, kernel)  # the covered loop shows the kernel
     assert device_time_ms(heavy) < kernel + 0.02
+
+
+def test_private_torch_features_on_the_gpu_and_timing_without_the_spin():
+    """Every private feature the GPU path uses works on this torch (the probes exercise them);
+    without ``torch.cuda._sleep`` timing falls back to do_bench and still tunes and dispatches
+    an op right on every range."""
+    from rangedispatch import compat
+    from rangedispatch.timing import CudaTimer, Job
+
+    for name in ("cuda_sleep", "tensor_guards", "frame_strategies", "constant_result", "inline_cond",
+                 "custom_op_kernels"):
+        assert compat.have(name), name
+    x = torch.randn(1 << 16, device=DEV)
+    with compat.absent("cuda_sleep"):
+        times = CudaTimer().batch(Job("scale", 0, lambda: (_busy_host(250), x.mul_(1.0))), 5.0, 0.2)
+        assert len(times) >= 1 and all(t > 0 for t in times)
+        op = make_scale_op("gpu_scale_nospin")
+        w = torch.randn(64, device=DEV)
+        op.tune(torch.randn(2, 100, 64, device=DEV), w)
+        for s in (1, 511, 512, 513, 2047, 2048, 2049, 5000):
+            xs = torch.randn(2, s, 64, device=DEV)
+            torch.testing.assert_close(op(xs, w), xs * w)
