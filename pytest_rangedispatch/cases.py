@@ -171,7 +171,7 @@ def cases_for(spec: OpSpec) -> list[RangeCase]:
         return _hint_cases(spec)
     plan = op.plan
     reference = op._ref.name
-    from .checks import wants_graphs
+    from .examples import wants_graphs
 
     graphs = wants_graphs(spec)
     float64_reference = spec.options.get("reference") is not None
@@ -199,7 +199,7 @@ def op_ranges(spec: OpSpec) -> list[tuple[Any, Any]]:
     if getattr(op, "auto", None) is None:
         return [(rng, op.plan.candidates[rng]) for rng in op.plan.ranges]
     if op.table is None:
-        from .checks import ensure_tuned, example_call
+        from .examples import ensure_tuned, example_call
 
         ensure_tuned(spec, *example_call(spec))
     return [(r.range, op.plan.all_candidates) for r in op.table.results]

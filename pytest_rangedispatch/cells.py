@@ -11,60 +11,13 @@ inside the cell between them. An unbounded dimension is checked up to the marker
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import replace
 from typing import Any
-
-from rangedispatch.grid import cell_points
-from rangedispatch.tuner import range_top
 
 from .cases import DISPATCH
 from .checks import Equivalence, Variant, describe_inputs
-
-
-def axis_top(spec: Any, axis: Any, rng: Any) -> int:
-    top = spec.options.get("max_size")
-    if top is None:
-        top = axis.upper_bound if axis.upper_bound is not None else spec.op.settings.upper_bound
-    return range_top(rng, top)
-
-
-def axis_window(spec: Any, axis: Any, rng: Any, *, across: bool) -> tuple[int, int]:
-    """The sizes a case covers on one dimension; ``across``: one past each boundary too."""
-    top = axis_top(spec, axis, rng)
-    if across:
-        return max(rng.lo - 1, 0), top + (1 if rng.hi is not None else 0)
-    return rng.lo, top
-
-
-def axis_edges(spec: Any, axis: Any, rng: Any, *, across: bool) -> list[int]:
-    low, high = axis_window(spec, axis, rng, across=across)
-    top = axis_top(spec, axis, rng)
-    return sorted(s for s in {rng.lo - 1, rng.lo, rng.lo + 1, top, top + 1} if low <= s <= high)
-
-
-def corner_points(spec: Any, cell: Any, *, across: bool) -> list[tuple[int, ...]]:
-    """Every combination of each dimension's boundary sizes, plus the marker's ``sizes``
-    given as points inside the case's window."""
-    axes = spec.op.dispatch.axes
-    points = set(itertools.product(*[axis_edges(spec, a, r, across=across) for a, r in zip(axes, cell.ranges)]))
-    windows = [axis_window(spec, a, r, across=across) for a, r in zip(axes, cell.ranges)]
-    for extra in spec.options.get("sizes") or ():
-        if isinstance(extra, (tuple, list)) and len(extra) == len(axes) and all(
-                lo <= int(s) <= hi for s, (lo, hi) in zip(extra, windows)):
-            points.add(tuple(int(s) for s in extra))
-    return sorted(points)
-
-
-def bench_points(spec: Any, cell: Any) -> tuple[tuple[int, ...], ...]:
-    """Where a cell's benchmark case times: tuning's points, with the marker's ``max_size``
-    as the top of unbounded dimensions."""
-    top = spec.options.get("max_size")
-    axes = spec.op.dispatch.axes
-    if top is not None:
-        axes = tuple(replace(a, upper_bound=top) for a in axes)
-    return cell_points(cell, axes, spec.op.settings)
+# where a cell's cases run (kept importable from here)
+from .examples import axis_edges, axis_top, axis_window, bench_points, corner_points  # noqa: F401
 
 
 class CellEquivalence(Equivalence):

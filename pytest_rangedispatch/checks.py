@@ -25,6 +25,8 @@ from rangedispatch.timing import OK, RACED, Job, capture_graph, default_benchmar
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
 from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase, is_cell
+from .examples import ensure_tuned, example_call, wants_graphs
+from .examples import tensors_of as _tensors
 from .locking import device_lock
 from .options import DEFAULT_PROFILE, MARKER, PROFILES
 from .records import format_ms as _ms
@@ -66,43 +68,12 @@ class Variant:
         return f"dtype {str(self.dtype).replace('torch.', '')}, device {self.device}, layout {self.layout}"
 
 
-def example_call(spec: OpSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The marker's ``example`` as ``(args, kwargs)``; else the inputs the op was tuned with."""
-    example = spec.options.get("example")
-    if callable(example):
-        example = example()
-    if example is None:
-        template = spec.op._template
-        if template is None:
-            raise ValueError(
-                f"@pytest.mark.{MARKER}({spec.name}): no example inputs; pass example=... (a tuple "
-                "of args, a dict of kwargs, or a callable returning one) so the other dimensions, "
-                "dtypes and devices are known"
-            )
-        factory = InputFactory(template, spec.op.dispatch, spec.op.input_gen_fns, op_name=spec.name)
-        size = template.dispatch_size(spec.op.dispatch) if spec.op.dispatch else None
-        return factory.make(size)
-    if isinstance(example, dict):
-        return (), dict(example)
-    if (isinstance(example, tuple) and len(example) == 2 and isinstance(example[0], (tuple, list))
-            and isinstance(example[1], dict)):
-        return tuple(example[0]), dict(example[1])
-    if isinstance(example, (tuple, list)):
-        return tuple(example), {}
-    return (example,), {}
-
-
 def example_variant(args: Sequence[Any], kwargs: dict[str, Any]) -> Variant:
     """The example's own variant: its first tensor's dtype (if floating) and device, contiguous."""
     first = next(iter(_tensors(args, kwargs)), None)
     if first is None:
         return Variant(None, "cpu", "contiguous")
     return Variant(first.dtype if first.is_floating_point() else None, str(first.device), "contiguous")
-
-
-def _tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterable[Any]:
-    yield from (a for a in args if isinstance(a, torch.Tensor))
-    yield from (v for v in kwargs.values() if isinstance(v, torch.Tensor))
 
 
 def _map(args: Sequence[Any], kwargs: dict[str, Any], fn: Callable[[Any], Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -459,19 +430,6 @@ def _cast_like(expected: Any, got: Any) -> Any:
     return expected
 
 
-def ensure_tuned(spec: OpSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    """The op's table, tuning it on the example inputs if it has none. Tuning times
-    candidates, so it holds the device's lock exclusively (under xdist no other worker's
-    checks or timings overlap it); a table another worker cached meanwhile is loaded."""
-    op = spec.op
-    if op.table is None:
-        first = next(iter(_tensors(args, kwargs)), None)
-        with device_lock(str(first.device) if first is not None else "cpu", exclusive=True):
-            if op.table is None:
-                op.tune(*args, **kwargs)
-    return op.table
-
-
 # -- benchmark -------------------------------------------------------------------------------
 
 def geomean(values: Sequence[float]) -> float:
@@ -499,7 +457,7 @@ def run_benchmark(case: RangeCase, *, baseline: dict[str, Any] | None, threshold
     variant = example_variant(args, kwargs)
     device = variant.device
     if is_cell(rng):
-        from .cells import bench_points
+        from .examples import bench_points
 
         sizes: Sequence[Any] = bench_points(spec, rng)
     else:
@@ -628,7 +586,7 @@ class EdgeCheck:
                     if c.name != op._ref.name]
         subjects.append(("the dispatched op", spec.target if callable(spec.target) else op))
         if is_cell(rng):  # the corners of lo, lo+1 and the top on every dimension
-            from .cells import corner_points
+            from .examples import corner_points
 
             sizes: list[Any] = corner_points(spec, rng, across=False)
         else:
@@ -680,25 +638,6 @@ def _failure(exc: BaseException) -> str:
         chain.append(f"{type(exc).__name__}: {first_line(exc)}")
         exc = exc.__context__
     return "; ".join(reversed(chain))
-
-
-def wants_graphs(spec: OpSpec) -> bool:
-    """Whether an op gets a CUDA-graph case per range: ``cuda_graphs=True``, or by default
-    when CUDA is present and the marker's example (or its ``devices``) is on CUDA."""
-    choice = spec.options.get("cuda_graphs")
-    if choice is not None:
-        return bool(choice)
-    if not torch.cuda.is_available():
-        return False
-    devices = spec.options.get("devices")
-    if devices is not None:
-        devices = devices if isinstance(devices, (list, tuple)) else [devices]
-        return any(torch.device(d).type == "cuda" for d in devices)
-    try:
-        args, kwargs = example_call(spec)
-    except Exception:
-        return False
-    return any(t.is_cuda for t in _tensors(args, kwargs))
 
 
 GRAPH_WARMUP = 2  # eager calls on a side stream before capture: lazy init, library handles, autotuning

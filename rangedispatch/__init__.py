@@ -12,23 +12,46 @@ Example:
 
 from __future__ import annotations
 
-from .candidates import Candidate
-from .compare import Mismatch, compare, default_tolerance
-from .config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
-from .discover import AutoSettings
-from .environment import Environment
-from .grid import Cell, GridDispatchOp, GridSpec, GridTable, MultiDimRangeConfig
+from .decide.candidates import Candidate
+from .measure.compare import Mismatch, compare, default_tolerance
+from .decide.config import CustomOpConfig, CustomOpRangeConfig, DispatchSpec
+from .decide.discover import AutoSettings
+from .decide.environment import Environment
+from .op.grid import Cell, GridDispatchOp, GridSpec, GridTable, MultiDimRangeConfig
 from .errors import ConfigError, ConfigTypeError, RangeDispatchError, TableError, TuningError
 from .multikernel import MultiKernel, Variant, inductor_multi_kernel
-from .op import RangeDispatchOp
-from .profile import SizeProfile
-from .ranges import Partition, Range
+from .op.core import RangeDispatchOp
+from .decide.profile import SizeProfile
+from .decide.ranges import Partition, Range
 from .registration import dispatcher_of, range_dispatch, register_custom_op_autotuning
-from .table import RangeResult, TuningTable
-from .timing import Benchmark, Benchmarker, CpuBenchmarker, CudaBenchmarker, Job, default_benchmarker
-from .tuner import TunerSettings, sample_sizes
+from .decide.table import RangeResult, TuningTable
+from .measure.timing import Benchmark, Benchmarker, CpuBenchmarker, CudaBenchmarker, Job, default_benchmarker
+from .decide.tuner import TunerSettings, sample_sizes
 
 __version__ = "0.1.0"
+
+#: the flat paths the modules had before the layers (``rangedispatch.timing``, ...): the same
+#: module objects, so imports and monkeypatches written against them keep working
+_MOVED = {
+    "timing": "measure.timing", "compare": "measure.compare", "verify": "measure.verify",
+    **{name: f"decide.{name}" for name in ("candidates", "environment", "ranges", "config", "inputs", "table",
+                                           "cache", "profile", "tuner", "discover")},
+    "fastcall": "route.fastcall", "traced": "trace.traced", "inline_cond": "compat.inline_cond",
+    "grid": "op.grid", "distributed": "op.distributed",
+}
+
+
+def _alias_moved() -> None:
+    import importlib
+    import sys
+
+    for old, new in _MOVED.items():
+        module = importlib.import_module(f"{__name__}.{new}")
+        sys.modules.setdefault(f"{__name__}.{old}", module)
+        globals().setdefault(old, module)
+
+
+_alias_moved()
 
 __all__ = [
     "AutoSettings",

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compat_main()
         return 0
     from .errors import TableError
-    from .table import TuningTable
+    from .decide.table import TuningTable
 
     if opts.command == "tune":
         return _tune(opts)
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(table.format())
         return 0
-    from .cache import cache_dir
+    from .decide.cache import cache_dir
 
     directory = cache_dir()
     if directory is None:
@@ -106,9 +106,9 @@ def _load(spec: str, what: str) -> object:
 def _tune(opts: argparse.Namespace) -> int:
     import time
 
-    from .discover import AutoSettings
+    from .decide.discover import AutoSettings
     from .errors import RangeDispatchError
-    from .op import RangeDispatchOp
+    from .op.core import RangeDispatchOp
     from .registration import dispatcher_of
 
     try:

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from .config import CustomOpRangeConfig
-from .op import RangeDispatchOp
+from .decide.config import CustomOpRangeConfig
+from .op.core import RangeDispatchOp
 from .registration import register_custom_op_autotuning
 
 RANGES = [(0, 512), (512, 2048), (2048, float("inf"))]

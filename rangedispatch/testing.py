@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from .timing import Job
+from .measure.timing import Job
 
 
 class FakeBenchmarker:
@@ -145,7 +145,7 @@ def replay_tuning(
 
     import rangedispatch as rd
 
-    from .timing import Benchmark
+    from .measure.timing import Benchmark
 
     timer = ReplayTimer(rows)
 
@@ -216,12 +216,13 @@ class GuardCounter:
                     counter.text.append(text)
 
         self._handler = _Handler()
-        self._log = logging.getLogger("torch._dynamo.guards")
-
-    def __enter__(self) -> GuardCounter:
         from .compat import get
 
-        self._switch = get("guard_log") or (lambda on: None)  # without it: no frames seen
+        self._guard_log = get("guard_log")  # without it: no frames seen
+        self._log = self._guard_log.logger if self._guard_log is not None else logging.getLogger(__name__)
+
+    def __enter__(self) -> GuardCounter:
+        self._switch = self._guard_log.switch if self._guard_log is not None else (lambda on: None)
         self._switch(True)
         self._log.addHandler(self._handler)
         return self

@@ -1060,7 +1060,7 @@ def test_every_private_feature_is_listed_with_its_fallback_and_probed_once():
         assert compat.have("_probe_counter") and calls == [1]
     finally:
         del compat.FEATURES["_probe_counter"]
-        compat._RESULTS.pop("_probe_counter", None)
+        compat.registry._RESULTS.pop("_probe_counter", None)
     with pytest.raises(KeyError, match="no feature"):
         with compat.absent("no_such_feature"):
             pass

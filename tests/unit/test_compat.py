@@ -34,7 +34,7 @@ def test_a_failing_probe_means_the_fallback_and_one_debug_line(caplog):
         assert len(lines) == 1 and "Conditional" in lines[0] and "Inductor's code" in lines[0], lines
     finally:
         del compat.FEATURES["_broken"]
-        compat._RESULTS.pop("_broken", None)
+        compat.registry._RESULTS.pop("_broken", None)
 
 
 def test_fakes_are_told_apart_with_and_without_the_fake_tensor_class():
@@ -78,4 +78,4 @@ def test_a_probe_answering_none_or_false_means_absent(answer):
         assert not compat.have("_no") and compat.get("_no") is None
     finally:
         del compat.FEATURES["_no"]
-        compat._RESULTS.pop("_no", None)
+        compat.registry._RESULTS.pop("_no", None)

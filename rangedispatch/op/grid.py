@@ -29,17 +29,17 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .candidates import Candidate
-from .config import (CustomOpConfig, DispatchSpec, Plan, _parse_tie, check_implementations, make_candidate,
+from ..decide.candidates import Candidate
+from ..decide.config import (CustomOpConfig, DispatchSpec, Plan, _parse_tie, check_implementations, make_candidate,
                      op_parameters, parse_dispatch_on, parse_range_list)
-from .candidates import uniquify
-from .environment import Environment
-from .errors import ConfigError, ConfigTypeError, describe
-from .inputs import InputFactory
-from .ranges import Partition, Range, describe_tree, map_tree, ranges_from_split_points
-from .table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable, choice_lines
-from .timing import Benchmarker
-from .tuner import Budget, Prober, TunerSettings, _tune_range, make_table, sample_sizes
+from ..decide.candidates import uniquify
+from ..decide.environment import Environment
+from ..errors import ConfigError, ConfigTypeError, describe
+from ..decide.inputs import InputFactory
+from ..decide.ranges import Partition, Range, describe_tree, map_tree, ranges_from_split_points
+from ..decide.table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable, choice_lines
+from ..measure.timing import Benchmarker
+from ..decide.tuner import Budget, Prober, TunerSettings, _tune_range, make_table, sample_sizes
 
 log = logging.getLogger("rangedispatch")
 
@@ -408,7 +408,7 @@ class GridTable(TuningTable):
 
     @classmethod
     def from_json(cls, data: Any) -> GridTable:
-        from .errors import TableError
+        from ..errors import TableError
 
         if not isinstance(data, Mapping) or data.get("format") != GRID_FORMAT:
             raise TableError(f"Expected a {GRID_FORMAT} document but got {type(data).__name__} without that format tag")
@@ -527,7 +527,7 @@ def eager_walker(tree: Any, getters: Sequence[Callable[[tuple[Any, ...], dict[st
 # -- the op ----------------------------------------------------------------------------------
 
 from . import distributed  # noqa: E402
-from .op import RangeDispatchOp, _RangedImpl, _apply_names_and_restrictions  # noqa: E402
+from .core import RangeDispatchOp, _RangedImpl, _apply_names_and_restrictions  # noqa: E402
 
 
 class GridDispatchOp(RangeDispatchOp):

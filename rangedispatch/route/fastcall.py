@@ -54,7 +54,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch.compiler
 from torch.compiler import is_compiling, is_dynamo_compiling
 
-from . import compat
+from .. import compat
 
 
 #: at most this many C-level guards per table (one per way its callers' tensors differ)
@@ -95,7 +95,7 @@ def plain_params(fn: Callable[..., Any]) -> list[str]:
 
 def tensor_params(template: Any, names: Sequence[str]) -> list[str]:
     """The parameters that are tensors in ``template``, in signature order."""
-    from .inputs import TensorSpec
+    from ..decide.inputs import TensorSpec
 
     return [n for n in names if isinstance(template.get(n), TensorSpec)]
 
@@ -136,7 +136,7 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
     plain scalar arguments. Constants go into ``env`` (their names start with ``_rd_`` and
     ``prefix``). With ``tensor_checks`` (see :func:`tensor_guard`) the tensors are checked by
     those instead, any one passing."""
-    from .inputs import TensorSpec
+    from ..decide.inputs import TensorSpec
 
     conds = []
     if tensor_checks:
@@ -185,7 +185,7 @@ def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size:
 def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Signature,
                  tree: tuple[Sequence[tuple[str, int]], Any], key: str, env: dict[str, Any],
                  traced_call: str, guarded: bool = False, label: str = "op",
-                 constants: Mapping[str, Any] | None = None) -> list[str]:
+                 constants: Mapping[str, Any] | None = None, *, hooks: Mapping[str, Any]) -> list[str]:
     """The body Dynamo traces for a signature whose tensors are named parameters: nested
     ``branch`` (``torch.cond``) calls on the dispatch sizes, each branch a closure taking the
     tensors as operands and the other arguments from the call. ``tree`` is ``(axes, node)``:
@@ -213,8 +213,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     table's lowered op for calls with those values (forms 4 and 5 of
     :func:`~rangedispatch.traced.traced_form`; ``label`` names the op): the cond tree is then
     built below Dynamo, which guards none of it."""
-    from .traced import branch, lowered_ops, traced_form
-
+    branch, lowered_ops, traced_form = hooks["branch"], hooks["lowered_ops"], hooks["traced_form"]
     axes, root = tree
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
         return []
@@ -377,7 +376,7 @@ def substitute(eager: Callable[..., Any], traced: Callable[..., Any]) -> None:
 def tuned_values(template: Any, sig: inspect.Signature) -> dict[str, Any] | None:
     """The value of every parameter that is not a tensor in ``template`` (its default where
     the example left it out); ``None`` without a template."""
-    from .inputs import TensorSpec
+    from ..decide.inputs import TensorSpec
 
     if template is None:
         return None
@@ -419,6 +418,7 @@ def generate_call(
     others: Sequence[tuple[Any, Sequence[Callable[..., bool]], Sequence[int], Sequence[Callable[..., Any]]]] = (),
     tensors: Sequence[str] = (),
     disabled: tuple[Any, Callable[..., Any]] | None = None,
+    hooks: Mapping[str, Any] | None = None,
 ) -> Callable[..., Any] | None:
     """A ``__call__(self, ...)`` for ``reference``'s signature, or ``None`` if the signature
     cannot be reproduced (builtins, odd defaults); the generic path is used then.
@@ -430,8 +430,10 @@ def generate_call(
     non-dispatch dims, scalar values) goes to ``miss(args_tuple, kwargs_dict)`` instead.
     With ``record``, every call passes its dispatch size to ``record(size)`` first.
     ``tensor_checks`` replace the template's tensor conditions (see :func:`tensor_guard`).
-    With ``tree`` (the dispatch dimensions and the traced decision) and the op's ``key``, Dynamo
-    traces the dispatch written out for this signature (see :func:`traced_lines`) instead of
+    With ``tree`` (the dispatch dimensions and the traced decision), the op's ``key`` and the
+    trace layer's ``hooks`` (``trace.traced.TRACE_HOOKS``: ``branch``, ``lowered_ops``,
+    ``traced_form``, which the written lines call), Dynamo traces the dispatch written out for
+    this signature (see :func:`traced_lines`) instead of
     the general traced path: fewer guards on every compiled call. With ``eager_tree`` (the
     same form, leaves the functions eager calls run: a grid op's decision), the eager dispatch
     is written out as one nested conditional expression over the dimensions' sizes. ``others``
@@ -507,8 +509,8 @@ def generate_call(
         general = f"_traced(self, {pos_src}, {{{', '.join(kw)}}})"
         operands = tensor_params(template, names) if template is not None else list(tensors)
         written = (traced_lines(operands, names, sig, tree, key, env, general, guarded,
-                                getattr(reference, "__name__", "op"), tuned_values(template, sig))
-                   if tree and key else [])
+                                getattr(reference, "__name__", "op"), tuned_values(template, sig), hooks=hooks)
+                   if tree and key and hooks else [])
         traced_written = bool(written)
         body = written or [f"        return {general}"]
         lines = [f"def __call__{head}"]

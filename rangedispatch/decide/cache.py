@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .environment import Environment
-from .errors import TableError
+from ..errors import TableError
 from .table import VERSION, TuningTable
 
 ENV_DIR = "RANGEDISPATCH_CACHE_DIR"

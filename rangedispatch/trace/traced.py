@@ -30,12 +30,13 @@ import torch
 from torch.compiler import is_dynamo_compiling
 from torch.fx.experimental.symbolic_shapes import statically_known_false, statically_known_true
 
-from . import compat, inline_cond
-from .errors import first_line
-from .ranges import Partition, tree_leaves
+from .. import compat
+from ..compat import inline_cond
+from ..errors import first_line
+from ..decide.ranges import Partition, tree_leaves
 
 if TYPE_CHECKING:
-    from .op import RangeDispatchOp
+    from ..op.core import RangeDispatchOp
 
 log = logging.getLogger("rangedispatch")
 
@@ -118,7 +119,7 @@ def _retrace() -> None:
 
 def _kinds_by_name(op: RangeDispatchOp, layout_args: Sequence[Any], layout_kwargs: Sequence[tuple[str, Any]],
                    kinds: Sequence[tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
-    from .inputs import _positional_names
+    from ..decide.inputs import _positional_names
 
     names = _positional_names(op.reference_fn, len(layout_args))
     tensors = [n for n, a in zip(names, layout_args) if a == _TENSOR] + [k for k, v in layout_kwargs if v == _TENSOR]
@@ -316,7 +317,7 @@ def _preflight(op: RangeDispatchOp, plan: Any, template: Any, outputs: list[str]
     of its output (see :func:`output_kind`) goes into ``outputs``."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from .inputs import InputFactory
+    from ..decide.inputs import InputFactory
 
     if template is None or op.dispatch is None:
         return None
@@ -541,14 +542,11 @@ def _lowered_branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[.
         return true_fn(*operands)
     if statically_known_false(pred):
         return false_fn(*operands)
-    if operands and operands[0].device.type in CUDA_GRAPH_DEVICES and _inductor_cudagraphs():
+    if operands and operands[0].device.type in CUDA_GRAPH_DEVICES and compat.inductor_cudagraphs():
         return true_fn(*operands) if pred else false_fn(*operands)
     with inline_cond.marked():
         return tuple(_COND(pred, true_fn, false_fn, tuple(operands)))
 
 
-def _inductor_cudagraphs() -> bool:
-    """Inductor's ``triton.cudagraphs`` as it stands (``mode="reduce-overhead"`` patches it on
-    while Inductor compiles, AOTAutograd's trace included); off where Inductor is not loaded."""
-    config = sys.modules.get("torch._inductor.config")
-    return config is not None and bool(config.triton.cudagraphs)
+#: what the generated calls' written-out dispatch calls (see ``route.fastcall.traced_lines``)
+TRACE_HOOKS = {"branch": branch, "lowered_ops": lowered_ops, "traced_form": traced_form}

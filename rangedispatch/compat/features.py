@@ -1,163 +1,16 @@
-"""Every private torch API rangedispatch uses, each behind a probe and a fallback.
-
-torch changes its private modules in any release. Each piece this package reaches for is a
-:class:`Feature`: what it uses, what runs without it, and a probe that exercises it once per
-process (a tiny self-test, not a look-up of names) and hands back what the callers use. A
-probe that fails or raises makes the feature absent: the fallback runs, and one debug line on
-the ``rangedispatch`` logger says why. Nothing a user calls or compiles ever sees an exception
-from a missing private piece.
-
-Features (``have(name)`` / ``get(name)``):
-
-======================  ===========================================  =============================================
-feature                 private API                                  fallback
-======================  ===========================================  =============================================
-frame_strategies        Dynamo's ``set_code_exec_strategy``,         the eager call keeps its compile check; a
-                        ``FrameAction``, ``FrameExecStrategy``        kernel is wrapped in ``torch.compiler.disable``
-tensor_guards           ``torch._C._dynamo.guards.TensorGuards``     Python conditions on dtype, device and sizes
-global_state_guard      ``torch._C._dynamo.guards.GlobalStateGuard`` grad and inference mode compared in Python
-compiling_flag          ``torch.compiler._is_compiling_flag``        ``torch.compiler.is_compiling()``
-constant_result         ``torch._dynamo.assume_constant_result``     under Dynamo the op runs outside the graph
-                                                                     (``torch.compiler.disable``: a graph break)
-trace_restart           ``UnspecializeRestartAnalysis``, the          the trace goes on along the general path
-                        current ``InstructionTranslator``
-trace_backend           the current trace's backend                  no CUDA graphs assumed: the cond is kept
-cond_operator           ``torch.ops.higher_order.cond`` called       ``torch.cond``
-                        directly under Dynamo
-inline_cond             Inductor's cond lowering, IR and wrapper     Inductor's own code for every cond
-                        codegen (see :mod:`rangedispatch.inline_cond`)
-isolated_trace          ``torch._guards.tracing``,                   the trial trace runs in the caller's context
-                        ``_disable_current_modes``, Dynamo's         (a failure leaves the op opaque)
-                        ``specialize_float``
-fake_tensor             ``torch._subclasses.fake_tensor.FakeTensor`` a tensor class of that name is a fake
-custom_op_function      ``CustomOpDef._init_fn``, ``_name``,         registering a custom op raises ConfigError,
-                        ``_opoverload``                              which names ``@range_dispatch`` instead
-custom_op_kernels       ``CustomOpDef._backend_fns``,                kernels through ``register_kernel`` only; the
-                        ``_disabled_kernel``, its class              op stays opaque under ``torch.compile``
-dispatch_key_tls        ``torch._C._ForceDispatchKeyGuard`` and the  variants run in the caller's dispatch state
-                        local include/exclude sets
-cuda_sleep              ``torch.cuda._sleep``                        device timing without a spin before each call
-inductor_config         ``torch._inductor.config``,                  the options are left as they are
-                        ``torch._functorch.config``
-guard_log               ``torch._logging.set_logs(guards=True)``     ``GuardCounter`` sees no frames
-======================  ===========================================  =============================================
-
-Tests force each fallback with :func:`absent`; ``rangedispatch compat`` prints the table for
-the installed torch.
-"""
+"""The private torch APIs rangedispatch uses, each a feature with a probe that exercises it (see
+:mod:`rangedispatch.compat`)."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import threading
-from dataclasses import dataclass
+import itertools
 from typing import Any, Callable, Iterator
 
-log = logging.getLogger("rangedispatch")
+from .registry import feature, get, have
 
+_PROBE_OPS = itertools.count()
 
-@dataclass(frozen=True)
-class Feature:
-    """A private torch API: ``uses`` it, ``fallback`` runs without it; ``probe()`` exercises it
-    and returns what the callers use (it raises, or returns ``None`` or ``False``, where it is
-    missing or does not do what it should)."""
-
-    name: str
-    uses: str
-    fallback: str
-    probe: Callable[[], Any]
-
-
-FEATURES: dict[str, Feature] = {}
-_RESULTS: dict[str, tuple[bool, Any]] = {}
-_FORCED: set[str] = set()
-_LOCK = threading.RLock()
-
-
-def feature(name: str, uses: str, fallback: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
-    def register(probe: Callable[[], Any]) -> Callable[[], Any]:
-        FEATURES[name] = Feature(name, uses, fallback, probe)
-        return probe
-
-    return register
-
-
-def have(name: str) -> bool:
-    """Whether the feature works on this torch (its probe runs on the first ask)."""
-    return _result(name)[0]
-
-
-def get(name: str) -> Any:
-    """What the feature's probe handed back, or ``None`` where it is absent."""
-    ok, value = _result(name)
-    return value if ok else None
-
-
-def _result(name: str) -> tuple[bool, Any]:
-    if name in _FORCED:
-        return False, None
-    found = _RESULTS.get(name)
-    if found is not None:
-        return found
-    with _LOCK:
-        found = _RESULTS.get(name)
-        if found is None:
-            found = _RESULTS[name] = _run_probe(FEATURES[name])
-    return found
-
-
-def _run_probe(f: Feature) -> tuple[bool, Any]:
-    try:
-        value = f.probe()
-    except Exception as exc:  # noqa: BLE001 - any failure means: fall back
-        log.debug("torch private API '%s' unusable (%s: %s); fallback: %s", f.name, type(exc).__name__, exc,
-                  f.fallback)
-        return False, None
-    if value is None or value is False:
-        log.debug("torch private API '%s' unusable (its self-test failed); fallback: %s", f.name, f.fallback)
-        return False, None
-    return True, value
-
-
-_REFRESH: list[Callable[[], None]] = []
-
-
-def on_change(refresh: Callable[[], None]) -> Callable[[], None]:
-    """Register ``refresh``: it recomputes what a module keeps of a feature in its globals (read
-    where a function call would cost a guard in compiled frames) when :func:`absent` changes
-    what is there. It runs once now."""
-    _REFRESH.append(refresh)
-    refresh()
-    return refresh
-
-
-@contextlib.contextmanager
-def absent(*names: str) -> Iterator[None]:
-    """Treat ``names`` as missing from this torch while the block runs (tests of the fallbacks).
-    Code generated or traced inside the block keeps its fallback afterwards."""
-    unknown = [n for n in names if n not in FEATURES]
-    if unknown:
-        raise KeyError(f"absent(): no feature {unknown}; the features are {sorted(FEATURES)}")
-    before = set(_FORCED)
-    _FORCED.update(names)
-    for refresh in _REFRESH:
-        refresh()
-    try:
-        yield
-    finally:
-        _FORCED.clear()
-        _FORCED.update(before)
-        for refresh in _REFRESH:
-            refresh()
-
-
-def report() -> list[tuple[str, bool, str, str]]:
-    """``(feature, works here, private API, fallback)`` for every feature."""
-    return [(f.name, have(f.name), f.uses, f.fallback) for f in FEATURES.values()]
-
-
-# --- the features ------------------------------------------------------------------------------
 
 
 @feature("frame_strategies", "torch._dynamo.eval_frame.set_code_exec_strategy, FrameAction, FrameExecStrategy",
@@ -291,14 +144,6 @@ def _cond_operator() -> Any:
     return op if torch.equal(tuple(got)[0], x - 1) else None
 
 
-@feature("inline_cond", "Inductor's cond lowering, IR nodes and Python wrapper codegen",
-         "Inductor's own code for every cond")
-def _inline_cond() -> bool:
-    from . import inline_cond
-
-    return inline_cond.self_test()
-
-
 @feature("isolated_trace", "torch._guards.tracing, torch.utils._python_dispatch._disable_current_modes, "
          "torch._dynamo.config.specialize_float",
          "the trial trace runs in the caller's context (a failure leaves the op opaque)")
@@ -344,7 +189,7 @@ def is_fake(t: Any) -> bool:
 def _probe_custom_op() -> Any:
     import torch
 
-    name = f"rangedispatch_probe::identity_{threading.get_ident()}_{len(_RESULTS)}"
+    name = f"rangedispatch_probe::identity_{next(_PROBE_OPS)}"
 
     def identity(x: torch.Tensor) -> torch.Tensor:
         return x.clone()
@@ -447,23 +292,72 @@ def _inductor_config() -> tuple[Any, Any]:
     return inductor_config, functorch_config
 
 
-@feature("guard_log", "torch._logging.set_logs(guards=True)", "GuardCounter sees no frames")
-def _guard_log() -> Callable[[bool], None]:
+@feature("guard_log", "torch._logging.set_logs(guards=True), the torch._dynamo.guards logger",
+         "GuardCounter sees no frames")
+def _guard_log() -> Any:
+    import logging
+
     import torch._logging
 
-    def switch(on: bool) -> None:
-        if on:
-            torch._logging.set_logs(guards=True)
-        else:
-            torch._logging.set_logs()
+    class GuardLog:
+        logger = logging.getLogger("torch._dynamo.guards")
 
-    switch(False)
-    return switch
+        @staticmethod
+        def switch(on: bool) -> None:
+            if on:
+                torch._logging.set_logs(guards=True)
+            else:
+                torch._logging.set_logs()
+
+    GuardLog.switch(False)
+    return GuardLog
 
 
-def main() -> None:
+@feature("no_dispatch_modes", "torch.utils._python_dispatch._disable_current_modes",
+         "tuning during a trace runs under the trace's dispatch modes (it may fail there: the reference runs)")
+def _no_dispatch_modes() -> Callable[[], Any]:
+    import torch
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        torch.ones(1) + 1
+    return _disable_current_modes
+
+
+def no_dispatch_modes() -> Any:
+    """A context without the caller's dispatch modes (a trace's fake mode): real tensors inside."""
+    found = get("no_dispatch_modes")
+    return found() if found is not None else contextlib.nullcontext()
+
+
+@feature("operator_types", "torch._ops.OpOverload, torch._ops.OpOverloadPacket",
+         "built-in operators are told apart by their class names")
+def _operator_types() -> tuple[type, ...]:
     import torch
 
-    print(f"torch {torch.__version__}")
-    for name, ok, uses, fallback in report():
-        print(f"{name:20s} {'used' if ok else 'FALLBACK':8s} {uses}" + ("" if ok else f"  ->  {fallback}"))
+    types = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
+    ok = isinstance(torch.ops.aten.add.Tensor, types) and isinstance(torch.ops.aten.add, types)
+    return types if ok else None  # type: ignore[return-value]
+
+
+def is_operator(obj: Any) -> bool:
+    """Whether ``obj`` is a built-in operator (``torch.ops.<ns>.<op>`` or one of its overloads)."""
+    types = get("operator_types")
+    if types is not None:
+        return isinstance(obj, types)
+    return type(obj).__name__ in ("OpOverload", "OpOverloadPacket")
+
+
+def inductor_cudagraphs() -> bool:
+    """Inductor's ``triton.cudagraphs`` as it stands (``mode="reduce-overhead"`` patches it on
+    while Inductor compiles, AOTAutograd's trace included); off where Inductor is not loaded
+    (it is not imported here) or its config cannot be read."""
+    import sys
+
+    if "torch._inductor.config" not in sys.modules:
+        return False
+    configs = get("inductor_config")
+    try:
+        return configs is not None and bool(configs[0].triton.cudagraphs)
+    except AttributeError:
+        return False

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .environment import Environment
-from .errors import TableError
+from ..errors import TableError
 from .ranges import Partition, Range
 
 FORMAT = "rangedispatch.table"

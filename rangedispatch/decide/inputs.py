@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import dims_by_tensor
-from .errors import ConfigError, ConfigTypeError
+from ..errors import ConfigError, ConfigTypeError
 
 log = logging.getLogger("rangedispatch")
 
@@ -33,7 +33,7 @@ class TensorSpec:
 
     @classmethod
     def of(cls, t: Any) -> TensorSpec:
-        from .compat import is_fake
+        from ..compat import is_fake
 
         shape = tuple(_hint(s) for s in t.shape)
         fake = is_fake(t) or t.device.type == "meta" or shape != tuple(t.shape)

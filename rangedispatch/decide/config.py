@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .candidates import Candidate, uniquify
-from .errors import ConfigError, ConfigTypeError, describe
+from ..errors import ConfigError, ConfigTypeError, describe
 from .ranges import Range, check_ranges, parse_range, ranges_from_split_points
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .compare import Mismatch, compare, compare_with_truth, low_precision
-from .errors import first_line
+from ..errors import first_line
 
 PRECISION_FACTOR = 2.0
 

@@ -223,7 +223,7 @@ class CudaTimer:
         fn = job.fn
         if self.graphs:
             return self._graph_batch(fn, ms, estimate_ms)
-        from . import compat
+        from .. import compat
 
         if compat.have("cuda_sleep"):  # a private torch API: without it, do_bench alone
             host = self.host_ms(fn)
@@ -364,7 +364,7 @@ def _device_constants() -> _Constants:
 
 def _spin() -> Callable[[int], None]:
     """The GPU spin (``torch.cuda._sleep``, see :mod:`rangedispatch.compat`)."""
-    from . import compat
+    from .. import compat
 
     return compat.get("cuda_sleep")
 

@@ -20,8 +20,8 @@ from .environment import Environment
 from .inputs import InputFactory
 from .ranges import Range
 from .table import RangeResult, TuningTable
-from .timing import FAILED, RACED, SLOW, Benchmarker, Job, log_ratios, measure_jobs, two_standard_errors, uncertainty
-from .verify import aliased_inputs, reference_run, run_candidate, truth_of
+from ..measure.timing import FAILED, RACED, SLOW, Benchmarker, Job, log_ratios, measure_jobs, two_standard_errors, uncertainty
+from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of
 
 log = logging.getLogger("rangedispatch")
 
@@ -183,10 +183,13 @@ def tune_plan(
     device_type: str = "cpu",
     profile: Any = None,
     only: Sequence[Range] | None = None,
+    refine: Callable[..., list[RangeResult]] | None = None,
 ) -> TuningTable:
     """Tune every range of ``plan`` (or only the ranges ``only``; the others are left out of
     the table) and return the table, logging as it goes. With a ``profile`` of recorded
-    sizes, a range with traffic is sampled at its traffic quantiles."""
+    sizes, a range with traffic is sampled at its traffic quantiles. With ``settings.refine``,
+    ``refine`` (``discover.refine_range``) splits a range where its winner stops being the
+    fastest."""
     log.info("=== Range-based Autotuning for %s ===", op_name)
     log.info("Dispatch dimension: %s", plan.dispatch if plan.dispatch else "(none: one global choice)")
     upper = effective_upper_bound(plan.dispatch, settings)
@@ -210,8 +213,8 @@ def tune_plan(
             "Range %s: Selected implementation '%s' after benchmarking %d candidate%s",
             rng, result.winner, n, "" if n == 1 else "s",
         )
-        if settings.refine and plan.dispatch is not None:
-            results += refine_range(result, cands, probes, prober, upper)
+        if settings.refine and plan.dispatch is not None and refine is not None:
+            results += refine(result, cands, probes, prober, upper)
         else:
             results.append(result)
     return make_table(op_name, plan, reference, results, factory, settings, environment)
@@ -390,33 +393,6 @@ def _tune_range(
     weights = log_weights(used_sizes) if weighted else None
     winner, noise = judge(probes, reference.name, order, final, disqualified, prober.settings, weights)
     return RangeResult(rng, winner, tuple(used_sizes), final, disqualified, noise, dropped, weights), probes
-
-
-#: (candidate, size) measurements a refined range may spend on locating its crossovers
-REFINE_BUDGET = 24
-
-
-def refine_range(result: RangeResult, cands: Sequence[Candidate], probes: Sequence[Probe], prober: Prober,
-                 upper: int | None) -> list[RangeResult]:
-    """``result`` split where its winner stops being the fastest (``refine=True``): the range's
-    sample sizes seed the crossover search of ``split_points="auto"``, which bisects between
-    the sizes whose winners differ; ``[result]`` when no crossover is found or it holds no split."""
-    from .discover import AutoSettings, discover
-
-    rng = result.range
-    if result.crossover() is None or len(probes) < 2:
-        return [result]
-    search = AutoSettings(lo=max(rng.lo, 1), hi=range_top(rng, upper), budget=REFINE_BUDGET)
-    found = discover(prober, cands, search, seeded={p.size: p for p in probes}).results
-    if len(found) < 2:
-        return [result]
-    first, last = found[0], found[-1]
-    found = (replace(first, range=Range(rng.lo, first.range.hi)), *found[1:-1],
-             replace(last, range=Range(last.range.lo, rng.hi)))
-    log.info("Range %s: split at %s where the fastest candidate changes: %s", rng,
-             ", ".join(str(r.range.lo) for r in found[1:]),
-             ", ".join(f"{r.range} -> '{r.winner}'" for r in found))
-    return list(found)
 
 
 def judge(probes: Sequence[Probe], reference: str, order: Sequence[str], timings: dict[str, tuple[float, ...]],

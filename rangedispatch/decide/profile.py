@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import TableError
+from ..errors import TableError
 
 FORMAT = "rangedispatch.sizes"
 VERSION = 1

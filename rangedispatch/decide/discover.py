@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from .candidates import Candidate
 from .ranges import Range
 from .table import RangeResult
-from .tuner import Probe, Prober, judge
+from .tuner import Probe, Prober, judge, range_top
 
 log = logging.getLogger("rangedispatch")
 
@@ -264,3 +264,28 @@ def tune_auto(*, op_name: str, plan: Any, reference: Candidate, factory: Any, be
     return dataclasses.replace(table, settings={**table.settings, "auto": auto.to_json(),
                                                 "discovery": found.summary(), "benchmarks": found.benchmarks,
                                                 "budget": found.budget})
+
+
+#: (candidate, size) measurements a refined range may spend on locating its crossovers
+REFINE_BUDGET = 24
+
+
+def refine_range(result: RangeResult, cands: Sequence[Candidate], probes: Sequence[Probe], prober: Prober,
+                 upper: int | None) -> list[RangeResult]:
+    """``result`` split where its winner stops being the fastest (``refine=True``): the range's
+    sample sizes seed the crossover search of ``split_points="auto"``, which bisects between
+    the sizes whose winners differ; ``[result]`` when no crossover is found or it holds no split."""
+    rng = result.range
+    if result.crossover() is None or len(probes) < 2:
+        return [result]
+    search = AutoSettings(lo=max(rng.lo, 1), hi=range_top(rng, upper), budget=REFINE_BUDGET)
+    found = discover(prober, cands, search, seeded={p.size: p for p in probes}).results
+    if len(found) < 2:
+        return [result]
+    first, last = found[0], found[-1]
+    found = (dataclasses.replace(first, range=Range(rng.lo, first.range.hi)), *found[1:-1],
+             dataclasses.replace(last, range=Range(last.range.lo, rng.hi)))
+    log.info("Range %s: split at %s where the fastest candidate changes: %s", rng,
+             ", ".join(str(r.range.lo) for r in found[1:]),
+             ", ".join(f"{r.range} -> '{r.winner}'" for r in found))
+    return list(found)

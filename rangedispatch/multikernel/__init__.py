@@ -56,15 +56,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch.compiler import is_compiling, is_dynamo_compiling
 
-from . import compat
-from .cache import cache_dir, cache_key, cache_path
-from .candidates import short_name, source_hash
-from .environment import Environment
-from .fastcall import MAX_TENSOR_GUARDS, tensor_check
-from .errors import ConfigError, ConfigTypeError, TableError
-from .table import atomic_write_text
-from .timing import OK, RACED, Benchmarker, Job, capturing_cuda_graph, default_benchmarker, measure_jobs
-from .verify import reference_run, run_candidate
+from .. import compat
+from ..decide.cache import cache_dir, cache_key, cache_path
+from ..decide.candidates import short_name, source_hash
+from ..decide.environment import Environment
+from ..route.fastcall import MAX_TENSOR_GUARDS, tensor_check
+from ..errors import ConfigError, ConfigTypeError, TableError
+from ..decide.table import atomic_write_text
+from ..measure.timing import OK, RACED, Benchmarker, Job, capturing_cuda_graph, default_benchmarker, measure_jobs
+from ..measure.verify import reference_run, run_candidate
 
 log = logging.getLogger("rangedispatch")
 
@@ -485,8 +485,8 @@ class MultiKernel:
         """Under ``torch.compile`` / ``torch.export``: the ``nearest`` rule as conditionals on
         the symbolic sizes (one graph for every shape; exported programs keep the regions).
         Timing is impossible while tracing, so the ``benchmark`` policy also uses it there."""
-        from . import traced
-        from .traced import _flatten, branch, outside_graph
+        from ..trace import traced
+        from ..trace.traced import _flatten, branch, outside_graph
 
         if not traced.PLAN_CONSTANTS and is_dynamo_compiling():
             return outside_graph(self._call, args, kwargs)  # Dynamo cannot be handed the plan: a graph break

@@ -18,25 +18,24 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from torch.compiler import is_compiling
-from torch.utils._python_dispatch import _disable_current_modes  # real tensors while tracing
 
-from . import cache as cache_mod
-from . import compat
+from ..decide import cache as cache_mod
+from .. import compat
 from . import distributed
 from .distributed import check_mode
-from .candidates import Candidate, short_name
-from .config import (CustomOpConfig, DispatchSpec, Plan, build_plan, check_input_gen_fns, dims_by_tensor,
+from ..decide.candidates import Candidate, short_name
+from ..decide.config import (CustomOpConfig, DispatchSpec, Plan, build_plan, check_input_gen_fns, dims_by_tensor,
                      op_parameters)
-from .environment import Environment
-from .errors import ConfigError, TableError
-from .fastcall import MAX_OTHER_SIGNATURES, MAX_TENSOR_GUARDS
-from .inputs import CallTemplate, InputFactory, TensorSpec, signature_kinds
-from .ranges import Range, map_tree, size_getter, tree_leaves
-from .table import TuningTable
-from .timing import Benchmarker, capturing_cuda_graph, default_benchmarker
-from .discover import AutoSettings, tune_auto
-from .profile import SizeProfile, profile_path
-from .tuner import TunerSettings, log_summary, tune_plan
+from ..decide.environment import Environment
+from ..errors import ConfigError, TableError
+from ..route.fastcall import MAX_OTHER_SIGNATURES, MAX_TENSOR_GUARDS
+from ..decide.inputs import CallTemplate, InputFactory, TensorSpec, signature_kinds
+from ..decide.ranges import Range, map_tree, size_getter, tree_leaves
+from ..decide.table import TuningTable
+from ..measure.timing import Benchmarker, capturing_cuda_graph, default_benchmarker
+from ..decide.discover import AutoSettings, refine_range, tune_auto
+from ..decide.profile import SizeProfile, profile_path
+from ..decide.tuner import TunerSettings, log_summary, tune_plan
 
 log = logging.getLogger("rangedispatch")
 
@@ -124,7 +123,7 @@ class RangeDispatchOp:
         self._compiled_plans: dict[str, Any] = {}  # the traced dispatch per signature (traced.compiled_plan)
         self._compiled_outputs: dict[str, str] = {}  # what it returns, per signature (traced.output_kind)
         self._custom_op: Any = None  # the CustomOpDef whose kernel this op is, if any
-        from .traced import register_op
+        from ..trace.traced import register_op
 
         self._rd_key = register_op(self)
         if self._configs and config_generator is None:
@@ -235,7 +234,7 @@ class RangeDispatchOp:
         """Make ``kernel`` the custom op's kernel on every device it has, and give the custom
         op the class whose call traces this op's dispatch (written out with ``written``: the
         template, tree and key of :func:`~rangedispatch.fastcall.generate_call`)."""
-        from .registration import install_kernel, set_custom_op_class
+        from .custom_op import install_kernel, set_custom_op_class
 
         for device in compat.kernel_devices(self._custom_op):
             install_kernel(self._custom_op, device, kernel)
@@ -244,7 +243,7 @@ class RangeDispatchOp:
     def _disabled_kernel_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A custom op's kernel call while some device's kernel is turned off
         (``set_kernel_enabled``): the reference there, as torch does, the dispatch elsewhere."""
-        from .registration import kernel_disabled
+        from .custom_op import kernel_disabled
 
         if kernel_disabled(self._custom_op, args, kwargs):
             return self.reference_fn(*args, **kwargs)
@@ -296,7 +295,7 @@ class RangeDispatchOp:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # the generic path; a tuned op gets a generated __call__ with its exact signature
         if is_compiling():
-            from .traced import traced_call
+            from ..trace.traced import traced_call
 
             return traced_call(self, args, kwargs)
         return self.eager(*args, **kwargs)
@@ -386,7 +385,7 @@ class RangeDispatchOp:
         fastcall); the caller has checked that the call has ``template``'s signature."""
         import inspect
 
-        from .fastcall import plain_params, tensor_guard, tensor_params
+        from ..route.fastcall import plain_params, tensor_guard, tensor_params
 
         if template is None or len(checks) >= MAX_TENSOR_GUARDS or capturing_cuda_graph():
             return False
@@ -450,7 +449,7 @@ class RangeDispatchOp:
         common = dict(op_name=self.name, plan=self._plan, reference=self._ref, factory=factory,
                       benchmarker=benchmarker, settings=self.settings, environment=environment,
                       device_type=getattr(device, "type", str(device)), profile=self.profile)
-        with _disable_current_modes(), torch.no_grad():
+        with compat.no_dispatch_modes(), torch.no_grad():  # real tensors while tracing
             table = self._run_tuner(common)
         if path is not None:
             try:
@@ -466,7 +465,7 @@ class RangeDispatchOp:
         """Tune with ``common`` (the tuner's arguments), collectively under torch.distributed."""
         if self.auto is not None:
             return distributed.tune_consistently(self, common, functools.partial(tune_auto, auto=self.auto))
-        return distributed.tune_consistently(self, common, tune_plan)
+        return distributed.tune_consistently(self, common, functools.partial(tune_plan, refine=refine_range))
 
     def _generate_plan(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Plan:
         import inspect
@@ -535,7 +534,7 @@ class RangeDispatchOp:
     def _miss(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Where the generated ``__call__`` sends a call its guard refuses."""
         if is_compiling():  # a non-strict export's fake tensors
-            from .traced import traced_call
+            from ..trace.traced import traced_call
 
             return traced_call(self, args, kwargs)
         return self._other_signature(args, kwargs)
@@ -646,11 +645,12 @@ class RangeDispatchOp:
         A loaded table no call has matched yet gets its dispatch written out for compiled
         calls only (its signature names the tensors); eager calls take the generic path,
         whose first call adopts the table."""
-        from .fastcall import generate_call, plain_params
-        from .traced import traced_call
+        from ..route.fastcall import generate_call, plain_params
+        from ..trace.traced import TRACE_HOOKS, traced_call
 
         # what Dynamo traces: the op's table written out (see fastcall.traced_lines)
         written: dict[str, Any] = dict(template=self._template, tree=self._written_tree(), key=self._rd_key,
+                                       hooks=TRACE_HOOKS,
                                        guarded=self._compiled_dispatch == "guards")
         kernel = None
         if self._awaiting_example:
@@ -669,7 +669,7 @@ class RangeDispatchOp:
                          eager_tree=self._eager_tree(fns), record=self.profile.add if recording else None)
             call = generate_call(self.reference_fn, traced=traced_call, miss=self._miss, **written, **eager)
             if self._custom_op is not None:
-                from .registration import kernel_switch
+                from .custom_op import kernel_switch
 
                 off = kernel_switch(self._custom_op)
                 kernel = generate_call(self.reference_fn, traced=None, miss=self._other_signature,
@@ -696,7 +696,7 @@ class RangeDispatchOp:
         """A table (default: the main one) as a decision tree over owner names (see
         ``ranges.map_tree``), merged, with gaps owned by the reference (what they run when
         traced): a name, or ``(0, segment ends, names)``."""
-        from .traced import merged_segments
+        from ..trace.traced import merged_segments
 
         table = table or self._table
         assert table is not None
@@ -859,7 +859,7 @@ class _RangedImpl:
     def __init__(self, fn: Callable[..., Any], rng: Any, params: Mapping[str, Any], name: str | None) -> None:
         if not callable(fn):
             raise ConfigError(f"Expected a callable implementation but got {fn!r}")
-        from .ranges import parse_range
+        from ..decide.ranges import parse_range
 
         self.fn, self.params, self.name = fn, dict(params), name
         self.range = parse_range(rng, name="ranges") if rng is not None else None
@@ -920,7 +920,7 @@ def _device_of(template: CallTemplate, spec: DispatchSpec | None) -> Any:
 
 
 def _fn_id(fn: Callable[..., Any]) -> str:
-    from .candidates import source_hash
+    from ..decide.candidates import source_hash
 
     return f"{getattr(fn, '__qualname__', type(fn).__name__)}:{source_hash(fn)}"
 

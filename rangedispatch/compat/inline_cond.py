@@ -45,7 +45,7 @@ from typing import Any, ContextManager, Sequence
 
 import torch
 
-from . import compat
+from .registry import feature, have
 
 log = logging.getLogger("rangedispatch")
 
@@ -60,7 +60,7 @@ def marked() -> ContextManager[Any]:
     (``torch.export`` included), nothing."""
     if not ENABLED or "torch._inductor.lowering" not in sys.modules or torch.compiler.is_exporting():
         return contextlib.nullcontext()
-    if not (_PROBING.active or compat.have("inline_cond")):
+    if not (_PROBING.active or have("inline_cond")):
         return contextlib.nullcontext()
     return torch.fx.traceback.annotate({MARK: True})
 
@@ -72,6 +72,8 @@ class _Probing(threading.local):
 _PROBING = _Probing()
 
 
+@feature("inline_cond", "Inductor's cond lowering, IR nodes and Python wrapper codegen",
+         "Inductor's own code for every cond")
 def self_test() -> bool:
     """Whether this torch's Inductor writes a marked cond inline and runs it right: the
     lowering wrapper is installed, a two-winner lowered op is traced and compiled by Inductor
@@ -97,25 +99,26 @@ def _exercise() -> bool:
     from torch._inductor.compile_fx import compile_fx
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from .traced import lowered_ops
+    def first(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.mm(x, w),)
 
-    def first(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return torch.mm(x, w)
+    def second(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.mm(x, w.t()),)
 
-    def second(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return torch.mm(x, w.t())
+    def dispatch(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        with marked():  # what a lowered op's kernel does (see rangedispatch.trace.traced)
+            return torch.ops.higher_order.cond(x.size(0) < 8, first, second, (x, w))[0]
 
     _PROBING.active = True
     written, failed = _WRITTEN
     try:
-        low, _ = lowered_ops(([("x", 0)], (0, [8], [first, second])), ["x", "w"], "inline_cond_probe")
         w = torch.randn(4, 4)
         results = []
         for rows, expected in ((3, first), (16, second)):
             x = torch.randn(rows, 4)
             with torch.fx.traceback.preserve_node_meta():
-                graph = make_fx(lambda x, w: low([x, w]), tracing_mode="symbolic")(x, w)
-            results.append(torch.allclose(compile_fx(graph, [x, w])(x, w), expected(x, w)))
+                graph = make_fx(dispatch, tracing_mode="symbolic")(x, w)
+            results.append(torch.allclose(compile_fx(graph, [x, w])(x, w), expected(x, w)[0]))
         return all(results) and _WRITTEN[0] >= written + 2 and _WRITTEN[1] == failed
     except Exception as exc:  # noqa: BLE001 - any failure: Inductor's own code
         log.debug("inline cond self-test failed: %s: %s", type(exc).__name__, exc)

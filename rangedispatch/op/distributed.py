@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError, TuningError, describe
+from ..errors import ConfigError, TuningError, describe
 
 log = logging.getLogger("rangedispatch")
 
@@ -141,7 +141,7 @@ def tune_consistently(op: Any, common: dict[str, Any], tuner: Callable[..., Any]
         _unwrap(name, list(enumerate(parts)))
         outcome: Any = None
         if rank == 0:
-            from .tuner import make_table
+            from ..decide.tuner import make_table
 
             # each rank's ranges, in order (a refined range comes back as its pieces)
             results = sorted((r for _, table in parts for r in table.results), key=lambda r: r.range.lo)

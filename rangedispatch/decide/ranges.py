@@ -12,7 +12,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import ConfigError, ConfigTypeError, describe
+from ..errors import ConfigError, ConfigTypeError, describe
 
 
 @dataclass(frozen=True, order=True)

@@ -1,0 +1,1 @@
+"""Routing: the generated eager call, written for the reference's exact signature."""

@@ -1,0 +1,1 @@
+"""Tracing: the dispatch inside ``torch.compile`` graphs and ``torch.export`` programs."""
