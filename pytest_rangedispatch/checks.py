@@ -11,7 +11,7 @@ import statistics
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -25,10 +25,10 @@ from rangedispatch.timing import OK, RACED, Job, capture_graph, default_benchmar
 from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
 
 from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase, is_cell
-from .examples import ensure_tuned, example_call, wants_graphs
+from .examples import ensure_tuned, example_call
 from .examples import tensors_of as _tensors
 from .locking import device_lock
-from .options import DEFAULT_PROFILE, MARKER, PROFILES
+from .options import DEFAULT_PROFILE, PROFILES
 from .records import format_ms as _ms
 
 

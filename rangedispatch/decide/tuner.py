@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .candidates import Candidate

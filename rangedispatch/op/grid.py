@@ -29,17 +29,39 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..decide.candidates import Candidate
-from ..decide.config import (CustomOpConfig, DispatchSpec, Plan, _parse_tie, check_implementations, make_candidate,
-                     op_parameters, parse_dispatch_on, parse_range_list)
-from ..decide.candidates import uniquify
+from ..decide.candidates import Candidate, uniquify
+from ..decide.config import (
+    CustomOpConfig,
+    DispatchSpec,
+    Plan,
+    _parse_tie,
+    check_implementations,
+    make_candidate,
+    op_parameters,
+    parse_dispatch_on,
+    parse_range_list,
+)
 from ..decide.environment import Environment
-from ..errors import ConfigError, ConfigTypeError, describe
 from ..decide.inputs import InputFactory
-from ..decide.ranges import Partition, Range, describe_tree, map_tree, ranges_from_split_points
-from ..decide.table import FORMAT as TABLE_FORMAT, RangeResult, TuningTable, choice_lines
+from ..decide.ranges import (
+    Partition,
+    Range,
+    describe_tree,
+    map_tree,
+    ranges_from_split_points,
+)
+from ..decide.table import FORMAT as TABLE_FORMAT
+from ..decide.table import RangeResult, TuningTable, choice_lines
+from ..decide.tuner import (
+    Budget,
+    Prober,
+    TunerSettings,
+    _tune_range,
+    make_table,
+    sample_sizes,
+)
+from ..errors import ConfigError, ConfigTypeError, describe
 from ..measure.timing import Benchmarker
-from ..decide.tuner import Budget, Prober, TunerSettings, _tune_range, make_table, sample_sizes
 
 log = logging.getLogger("rangedispatch")
 
@@ -527,7 +549,7 @@ def eager_walker(tree: Any, getters: Sequence[Callable[[tuple[Any, ...], dict[st
 # -- the op ----------------------------------------------------------------------------------
 
 from . import distributed  # noqa: E402
-from .core import RangeDispatchOp, _RangedImpl, _apply_names_and_restrictions  # noqa: E402
+from .core import RangeDispatchOp, _apply_names_and_restrictions, _RangedImpl  # noqa: E402
 
 
 class GridDispatchOp(RangeDispatchOp):

@@ -21,7 +21,6 @@ import itertools
 import logging
 import re
 import secrets
-import sys
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
