@@ -48,7 +48,7 @@ import torch._inductor.config
 import torch.nn.functional as F
 
 import rangedispatch as rd
-from rangedispatch.timing import keep_gpu_busy
+from rangedispatch.measure.timing import keep_gpu_busy
 
 SMALL = 64
 K_SPLITS = [4096, 65536]
@@ -109,7 +109,7 @@ def make_op(qualname: str, fp32_reference: bool = False):
 
 def device_ms(fn, *args, device: str) -> float:
     if device == "cuda":  # do_bench, or the covered loop where host work would leak into it
-        from rangedispatch.timing import device_time_ms
+        from rangedispatch.measure.timing import device_time_ms
 
         return device_time_ms(lambda: fn(*args), rep_ms=40)
     for _ in range(2):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rangedispatch as rd  # noqa: E402
-from rangedispatch.timing import keep_gpu_busy  # noqa: E402
+from rangedispatch.measure.timing import keep_gpu_busy  # noqa: E402
 
 # -- workloads --------------------------------------------------------------------------------
 
@@ -150,7 +150,7 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
     GPU for the others). When any callable still timed has round medians more than
     ``unstable`` apart (a slow stretch of the device or host hit a whole round), every one
     of them gets up to ``more`` rounds, the same for all, until none is that unstable."""
-    from rangedispatch.timing import device_time_ms
+    from rangedispatch.measure.timing import device_time_ms
 
     seen = {n: [] for n in fns}
     names = list(fns)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from decision_quality import _sdpa, attention_inputs  # noqa: E402
-from rangedispatch.timing import keep_gpu_busy  # noqa: E402
-from rangedispatch.timing import _device_constants, covered_batch, issue_ms  # noqa: E402
+from rangedispatch.measure.timing import keep_gpu_busy  # noqa: E402
+from rangedispatch.measure.timing import _device_constants, covered_batch, issue_ms  # noqa: E402
 
 
 def default(q, k, v):

@@ -15,14 +15,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rangedispatch import compare
-from rangedispatch.compare import compare_with_truth
+from rangedispatch.measure import compare
+from rangedispatch.measure.compare import compare_with_truth
 from rangedispatch.errors import first_line
-from rangedispatch.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
+from rangedispatch.measure.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
                                   reference_run, truth_of)
-from rangedispatch.inputs import CallTemplate, InputFactory
-from rangedispatch.timing import OK, RACED, Job, capture_graph, default_benchmarker, measure_jobs
-from rangedispatch.tuner import effective_upper_bound, range_top, sample_sizes
+from rangedispatch.decide.inputs import CallTemplate, InputFactory
+from rangedispatch.measure.timing import OK, RACED, Job, capture_graph, default_benchmarker, measure_jobs
+from rangedispatch.decide.tuner import effective_upper_bound, range_top, sample_sizes
 
 from .cases import DISPATCH, LAYOUTS, OpSpec, RangeCase, is_cell
 from .examples import ensure_tuned, example_call

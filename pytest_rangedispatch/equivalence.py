@@ -34,7 +34,7 @@ def assert_branches_equivalent(op: Any, *args: Any, sizes: Iterable[int] | None 
     """
     __tracebackhide__ = True
     from rangedispatch import compare, dispatcher_of
-    from rangedispatch.inputs import CallTemplate, InputFactory
+    from rangedispatch.decide.inputs import CallTemplate, InputFactory
 
     rd_op = dispatcher_of(op)
     plan = rd_op.plan
@@ -69,7 +69,7 @@ def size_strategies(op: Any, *, max_size: int | None = None) -> dict[Any, Any]:
     from hypothesis import strategies as st
 
     from rangedispatch import dispatcher_of
-    from rangedispatch.tuner import effective_upper_bound, range_top
+    from rangedispatch.decide.tuner import effective_upper_bound, range_top
 
     rd_op = dispatcher_of(op)
     bound = max_size if max_size is not None else effective_upper_bound(rd_op.dispatch, rd_op.settings)

@@ -130,7 +130,7 @@ def markdown(records: Mapping[str, Mapping[str, Any]]) -> str:
 
 def atomic_write(path: Path, text: str) -> None:
     """Write through a temporary file and a rename: an interrupted run leaves the old file.
-    (``rangedispatch.table.atomic_write_text`` does the same; importing it would import torch.)"""
+    (``rangedispatch.decide.table.atomic_write_text`` does the same; importing it would import torch.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -66,7 +66,7 @@ def register_custom_op_autotuning(
             4 octaves). range_upper_bound: the largest size benchmarked for an unbounded range.
         check, rtol, atol: the output check against the reference during tuning.
         benchmarker: the timing strategy (default: the measurement core of
-            ``rangedispatch.timing`` with CUDA events or ``perf_counter``).
+            ``rangedispatch.measure.timing`` with CUDA events or ``perf_counter``).
         benchmark_with_cudagraphs: on CUDA, time replays of a CUDA graph of each candidate
             (the cost inside a captured region, without eager launch gaps); a candidate that
             cannot be captured loses its range.
@@ -79,12 +79,12 @@ def register_custom_op_autotuning(
             keeps the op opaque; it still dispatches inside its kernel).
         distributed: with ``torch.distributed`` initialised, how the ranks end with one table:
             ``"broadcast"`` (rank 0 tunes), ``"split"`` (ranges shared out), ``"off"``; see
-            :mod:`rangedispatch.distributed`.
+            :mod:`rangedispatch.op.distributed`.
         process_group: the group that agrees (default: the world).
 
     Several dimensions: pass a ``MultiDimRangeConfig``, or ``dispatch_on`` as a list of
     dimensions with one list of ``split_points`` (or ``ranges``) per dimension; the op is then
-    a :class:`~rangedispatch.grid.GridDispatchOp`.
+    a :class:`~rangedispatch.op.grid.GridDispatchOp`.
 
     Returns:
         The :class:`RangeDispatchOp` behind the op (``.table``, ``.explain``, ``.tune``).
@@ -231,7 +231,7 @@ def range_dispatch(
     read and one ``bisect`` more than calling the winner directly.
 
     ``dispatch_on=[("x", 0), ("x", 1)]`` with ``split_points=[[32], [1024]]`` (one list per
-    dimension) dispatches on a grid of both sizes (a :class:`~rangedispatch.grid.GridDispatchOp`).
+    dimension) dispatches on a grid of both sizes (a :class:`~rangedispatch.op.grid.GridDispatchOp`).
 
     ``compiled_dispatch="guards"`` compiles one graph per range instead of a ``torch.cond``
     per range in one graph (see :attr:`RangeDispatchOp.compiled_dispatch`).

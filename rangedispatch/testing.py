@@ -54,7 +54,7 @@ class FakeBenchmarker:
 
 
 class ReplayTimer:
-    """A :class:`~rangedispatch.timing.Timer` that replays recorded per-call GPU timings.
+    """A :class:`~rangedispatch.measure.timing.Timer` that replays recorded per-call GPU timings.
 
     ``rows`` are recorded sizes, each ``{"size": n, "raw": {name: [us, ...]}, "failed": [...]}``
     with the raw calls in interleaved rounds of ``round_calls`` (the format of the shared H100

@@ -25,7 +25,7 @@ trace_backend           the current trace's backend                  no CUDA gra
 cond_operator           ``torch.ops.higher_order.cond`` called       ``torch.cond``
                         directly under Dynamo
 inline_cond             Inductor's cond lowering, IR and wrapper     Inductor's own code for every cond
-                        codegen (see :mod:`rangedispatch.inline_cond`)
+                        codegen (see :mod:`rangedispatch.compat.inline_cond`)
 isolated_trace          ``torch._guards.tracing``,                   the trial trace runs in the caller's context
                         ``_disable_current_modes``, Dynamo's         (a failure leaves the op opaque)
                         ``specialize_float``

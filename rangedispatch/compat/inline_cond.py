@@ -7,7 +7,7 @@ alignment are checked. On the H200 host this costs 2.4-5.0 us per call of a smal
 generated code takes 1.14-1.35x a bare compile's, the whole call 1.08-1.15x
 (``bench/lowered_cond.py --layers``, the ``subgraph fns`` form).
 
-For the conds a table's lowered op makes (:func:`rangedispatch.traced.lowered_ops`), this
+For the conds a table's lowered op makes (:func:`rangedispatch.trace.traced.lowered_ops`), this
 module has Inductor write each branch inline, as its AOT mode does, under the device guard the
 caller already holds, and skips the output check where both branches' outputs are fresh
 buffers: Inductor itself makes them the strides the cond promises. The predicate stays what

@@ -1,7 +1,7 @@
 """Split points nobody has to guess: where along the dispatch size the fastest candidate changes.
 
 ``split_points="auto"`` tunes in four steps, every measurement through the same checks and
-measurement core as hand-given ranges (:class:`~rangedispatch.tuner.Prober`):
+measurement core as hand-given ranges (:class:`~rangedispatch.decide.tuner.Prober`):
 
 1. every candidate is measured at base sizes: log-spaced over ``[lo, hi]``, or, with a
    recorded traffic profile, at quantiles of the traffic (so each sample stands for an equal
@@ -81,7 +81,7 @@ class Discovery:
 
 def base_sizes(lo: int, hi: int, count: int, profile: Any = None) -> list[int]:
     """Sizes measured for every candidate: log-spaced over ``[lo, hi]``, or the ends plus
-    traffic quantiles of ``profile`` (a :class:`~rangedispatch.profile.SizeProfile`)."""
+    traffic quantiles of ``profile`` (a :class:`~rangedispatch.decide.profile.SizeProfile`)."""
     count = max(2, count)
     if profile is not None and profile.total(lo, hi) > 0:
         inner = profile.quantiles(count - 2, lo=lo, hi=hi)

@@ -20,7 +20,7 @@ from .environment import Environment
 from ..errors import TableError
 from .ranges import Partition, Range
 
-FORMAT = "rangedispatch.table"
+FORMAT = "rangedispatch.decide.table"
 VERSION = 1
 INNER_CROSSOVER = 0.05  # a rival this much faster at one sample means the winner changes inside the range
 
@@ -66,7 +66,7 @@ class RangeResult:
         dropped: candidate name -> why it was not timed at every sample size (far slower
             than the fastest at one of them); its other times are ``inf``.
         weights: how much of the range each sample stands for in the mean over samples
-            (``None``: equal; see :func:`~rangedispatch.tuner.log_weights`).
+            (``None``: equal; see :func:`~rangedispatch.decide.tuner.log_weights`).
     """
 
     range: Range

@@ -1,6 +1,6 @@
 """Choosing a winner per range: inputs at several sizes, correctness checks, timing, decision.
 
-The tuner is pure logic over a :class:`~rangedispatch.timing.Benchmarker`; with a fake
+The tuner is pure logic over a :class:`~rangedispatch.measure.timing.Benchmarker`; with a fake
 benchmarker its choices are exactly testable on the CPU.
 """
 
@@ -49,7 +49,7 @@ class TunerSettings:
         check: compare every candidate's output with the reference's during tuning.
         rtol, atol: override the dtype-aware tolerances of that check.
         refine: a hand-given range whose winner stops being the fastest inside it (see
-            :meth:`~rangedispatch.table.RangeResult.crossover`) is split where the two cross,
+            :meth:`~rangedispatch.decide.table.RangeResult.crossover`) is split where the two cross,
             located by bisection as ``split_points="auto"`` does; the given split points stay.
     """
 

@@ -1,7 +1,7 @@
 """Is a candidate a correct stand-in for the reference? One check for tuning, MultiKernel and
 the plugin.
 
-A candidate must run, return what the reference returns (:func:`rangedispatch.compare`), and
+A candidate must run, return what the reference returns (:func:`rangedispatch.measure.compare`), and
 leave the caller's inputs alone. For low-precision floating outputs (float16, bfloat16,
 float8) the reference is not the truth: both it and the candidate round. When the plain
 comparison fails there, both are compared with a float32 run of the reference (low-precision

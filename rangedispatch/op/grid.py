@@ -346,10 +346,10 @@ def _grid_from_args(dispatch_on: Any, split_points: Any, ranges: Any,
 
 def cell_points(cell: Cell, axes: Sequence[DispatchSpec], settings: TunerSettings) -> tuple[tuple[int, ...], ...]:
     """Where a cell is benchmarked: every corner of its sample box and its diagonal, the
-    sample sizes of each dimension's range (see :func:`~rangedispatch.tuner.sample_sizes`).
+    sample sizes of each dimension's range (see :func:`~rangedispatch.decide.tuner.sample_sizes`).
 
     Example:
-        >>> from rangedispatch.tuner import TunerSettings
+        >>> from rangedispatch.decide.tuner import TunerSettings
         >>> cell = Cell((Range(1, 33), Range(1, 1025)))
         >>> cell_points(cell, GridSpec((DispatchSpec("x", 0), DispatchSpec("x", 1))).axes, TunerSettings())
         ((1, 1), (1, 1024), (6, 32), (32, 1), (32, 1024))

@@ -18,7 +18,7 @@ class TracingMixin:
         """How the dispatch goes into ``torch.compile`` graphs.
 
         ``"cond"`` (default): nested ``torch.cond`` on the symbolic size, one graph for every
-        size, whose branches Inductor writes inline (:mod:`rangedispatch.inline_cond`); where
+        size, whose branches Inductor writes inline (:mod:`rangedispatch.compat.inline_cond`); where
         Inductor compiles for CUDA graphs (``mode="reduce-overhead"``, CUDA tensors), which it
         skips for graphs with a cond, the ranges are guarded instead, as below. ``"guards"``: a Python ``if`` that Dynamo guards, so each range reached gets its
         own graph holding its winner alone: no cond to run per call (a bare compile's host

@@ -46,7 +46,7 @@ class WritingMixin:
     def _route_custom_op(self, kernel: Callable[..., Any], written: Mapping[str, Any] | None) -> None:
         """Make ``kernel`` the custom op's kernel on every device it has, and give the custom
         op the class whose call traces this op's dispatch (written out with ``written``: the
-        template, tree and key of :func:`~rangedispatch.fastcall.generate_call`)."""
+        template, tree and key of :func:`~rangedispatch.route.fastcall.generate_call`)."""
         from .custom_op import install_kernel, set_custom_op_class
 
         for device in compat.kernel_devices(self._custom_op):

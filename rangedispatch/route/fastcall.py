@@ -199,7 +199,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     parameter). With ``guarded`` (``compiled_dispatch="guards"``), Dynamo traces
     the decision as Python conditionals on the sizes instead, so it guards the range and the
     graph holds the winner alone; ``torch.export`` still takes the cond tree (the choice is a
-    trace-time constant, :func:`~rangedispatch.traced.traced_form`). Without it, under
+    trace-time constant, :func:`~rangedispatch.trace.traced.traced_form`). Without it, under
     ``torch.compile`` segments ending at or below 2 (the reference's gap below the first tuned
     size) are decided by a Python test on the sizes, which Dynamo settles without a guard
     (sizes 0 and 1 get graphs of their own, every other size is known to be at least 2): a
@@ -211,7 +211,7 @@ def traced_lines(tensors: Sequence[str], names: Sequence[str], sig: inspect.Sign
     plain value in ``constants`` (the values the table was tuned with: ``None``, a bool, an
     int, a finite float or a string), the lines first offer ``torch.compile`` one call of the
     table's lowered op for calls with those values (forms 4 and 5 of
-    :func:`~rangedispatch.traced.traced_form`; ``label`` names the op): the cond tree is then
+    :func:`~rangedispatch.trace.traced.traced_form`; ``label`` names the op): the cond tree is then
     built below Dynamo, which guards none of it."""
     branch, lowered_ops, traced_form = hooks["branch"], hooks["lowered_ops"], hooks["traced_form"]
     axes, root = tree

@@ -272,7 +272,7 @@ def test_for_cuda_graphs_the_lowered_op_guards_its_ranges_instead_of_a_cond(monk
     its CUDA graphs: the lowered op tests the size in Python while AOTAutograd traces, and the
     guard that adds is the frame's, so each range reached gets a graph with its winner alone.
     Only on devices that have CUDA graphs (the CPU joins them here to show it)."""
-    from rangedispatch import traced
+    from rangedispatch.trace import traced
 
     op, handle = register("for_cuda_graphs", THREE_WINNERS)
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))
@@ -310,7 +310,7 @@ def test_for_cuda_graphs_the_conds_dynamo_traces_become_range_guards(monkeypatch
     """Where Dynamo itself traces the dispatch (a MultiKernel's nearest rule, a table with
     lowering off) and the backend compiles for CUDA graphs, each region reached gets a graph
     with its variant alone instead of a cond; other backends keep one graph with the cond."""
-    from rangedispatch import traced
+    from rangedispatch.trace import traced
 
     monkeypatch.setattr(traced, "CUDA_GRAPH_DEVICES", ("cpu", "cuda"))
     mk = rd.MultiKernel([rd.Variant(_tagged(i), [h]) for i, h in enumerate([16, 256, 4096])], policy="nearest",
@@ -441,7 +441,7 @@ def test_dynamo_traces_the_written_out_dispatch_in_place_of_the_eager_call():
     whether a compiled function calls the op or the op itself is compiled (one graph for a sweep
     over every range). Called from a frame Dynamo skips inside a compiled region, the eager
     call runs as it is and Dynamo compiles the winner's frame alone, never the eager path."""
-    from rangedispatch.fastcall import inline
+    from rangedispatch.route.fastcall import inline
 
     if not inline():
         pytest.skip("this torch cannot mark a frame for Dynamo to skip")
@@ -550,7 +550,7 @@ def test_a_cold_compile_tunes_inside_the_trace_and_compiles_the_written_out_disp
 def test_without_lowering_dynamo_traces_the_cond_tree(monkeypatch):
     """With ``traced.LOWERED`` off, Dynamo traces the cond tree itself: one graph with the
     cond, and more guards (those of the pytree code Dynamo runs for the cond's outputs)."""
-    from rangedispatch import traced
+    from rangedispatch.trace import traced
 
     lowered_count = compiled_three_winners()[3]
     monkeypatch.setattr(traced, "LOWERED", False)
@@ -624,7 +624,7 @@ def test_inductor_writes_the_lowered_op_s_conds_inline_and_a_user_s_cond_as_it_d
     again (the GPU test shows the device guard each would enter)."""
     from torch._inductor.utils import run_and_get_code
 
-    from rangedispatch import inline_cond
+    from rangedispatch.compat import inline_cond
 
     op, handle = register("inline", THREE_WINNERS)
     handle.tune(torch.randn(2, 8, 4), torch.randn(4))

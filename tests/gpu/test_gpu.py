@@ -87,7 +87,7 @@ def test_inductor_writes_a_lowered_op_s_branches_inline_under_one_device_guard(m
     range's edges. With the inline code turned off, Inductor's branch functions come back."""
     from torch._inductor.utils import run_and_get_code
 
-    from rangedispatch import inline_cond
+    from rangedispatch.compat import inline_cond
 
     def code_of(name):
         op, w = three_winner_op(name)
@@ -114,7 +114,7 @@ def test_reduce_overhead_keeps_cuda_graphs_for_a_multi_winner_op(monkeypatch):
     Scripted times decide the winners (this checks graphs, not speed)."""
     from torch._dynamo.utils import counters
 
-    from rangedispatch import traced
+    from rangedispatch.trace import traced
 
     def sweep(op, w):
         counters.clear()
@@ -351,7 +351,7 @@ def test_the_cuda_graph_case_names_a_capture_breaker_and_a_wrong_replay(pytester
 def test_cuda_graph_timing_measures_replays_and_a_capture_breaker_loses_its_range():
     import warnings
 
-    from rangedispatch.timing import CudaBenchmarker, Job
+    from rangedispatch.measure.timing import CudaBenchmarker, Job
 
     # many tiny launches: a graph replay removes the launch gaps, so it must time well below eager
     x = torch.randn(64, device=DEV)
@@ -407,7 +407,7 @@ def test_graphed_timing_flushes_l2_before_every_call_like_eager_timing():
     eagerly, and slower than back-to-back replays with its data hot in L2."""
     import statistics
 
-    from rangedispatch.timing import CudaBenchmarker, Job, capture_graph, graph_events_supported, replay_ms
+    from rangedispatch.measure.timing import CudaBenchmarker, Job, capture_graph, graph_events_supported, replay_ms
 
     assert graph_events_supported()
     x = torch.randn(4 * 1024 * 1024, device=DEV, dtype=torch.bfloat16)  # 8 MB: fits in L2
@@ -461,7 +461,7 @@ def test_host_work_before_a_launch_is_not_timed_as_device_time():
     part of that, so its events time the host; the core's covered loop times the kernel."""
     from triton.testing import do_bench
 
-    from rangedispatch.timing import CudaTimer, Job, device_time_ms
+    from rangedispatch.measure.timing import CudaTimer, Job, device_time_ms
 
     x = torch.randn(1 << 16, device=DEV)
     bare = lambda: x.mul_(1.0)  # noqa: E731
@@ -483,7 +483,7 @@ def test_private_torch_features_on_the_gpu_and_timing_without_the_spin():
     without ``torch.cuda._sleep`` timing falls back to do_bench and still tunes and dispatches
     an op right on every range."""
     from rangedispatch import compat
-    from rangedispatch.timing import CudaTimer, Job
+    from rangedispatch.measure.timing import CudaTimer, Job
 
     for name in ("cuda_sleep", "tensor_guards", "frame_strategies", "constant_result", "inline_cond",
                  "custom_op_kernels"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rangedispatch as rd
-from rangedispatch.profile import SizeProfile, profile_path
+from rangedispatch.decide.profile import SizeProfile, profile_path
 from rangedispatch.testing import FakeBenchmarker, replay_tuning
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "h100_recorded_timings.json"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import rangedispatch as rd
-from rangedispatch.grid import Cell, cell_points, grid_tree
-from rangedispatch.ranges import Range
+from rangedispatch.op.grid import Cell, cell_points, grid_tree
+from rangedispatch.decide.ranges import Range
 from rangedispatch.testing import FakeBenchmarker
 
 inf = float("inf")

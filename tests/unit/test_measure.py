@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rangedispatch.timing import FAILED, OK, RACED, SLOW, Benchmark, CpuTimer, Job, measure_jobs, resolved
+from rangedispatch.measure.timing import FAILED, OK, RACED, SLOW, Benchmark, CpuTimer, Job, measure_jobs, resolved
 
 
 class ScriptedTimer:

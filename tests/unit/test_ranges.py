@@ -1,7 +1,7 @@
 import pytest
 
 from rangedispatch import ConfigError, Partition, Range
-from rangedispatch.ranges import check_ranges, parse_range, ranges_from_split_points
+from rangedispatch.decide.ranges import check_ranges, parse_range, ranges_from_split_points
 
 
 def test_parse_range_accepts_inf_and_none():

@@ -7,7 +7,7 @@ import torch
 
 import rangedispatch as rd
 from rangedispatch.testing import FakeBenchmarker
-from rangedispatch.tuner import TunerSettings, decide
+from rangedispatch.decide.tuner import TunerSettings, decide
 
 
 def ref(x, w):
@@ -303,8 +303,8 @@ def test_a_candidate_winning_inside_a_wide_range_but_not_at_its_ends_takes_it():
 
 
 def test_log_weights_and_sample_counts():
-    from rangedispatch.ranges import Range
-    from rangedispatch.tuner import log_weights, sample_count
+    from rangedispatch.decide.ranges import Range
+    from rangedispatch.decide.tuner import log_weights, sample_count
 
     assert log_weights([1, 4, 16]) == (0.25, 0.5, 0.25)
     assert log_weights([8, 16]) is None and log_weights([]) is None

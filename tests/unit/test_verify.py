@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import rangedispatch as rd
-from rangedispatch.compare import compare_with_truth
+from rangedispatch.measure.compare import compare_with_truth
 from rangedispatch.testing import FakeBenchmarker
-from rangedispatch.verify import check_output, run_candidate
+from rangedispatch.measure.verify import check_output, run_candidate
 
 
 def softmax_ref(x):
