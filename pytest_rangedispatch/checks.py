@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rangedispatch.measure import compare
+from rangedispatch import compare
 from rangedispatch.measure.compare import compare_with_truth
 from rangedispatch.errors import first_line
 from rangedispatch.measure.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
