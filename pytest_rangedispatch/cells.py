@@ -16,8 +16,7 @@ from typing import Any
 
 from .cases import DISPATCH
 from .checks import Equivalence, Variant, describe_inputs
-# where a cell's cases run (kept importable from here)
-from .examples import axis_edges, axis_top, axis_window, bench_points, corner_points  # noqa: F401
+from .examples import axis_window, corner_points
 
 
 class CellEquivalence(Equivalence):

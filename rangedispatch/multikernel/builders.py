@@ -81,8 +81,9 @@ class _HintCompile:
         self.hint = hint
         self.make_inputs = make_inputs
         self.states: list[Callable[[Sequence[Any]], bool]] = []  # one check per primed state
-        #: the first primed state's dispatch-key include and exclude sets and grad mode
-        self.eager_state: tuple[Any, Any, bool] | None = None
+        #: the first primed state: a context entering its dispatch-key include and exclude sets
+        #: (resolved once, here: the graph op enters it on every call), and its grad mode
+        self.eager_state: tuple[Callable[[], Any], bool] | None = None
         self._torchdynamo_orig_callable = getattr(compiled, "_torchdynamo_orig_callable", compiled)
         self.__name__ = getattr(self._torchdynamo_orig_callable, "__name__", "compiled")
 
@@ -106,7 +107,8 @@ class _HintCompile:
         self.states.append(_state_check(tensors))
         if self.eager_state is None and not is_compiling():
             state = compat.get("dispatch_key_tls")
-            self.eager_state = (*(state.current() if state is not None else (None, None)), torch.is_grad_enabled())
+            keys = functools.partial(state.force, *state.current()) if state is not None else contextlib.nullcontext
+            self.eager_state = (keys, torch.is_grad_enabled())
 
 
 def _state_check(tensors: Sequence[torch.Tensor]) -> Callable[[Sequence[Any]], bool]:

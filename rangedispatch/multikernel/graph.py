@@ -4,7 +4,6 @@ as it runs eagerly (``in_graph="opaque"``)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import re
@@ -94,10 +93,8 @@ def _make_graph_op(key: str) -> str:
         # reuses that compile instead of making another (the runtime calls this kernel with
         # grad off and autograd keys excluded, which Dynamo guards on); nothing here needs
         # grad (the opaque form is only traced for such calls), so outputs are detached
-        include, exclude, grad = eager
-        state = compat.get("dispatch_key_tls")
-        with (state.force(include, exclude) if state is not None and include is not None else contextlib.nullcontext(),
-              torch.set_grad_enabled(grad)):
+        keys, grad = eager
+        with keys(), torch.set_grad_enabled(grad):
             out = fn(*ops)
         return _fresh_outputs([o.detach() if o.requires_grad else o for o in _outputs(out)], ops)
 

@@ -112,8 +112,11 @@ def _retrace() -> None:
     restart = compat.get("trace_restart")
     if restart is None:
         return
-    log.info("tuned inside a torch.compile trace: tracing the frame again with the table written out")
-    restart("rangedispatch: op tuned during this trace")  # replays no decision of this attempt
+    try:  # the restart replays no decision of this attempt (the code it traces changed)
+        restart("rangedispatch: op tuned during this trace")
+    except Exception:
+        log.info("tuned inside a torch.compile trace: tracing the frame again with the table written out")
+        raise
 
 
 def _kinds_by_name(op: RangeDispatchOp, layout_args: Sequence[Any], layout_kwargs: Sequence[tuple[str, Any]],
@@ -232,9 +235,11 @@ def _compiles_for_cuda_graphs(device: str) -> bool:
     if torch.compiler.is_exporting() or device not in CUDA_GRAPH_DEVICES:
         return False
     current = compat.get("trace_backend")
+    if current is None:  # this torch keeps it elsewhere: no CUDA graphs known
+        return False
     try:
         backend = current()
-    except Exception:  # noqa: BLE001 - no trace under way, or this torch keeps it elsewhere (None)
+    except Exception:  # noqa: BLE001 - no trace under way
         return False
     for _ in range(8):  # through Dynamo's and torch.compile's wrappers of the backend (bounded: no cycles)
         if backend is None or hasattr(backend, "get_compiler_config"):
