@@ -195,6 +195,9 @@ def _with_table(record: dict[str, Any], case: Any) -> dict[str, Any]:
     table = getattr(case.op, "table", None)
     if table is None:
         return record
+    provenance = getattr(case.op, "provenance", None)
+    if provenance is not None:
+        record = dict(record, table_source=provenance.describe())
     pieces = [r for r in table.results if _within(r.range, case.range)]
     if not pieces:
         return record

@@ -106,7 +106,19 @@ def terminal_lines(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
         found = collected(records, name)
         if found:
             lines += [""] + [prefix + item for item in found]
+    found = table_sources(records)
+    if found:
+        lines += [""] + [f"table: {item}" for item in found]
     return lines
+
+
+def table_sources(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Where each op's table came from (tuned now, or loaded and verified or trusted), once per op."""
+    seen: dict[str, str] = {}
+    for r in ordered(records):
+        if r.get("table_source"):
+            seen.setdefault(r["op"], f"{r['op']}: {r['table_source']}")
+    return list(seen.values())
 
 
 def collected(records: Mapping[str, Mapping[str, Any]], name: str) -> list[str]:
@@ -125,6 +137,9 @@ def markdown(records: Mapping[str, Mapping[str, Any]]) -> str:
         found = collected(records, name)
         if found:
             lines += ["", f"## {title}", ""] + [f"- {item}" for item in found]
+    found = table_sources(records)
+    if found:
+        lines += ["", "## Tables", ""] + [f"- {item}" for item in found]
     return "\n".join(lines) + "\n"
 
 

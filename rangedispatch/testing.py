@@ -53,6 +53,33 @@ class FakeBenchmarker:
         return list(dict.fromkeys(size for _, size in self.calls))
 
 
+def tuning_calls(bench: FakeBenchmarker, table: Any) -> list[tuple[str, Any]]:
+    """``bench``'s calls beyond a load-time spot check of ``table`` (two candidates, the winner
+    and its partner, at one sample size per range): empty when the op took its table from the
+    cache or a file without tuning.
+
+    Example:
+        >>> op = ...  # doctest: +SKIP
+        >>> assert tuning_calls(op.benchmarker, op.table) == []  # doctest: +SKIP
+    """
+    allowed = {}
+    for result in table.results:
+        for size in result.samples:
+            allowed.setdefault(size, set()).add(result.winner)
+    spent: dict[Any, list[str]] = {}
+    extra = []
+    for name, size in bench.calls:
+        seen = spent.setdefault(size, [])
+        if size in allowed and len(seen) < 2 and name not in seen:
+            seen.append(name)
+            continue
+        extra.append((name, size))
+    checked = [names for names in spent.values() if names]
+    if any(not allowed.get(size, set()) & set(names) for size, names in spent.items() if names):
+        return list(bench.calls)  # a size without its range's winner: not a spot check
+    return extra if len(checked) <= len(table.results) else list(bench.calls)
+
+
 class ReplayTimer:
     """A :class:`~rangedispatch.measure.timing.Timer` that replays recorded per-call GPU timings.
 

@@ -1,9 +1,17 @@
 """The persistent tuning cache: one JSON table per (op, candidates, shapes, environment).
 
 The directory defaults to ``$XDG_CACHE_HOME/rangedispatch`` (``~/.cache/rangedispatch``);
-``RANGEDISPATCH_CACHE_DIR`` moves it and ``RANGEDISPATCH_CACHE=0`` turns it off. A file
-that is truncated, of another format version, or from another device or library version
-is ignored with a warning and never trusted; it is overwritten by the next tuning.
+``RANGEDISPATCH_CACHE_DIR`` moves it. ``RANGEDISPATCH_CACHE`` sets the mode:
+
+- ``verify`` (the default): a cached table is used after a load-time spot check passes
+  (see :mod:`.spotcheck`); one that fails is re-tuned, with a warning that says why;
+- ``trust``: a cached table is used as it is;
+- ``off`` (or ``0``): no cache at all.
+
+The key covers the code each candidate really runs (:mod:`.fingerprint`), so edited
+helpers, flipped flags and changed environment variables get a new table. A file that is
+truncated, of another format version, or from another device or library version is ignored
+with a warning and never trusted; it is overwritten by the next tuning.
 """
 
 from __future__ import annotations
@@ -17,16 +25,49 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .environment import Environment
-from ..errors import TableError
+from ..errors import ConfigError, TableError
+from .spotcheck import MODES, OFF, TRUST, VERIFY
 from .table import VERSION, TuningTable
 
 ENV_DIR = "RANGEDISPATCH_CACHE_DIR"
 ENV_SWITCH = "RANGEDISPATCH_CACHE"
 
 
+_SPELLINGS = {"0": OFF, "false": OFF, "off": OFF, "no": OFF, "1": VERIFY, "true": VERIFY, "on": VERIFY,
+              "yes": VERIFY, "": VERIFY, VERIFY: VERIFY, TRUST: TRUST}
+
+
+def env_mode() -> str:
+    """The mode ``RANGEDISPATCH_CACHE`` asks for (``verify`` when unset)."""
+    raw = os.environ.get(ENV_SWITCH, VERIFY).strip().lower()
+    if raw not in _SPELLINGS:
+        warnings.warn(f"Expected {ENV_SWITCH} to be one of verify, trust, off but got {raw!r}; using verify",
+                      RuntimeWarning, stacklevel=3)
+        return VERIFY
+    return _SPELLINGS[raw]
+
+
+def check_mode(cache: Any) -> bool | str:
+    """Validate an op's ``cache`` argument: ``True`` (the environment's mode), ``False``,
+    ``"verify"``, ``"trust"`` or ``"off"``."""
+    if isinstance(cache, bool) or cache in MODES:
+        return cache
+    raise ConfigError(f"Expected cache=True, False, 'verify', 'trust' or 'off' but got cache={cache!r}; "
+                      "'verify' spot-checks a loaded table, 'trust' uses it unchecked")
+
+
+def cache_mode(cache: bool | str = True) -> str:
+    """The mode in force for an op whose ``cache`` argument is ``cache``: ``off`` when either
+    says off; else the op's explicit ``verify``/``trust``; else the environment's."""
+    env = env_mode()
+    if env == OFF or cache is False or cache == OFF:
+        return OFF
+    return cache if cache in (VERIFY, TRUST) else env
+
+
 def cache_dir() -> Path | None:
     """The cache directory in force, or ``None`` when caching is off."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in {"0", "false", "off", "no"}:
+    if env_mode() == OFF:
         return None
     explicit = os.environ.get(ENV_DIR)
     if explicit:

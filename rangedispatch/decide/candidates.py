@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from .fingerprint import code_fingerprint, digest, fingerprint_parts
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
@@ -16,14 +17,10 @@ def _qualname(fn: Callable[..., Any]) -> str:
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
-    """Hash of the function's source (bytecode when no source is available)."""
-    target = fn.func if isinstance(fn, functools.partial) else inspect.unwrap(fn)
-    try:
-        text = inspect.getsource(target)
-    except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        text = repr(code.co_code) + repr(code.co_consts) if code is not None else repr(target)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Hash of the code ``fn`` really runs: its source and, transitively, the user functions,
+    simple globals, closure values and environment variables it reads (see
+    :func:`~rangedispatch.decide.fingerprint.code_fingerprint`)."""
+    return code_fingerprint(fn)
 
 
 def short_name(fn: Callable[..., Any]) -> str:
@@ -61,10 +58,16 @@ class Candidate:
         return (id(self.fn), tuple((k, repr(v)) for k, v in self.params))
 
     @functools.cached_property
+    def code_parts(self) -> tuple[str, ...]:
+        """What the fingerprint hashes: labelled hashes of the code and values it reads."""
+        return tuple(fingerprint_parts(self.fn))
+
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Qualified name + source hash + params: changes whenever the candidate does."""
+        """Qualified name + code hash + params: changes whenever the candidate, or the code and
+        values it reads, does."""
         params = ",".join(f"{k}={v!r}" for k, v in self.params)
-        return f"{_qualname(self.fn)}:{source_hash(self.fn)}:{params}"
+        return f"{_qualname(self.fn)}:{digest(self.code_parts)}:{params}"
 
 
 def default_name(fn: Callable[..., Any], params: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .environment import Environment
 from ..errors import TableError
@@ -159,6 +159,8 @@ class TuningTable:
     signature: str = ""
     settings: Mapping[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    code: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> what its fingerprint hashed
+    tuning_s: float = 0.0  # wall time the tuning took (0: unknown)
 
     @property
     def partition(self) -> Partition:
@@ -167,6 +169,26 @@ class TuningTable:
     @property
     def winners(self) -> dict[Range, str]:
         return {r.range: r.winner for r in self.results}
+
+    def code_changes(self, now: Mapping[str, Sequence[str]]) -> list[str]:
+        """What changed in the code the candidates run since this table was tuned, from
+        ``now`` (name -> :func:`~rangedispatch.decide.fingerprint.fingerprint_parts`): the
+        functions, values and environment variables whose hash differs, by label."""
+        changes: list[str] = []
+        for name, parts in now.items():
+            before = self.code.get(name)
+            if before is None:
+                changes.append(f"candidate {name!r} is new" if name not in self.candidates else
+                               f"candidate {name!r} changed")
+                continue
+            old = {p.rsplit(" ", 1)[0]: p for p in before}
+            new = {p.rsplit(" ", 1)[0]: p for p in parts}
+            for label in sorted(set(old) | set(new)):
+                if old.get(label) != new.get(label) and label not in changes:
+                    kind, _, what = label.partition(" ")
+                    verb = "added" if label not in old else "removed" if label not in new else "changed"
+                    changes.append(f"{what} ({kind}) {verb}")
+        return changes
 
     def result_for(self, size: int) -> RangeResult | None:
         for r in self.results:
@@ -203,6 +225,8 @@ class TuningTable:
             "settings": dict(self.settings),
             "created": self.created,
             "ranges": [r.to_json() for r in self.results],
+            **({"code": {k: list(v) for k, v in self.code.items()}} if self.code else {}),
+            **({"tuning_s": self.tuning_s} if self.tuning_s else {}),
         }
 
     @classmethod
@@ -225,6 +249,8 @@ class TuningTable:
                 signature=str(data.get("signature", "")),
                 settings=dict(data.get("settings", {})),
                 created=float(data.get("created", 0.0)),
+                code={str(k): tuple(str(p) for p in v) for k, v in dict(data.get("code") or {}).items()},
+                tuning_s=float(data.get("tuning_s", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TableError(f"Malformed tuning table: {type(exc).__name__}: {exc}") from exc

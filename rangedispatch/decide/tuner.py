@@ -233,6 +233,7 @@ def make_table(op_name: str, plan: Plan, reference: Candidate, results: Sequence
         reference=reference.name,
         results=tuple(results),
         candidates={n: c.fingerprint for n, c in all_cands.items()},
+        code={n: c.code_parts for n, c in all_cands.items()},
         environment=environment,
         signature=factory.template.signature(plan.dispatch),
         settings=settings.to_json(),

@@ -8,6 +8,7 @@ range picks the same candidate there is no size read at all.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from torch.compiler import is_compiling
 
+from ..decide.cache import check_mode as check_cache_mode
 from ..decide.candidates import Candidate, short_name
 from ..decide.config import (
     CustomOpConfig,
@@ -75,7 +77,7 @@ class RangeDispatchOp(TablesMixin, SignaturesMixin, WritingMixin, TracingMixin, 
         config_generator: Callable[[dict[str, Any]], Sequence[Any]] | None = None,
         settings: TunerSettings | None = None,
         benchmarker: Benchmarker | None = None,
-        cache: bool = True,
+        cache: bool | str = True,
         traced: bool = True,
         opaque_call: Callable[..., Any] | None = None,
         distributed: str = "broadcast",
@@ -106,7 +108,7 @@ class RangeDispatchOp(TablesMixin, SignaturesMixin, WritingMixin, TracingMixin, 
         self._config_generator = config_generator
         self.input_gen_fns = check_input_gen_fns(input_gen_fns, self._params)
         self.benchmarker = benchmarker
-        self.use_cache = cache
+        self.use_cache = check_cache_mode(cache)
         self.traced = traced
         self._compiled_dispatch = "cond"
         self._opaque_call = opaque_call
@@ -253,6 +255,13 @@ class RangeDispatchOp(TablesMixin, SignaturesMixin, WritingMixin, TracingMixin, 
         with self._lock:
             table = self._table
             if self._awaiting_example and template.signature(self.dispatch) == table.signature:
+                pending = self._provenance.get(table.signature)
+                if pending is not None and pending.status == "pending" and \
+                        not self._check_loaded(table, template, pending.path or "?").passed:
+                    self._setup(args, kwargs, force=True)
+                    self._provenance[table.signature] = dataclasses.replace(
+                        self._provenance[table.signature], why="the loaded table failed its spot check")
+                    return self._along(self._route, args, kwargs)
                 self._template = template
                 self._templates[table.signature] = template
                 self._learn_guard(args, kwargs, template, self._tensor_checks)

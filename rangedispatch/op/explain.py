@@ -32,9 +32,17 @@ class ExplainMixin:
         if seg.owner != ref and ratio > 0:
             lines.append(f"  {1 / ratio:.2f}x faster than the reference {ref!r} at sizes {list(result.samples)}")
         lines += self._ranking_lines(result, ref)
-        lines.append(f"  table for input signature {self._table.signature or '(unknown)'}"
-                     + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else ""))
+        lines += self._table_lines()
         return "\n".join(lines)
+
+    def _table_lines(self) -> list[str]:
+        """The table's input signature and where it came from (see ``op.provenance``)."""
+        lines = [f"  table for input signature {self._table.signature or '(unknown)'}"
+                 + (f" ({len(self._tables) - 1} other signature table(s): op.tables)" if len(self._tables) > 1 else "")]
+        where = self.provenance
+        if where is not None:
+            lines.append(f"  table {where.describe()}")
+        return lines
 
     def _ranking_lines(self, result: Any, ref: str) -> list[str]:
         """Every candidate of a tuned range (or cell) with its time over the reference's, or

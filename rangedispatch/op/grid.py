@@ -657,4 +657,5 @@ class GridDispatchOp(RangeDispatchOp):
         lines = [f"{spec.at(point)} is in cell {result.range}: {result.winner!r}",
                  f"  sample points {[list(p) for p in result.samples]}"]
         lines += self._ranking_lines(result, ref)
+        lines += self._table_lines()
         return "\n".join(lines)

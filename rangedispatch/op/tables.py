@@ -3,8 +3,10 @@ file, checked to fit the op's ranges, saved."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,6 +20,7 @@ from ..decide.inputs import CallTemplate, InputFactory, TensorSpec
 from ..decide.profile import SizeProfile, profile_path
 from ..decide.ranges import Range
 from ..decide.table import TuningTable
+from ..decide.spotcheck import OFF, SPOT_SHARE, VERIFY, Provenance, SpotCheck, spot_check
 from ..decide.tuner import log_summary, tune_plan
 from ..errors import ConfigError, TableError
 from ..measure.timing import default_benchmarker
@@ -82,31 +85,96 @@ class TablesMixin:
                 "dispatch": str(self._plan.dispatch), "signature": signature,
                 "environment": environment.to_json(), "settings": self.settings.to_json(),
                 "mode": self.distributed, "force": force}, group)
+        mode = cache_mod.cache_mode(self.use_cache)
+        why = ""
         if not force:
             cached = cache_mod.load_cached(path, environment=environment, candidates=fingerprints,
                                            signature=signature, table_type=self._table_type)
             if cached is not None and not self._fits(cached):
                 cached = None
+            check = None
+            if cached is not None and mode == VERIFY:
+                check = self._spot_check(cached, factory, device)
+                if not check.passed:
+                    why = "the cached table failed its spot check: " + "; ".join(check.problems[:3])
+                    warnings.warn(f"{self.name}: re-tuning input signature {signature}: {why} "
+                                  f"(cache {str(path)!r}; RANGEDISPATCH_CACHE=trust skips the check)",
+                                  RuntimeWarning, stacklevel=4)
+                    cached = None
             if group is not None:  # rank 0's cache decides for every rank
                 cached = distributed.from_rank0(cached, group)
             if cached is not None:
-                log.info("%s: loaded tuning table from %s (no benchmarking)", self.name, path)
+                log.info("%s: loaded tuning table from %s (%s)", self.name, path,
+                         "spot-checked, no tuning" if check is not None else "trusted, no benchmarking")
                 log_summary(cached)
+                self._provenance[signature] = Provenance("cache", str(path), "verified" if check else "trusted",
+                                                         cached.created, check)
                 return cached, template
-        benchmarker = self.benchmarker or default_benchmarker(getattr(device, "type", str(device)),
-                                                              cuda_graphs=self.settings.cuda_graphs)
+            if not why and path is not None:
+                why = self._what_changed(path, signature)
+        benchmarker = self._benchmarker_for(device)
         common = dict(op_name=self.name, plan=self._plan, reference=self._ref, factory=factory,
                       benchmarker=benchmarker, settings=self.settings, environment=environment,
                       device_type=getattr(device, "type", str(device)), profile=self.profile)
+        started = time.perf_counter()
         with compat.no_dispatch_modes(), torch.no_grad():  # real tensors while tracing
             table = self._run_tuner(common)
+        table = dataclasses.replace(table, tuning_s=time.perf_counter() - started)
+        saved = None
         if path is not None:
             try:
-                table.save(path)
+                saved = table.save(path)
             except OSError as exc:
                 warnings.warn(f"{self.name}: could not write tuning cache {str(path)!r}: {exc}",
                               RuntimeWarning, stacklevel=3)
+        self._provenance[signature] = Provenance("tuned", str(saved) if saved else None, "fresh", table.created,
+                                                 why="forced" if force else why)
         return table, template
+
+    def _benchmarker_for(self, device: Any) -> Any:
+        return self.benchmarker or default_benchmarker(getattr(device, "type", str(device)),
+                                                       cuda_graphs=self.settings.cuda_graphs)
+
+    def _spot_check(self, table: TuningTable, factory: InputFactory, device: Any) -> SpotCheck:
+        """The load-time check of ``table`` (see :mod:`~rangedispatch.decide.spotcheck`)."""
+        import torch
+
+        cuda = getattr(device, "type", str(device)) == "cuda"
+        with compat.no_dispatch_modes(), torch.no_grad():
+            check = spot_check(table, candidates=self._by_name, reference=self._ref, factory=factory,
+                               benchmarker=self._benchmarker_for(device), rtol=self.settings.rtol,
+                               atol=self.settings.atol, check=self.settings.check,
+                               sync=torch.cuda.synchronize if cuda else None,
+                               budget_s=SPOT_SHARE * table.tuning_s if table.tuning_s > 0 else None)
+        log.info("%s: spot check of %d range(s) in %.1f ms: %s", self.name, check.checked, check.seconds * 1e3,
+                 "passed" if check.passed else "; ".join(check.problems))
+        return check
+
+    def _what_changed(self, path: Path, signature: str) -> str:
+        """Why no cached table fits: what changed in the candidates' code since the op's newest
+        other table for this signature in the cache directory (logged; ``""`` if none)."""
+        changes = []
+        for other in sorted(path.parent.glob(path.name.rsplit("-", 1)[0] + "-*.json"),
+                            key=lambda p: p.stat().st_mtime, reverse=True)[:4]:
+            try:
+                old = self._table_type.load(other)
+            except (TableError, OSError):
+                continue
+            if old.op == self.name and old.signature == signature and old.code:
+                changes = old.code_changes({n: c.code_parts for n, c in self._by_name.items()})
+                if changes:
+                    break
+        if not changes:
+            return "no cached table"
+        why = "the code changed since the last table: " + ", ".join(changes[:6])
+        log.info("%s: re-tuning, %s", self.name, why)
+        return why
+
+    @property
+    def provenance(self) -> Provenance | None:
+        """Where the table in force came from: tuned now or loaded (cache or file), verified
+        by the spot check or trusted, when, and from which file."""
+        return self._provenance.get(self._table.signature) if self._table is not None else None
 
     _table_type: type = TuningTable
 
@@ -128,7 +196,7 @@ class TablesMixin:
         return self._build_plan(configs)
 
     def _cache_path(self, environment: Environment, fingerprints: Mapping[str, str], signature: str) -> Path | None:
-        if not self.use_cache:
+        if cache_mod.cache_mode(self.use_cache) == OFF:
             return None
         assert self._plan is not None
         key = cache_mod.cache_key({
@@ -175,13 +243,21 @@ class TablesMixin:
             self.profile.save(profile_path(path))
         return self._table.save(path)
 
-    def load_table(self, path: str | Path, *, allow_other_environment: bool = False) -> TuningTable:
+    def load_table(self, path: str | Path, *, allow_other_environment: bool = False,
+                   trust: bool = False) -> TuningTable:
         """Use a saved table instead of tuning; it must match the op's candidates and ranges.
+
+        Unless ``trust``, the table is spot-checked (see
+        :mod:`~rangedispatch.decide.spotcheck`) at once if the op has seen a call of its
+        signature, else at the first eager call of it; a table that fails is dropped with a
+        warning and that signature is re-tuned.
 
         Args:
             path: a file written by :meth:`save_table` or ``rangedispatch tune``.
             allow_other_environment: accept a table timed on another device or library
                 version (a warning is still issued).
+            trust: use the table unchecked, even if the candidates' code changed since it was
+                tuned (a warning names what changed).
         """
         table = self._table_type.load(path)
         if self._plan is None:
@@ -189,10 +265,16 @@ class TablesMixin:
         fingerprints = {self._ref.name: self._ref.fingerprint,
                         **{c.name: c.fingerprint for c in self._plan.all_candidates}}
         problems = cache_mod.mismatch(table, environment=None, candidates=fingerprints, signature=None)
-        if problems or not self._fits(table):
+        if problems and trust and self._fits(table):
+            changed = table.code_changes({n: c.code_parts for n, c in self._by_name.items()}) or problems
+            warnings.warn(f"{self.name}: using table {str(path)!r} with trust=True although the code changed "
+                          f"since it was tuned ({', '.join(changed[:6])})", RuntimeWarning, stacklevel=2)
+        elif problems or not self._fits(table):
+            changed = table.code_changes({n: c.code_parts for n, c in self._by_name.items()}) if problems else []
             raise TableError(
                 f"{self.name}: table {str(path)!r} does not match this op "
-                f"({'; '.join(problems) or 'different ranges'}); re-tune with op.tune(...)"
+                f"({'; '.join(changed[:6] or problems) or 'different ranges'}); re-tune with op.tune(...) and "
+                "save it again, or pass trust=True to use it anyway"
             )
         if self._template is not None:
             device = _device_of(self._template, self._plan.dispatch)
@@ -209,8 +291,32 @@ class TablesMixin:
         if side.exists():
             self.profile = SizeProfile.load(side)
         with self._lock:
+            template = self._templates.get(table.signature)
+            if not trust and template is not None:
+                check = self._check_loaded(table, template, str(path))
+                if not check.passed:
+                    self.reset()
+                    return table
             self._install(table)
+            if trust:
+                self._provenance[table.signature] = Provenance("file", str(path), "trusted", table.created)
+            elif template is None:
+                self._provenance[table.signature] = Provenance("file", str(path), "pending", table.created)
         return table
+
+    def _check_loaded(self, table: TuningTable, template: CallTemplate, path: str) -> SpotCheck:
+        """Spot-check a table loaded from a file against ``template`` (the op's example call
+        of its signature); warn when it fails."""
+        assert self._plan is not None
+        factory = InputFactory(template, self._plan.dispatch, self.input_gen_fns, op_name=self.name)
+        check = self._spot_check(table, factory, _device_of(template, self._plan.dispatch))
+        if check.passed:
+            self._provenance[table.signature] = Provenance("file", path, "verified", table.created, check)
+        else:
+            warnings.warn(f"{self.name}: table {path!r} failed its spot check ({'; '.join(check.problems[:3])}); "
+                          "dropped, input signature " f"{table.signature} re-tunes "
+                          "(load_table(..., trust=True) skips the check)", RuntimeWarning, stacklevel=4)
+        return check
 
 
 def _refines(ranges: Sequence[Range], given: Sequence[Range]) -> bool:

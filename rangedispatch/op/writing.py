@@ -25,6 +25,7 @@ class WritingMixin:
         self._routes: dict[str, Any] = {}  # by signature
         self._key_routes: dict[Any, Any] = {}  # by _call_key, for calls off the main signature
         self._templates: dict[str, CallTemplate] = {}  # the example each table was tuned on
+        self._provenance: dict[str, Any] = {}  # where each signature's table came from (spotcheck.Provenance)
         self._compiled_plans = {}
         self._compiled_outputs = {}
         self._route: tuple[tuple[int, ...], tuple[Callable[..., Any], ...]] = ((), (self._first_call,))

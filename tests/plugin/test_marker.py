@@ -197,6 +197,7 @@ def test_report_terminal_and_files(pytester, monkeypatch):
         "ws*x?1? in ?65,513)*ws*short*mismatch",  # medium lost the range in tuning (wrong at 512)
         "ws*x?1? in ?513,inf)*long*ws*+200.0%*1.000ms*1.000ms*+0.0%*ok",
         "- ws: range x?1? in ?65, 513), x?1?=512*",
+        "table: ws: tuned in this process at *",  # where the table came from
         "report written: *rep.json",
         "report written: *rep.md",
     ])
@@ -204,7 +205,8 @@ def test_report_terminal_and_files(pytester, monkeypatch):
     assert [r["status"] for r in rows] == ["ok", "mismatch", "ok"]
     assert rows[0]["checked"] == ["dispatch", "long", "medium", "short"]
     assert all(r["examples"] > 4 * 10 for r in rows)
-    assert "| ws | x[1] in [65,513) | ws | short |" in (pytester.path / "out" / "rep.md").read_text()
+    markdown = (pytester.path / "out" / "rep.md").read_text()
+    assert "| ws | x[1] in [65,513) | ws | short |" in markdown and "## Tables\n\n- ws: tuned in this process" in markdown
 
 
 CROSSING = """

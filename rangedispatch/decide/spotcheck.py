@@ -1,0 +1,227 @@
+"""The load-time spot check: a loaded table is put to one cheap test before it is trusted.
+
+For each range of the table, at one of its recorded sample sizes, the winner runs against a
+partner (the reference; or, where the reference won, the fastest rival):
+
+- the winner's output must pass tuning's own check against the reference's;
+- the winner/partner time ratio must stay within a noise-aware bound of the ratio recorded
+  in the table (``SPOT_BOUND``, or three times the range's noise when that is larger).
+
+A ratio out of bound is timed once more with the full measurement before it counts, so a
+noisy moment does not throw a good table away. What the fingerprint cannot see (a torch
+backend switch, a mutable object's attribute, another machine under the same name) shows
+up here as wrong values or a changed ratio, and the op re-tunes.
+
+The timing is light (a pilot, then three interleaved rounds of ``SPOT_ROUND_MS`` per job), and
+the check keeps to ``SPOT_SHARE`` of the table's recorded tuning time: ranges are checked in a
+random order until the next one would pass that budget (at least one is always checked), so
+repeated loads cover every range (``bench/spot_check.py`` measures the cost).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..measure.timing import Job, log_ratios, measure_jobs, two_standard_errors
+from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of
+from .table import RangeResult, TuningTable
+
+SPOT_BOUND = 1.5  # a winner/partner ratio this far from the recorded one fails the check
+SPOT_ROUND_MS = 0.25
+SPOT_ROUNDS = 3
+SPOT_SHARE = 0.05  # of the table's recorded tuning time: the check's budget
+
+VERIFY, TRUST, OFF = "verify", "trust", "off"
+MODES = (VERIFY, TRUST, OFF)
+
+
+@dataclass(frozen=True)
+class SpotCheck:
+    """The outcome: ``problems`` (empty when it passed), ranges checked (of ``ranges``),
+    seconds spent."""
+
+    problems: tuple[str, ...] = ()
+    checked: int = 0
+    seconds: float = 0.0
+    ranges: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a table in force came from.
+
+    Args:
+        source: ``"tuned"`` (benchmarked in this process), ``"cache"`` or ``"file"``.
+        path: the file it was loaded from or saved to (``None``: not on disk).
+        status: ``"verified"`` (the spot check passed), ``"trusted"`` (not checked), ``"pending"``
+            (a loaded file checked at its first eager call), ``"fresh"`` (just tuned).
+        tuned_at: when the table was tuned (seconds since the epoch).
+        check: the spot check, when one ran.
+        why: for a table tuned now, why it was (no table, code changed, check failed).
+    """
+
+    source: str
+    path: str | None
+    status: str
+    tuned_at: float
+    check: SpotCheck | None = None
+    why: str = ""
+    at: float = field(default_factory=time.time)
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.tuned_at))
+        where = f" {self.path}" if self.path else ""
+        if self.source == "tuned":
+            saved = f", saved to{where}" if self.path else ""
+            return f"tuned in this process at {when}{saved}" + (f" ({self.why})" if self.why else "")
+        origin = "the cache" if self.source == "cache" else "the file"
+        head = f"loaded from {origin}{where} (tuned {when})"
+        if self.status == "verified" and self.check is not None:
+            of = f" of {self.check.ranges}" if self.check.ranges > self.check.checked else ""
+            return (f"{head}, verified by a spot check of {self.check.checked}{of} range(s) in "
+                    f"{self.check.seconds * 1e3:.0f} ms")
+        if self.status == "pending":
+            return f"{head}, to be spot-checked at its first eager call"
+        return f"{head}, trusted without a check"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "path": self.path, "status": self.status, "tuned_at": self.tuned_at,
+                "checked_ranges": self.check.checked if self.check else 0,
+                "check_s": self.check.seconds if self.check else 0.0, "why": self.why}
+
+
+def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: Any, factory: Any,
+               benchmarker: Any, rtol: float | None = None, atol: float | None = None, check: bool = True,
+               sync: Callable[[], None] | None = None, budget_s: float | None = None,
+               seed: int | None = None) -> SpotCheck:
+    """Check ``table`` against the code and machine of now (see the module docstring).
+
+    Args:
+        candidates: name -> :class:`~rangedispatch.decide.candidates.Candidate` (reference included).
+        reference: the reference candidate.
+        factory: makes inputs at a dispatch size (an :class:`~rangedispatch.decide.inputs.InputFactory`).
+        benchmarker: the op's benchmarker; its timer (or its ``measure``) is the clock the
+            recorded timings came from.
+        budget_s: stop starting ranges once the next one would pass this (at least one range is
+            checked); ranges are taken in a random order (``seed``), so repeated loads cover them all.
+    """
+    start = time.perf_counter()
+    problems: list[str] = []
+    checked = 0
+    names = factory.template.names
+    order = list(table.results)
+    random.Random(seed).shuffle(order)
+    for result in order:
+        spent = time.perf_counter() - start
+        if budget_s is not None and checked and spent + spent / checked > budget_s:
+            break
+        pick = _pick(result, table.reference)
+        if pick is None:
+            continue
+        i, partner = pick
+        size = result.samples[i] if table.dispatch is not None else None
+        where = f"range {result.range} at size {size}" if size is not None else "the example inputs"
+        winner = candidates.get(result.winner)
+        other = candidates.get(partner)
+        if winner is None or other is None:
+            problems.append(f"{where}: candidate {result.winner if winner is None else partner!r} is gone")
+            continue
+        try:
+            args, kwargs = factory.make(size)
+            expected, owned = reference_run(reference.call, args, kwargs, names, sync)
+        except Exception as exc:
+            problems.append(f"{where}: the reference {reference.name!r} now raises {type(exc).__name__}: {exc}")
+            continue
+        checked += 1
+        ref_aliases = aliased_inputs(expected, args, kwargs, names)
+        truth = truth_of(reference.call, args, kwargs)
+        wrong = None
+        for cand in (winner, other):
+            if cand is reference:
+                continue
+            _, why = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
+                                   rtol=rtol, atol=atol, check=check and cand is winner, sync=sync,
+                                   ref_aliases=ref_aliases)
+            if why is not None and cand is winner:
+                wrong = f"{where}: the winner {cand.name!r} {why}"
+            elif why is not None:
+                wrong = f"{where}: {cand.name!r} {why}"
+        if wrong is not None:
+            problems.append(wrong)
+            continue
+        recorded = result.timings[result.winner][i] / result.timings[partner][i]
+        jobs = [Job(result.winner, size or 0, _bind(winner.call, args, kwargs)),
+                Job(partner, size or 0, _bind(other.call, args, kwargs))]
+        now, spread = light_ratio(benchmarker, jobs)
+        bound = max(SPOT_BOUND, 1 + 3 * max(result.noise, spread))
+        if not _within(now, recorded, bound):
+            full = measure_jobs(benchmarker, jobs, warm=True)  # a second, full look before it counts
+            if len(full) == 2 and all(math.isfinite(m.ms) and m.ms > 0 for m in full):
+                now = full[0].ms / full[1].ms
+        if not _within(now, recorded, bound):
+            problems.append(f"{where}: {result.winner!r} takes {now:.2f}x the time of {partner!r} "
+                            f"where the table recorded {recorded:.2f}x")
+    return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results))
+
+
+def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:
+    """The sample to check at (the middle one where both were timed) and the winner's partner."""
+    won = result.timings.get(result.winner)
+    if not won:
+        return None
+    if result.winner != reference:
+        partners = [reference]
+    else:
+        live = [n for n in result.timings if n != reference and n not in result.disqualified]
+        partners = sorted(live, key=lambda n: result.ratio(n, reference))[:1]
+    for partner in partners:
+        theirs = result.timings.get(partner) or ()
+        both = [i for i in range(min(len(won), len(theirs)))
+                if math.isfinite(won[i]) and math.isfinite(theirs[i]) and won[i] > 0 and theirs[i] > 0]
+        if both:
+            return both[(len(both) - 1) // 2], partner
+    return None
+
+
+def _within(now: float, recorded: float, bound: float) -> bool:
+    return math.isfinite(now) and now > 0 and recorded > 0 and abs(math.log(now / recorded)) <= math.log(bound)
+
+
+def light_ratio(benchmarker: Any, jobs: Sequence[Job]) -> tuple[float, float]:
+    """``jobs[0]``'s time over ``jobs[1]``'s and the relative uncertainty of that ratio, from a
+    short measurement: the core's timer in a few interleaved rounds (no device warm-up), or a
+    plain benchmarker's ``measure``."""
+    timer = getattr(benchmarker, "timer", None)
+    if timer is None or not hasattr(timer, "batch"):
+        measured = measure_jobs(benchmarker, jobs, warm=True)
+        a, b = measured[0], measured[1]
+        ratio = a.ms / b.ms if b.ms > 0 and math.isfinite(b.ms) else math.inf
+        return ratio, max(a.spread, b.spread)
+    try:
+        pilot = [statistics.median(timer.once(j) for _ in range(2)) for j in jobs]
+        rounds: list[list[float]] = [[], []]
+        for _ in range(SPOT_ROUNDS):
+            for k, job in enumerate(jobs):
+                rounds[k].append(statistics.median(timer.batch(job, SPOT_ROUND_MS, pilot[k])))
+    except Exception:
+        return math.inf, 0.0
+    finally:
+        release = getattr(timer, "release", None)
+        if release is not None:
+            release()
+    logs = log_ratios(rounds[0], rounds[1])
+    spread = math.expm1(two_standard_errors(logs)) if len(logs) >= 2 else 0.0
+    return min(rounds[0]) / min(rounds[1]), spread
+
+
+def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: fn(*args, **kwargs)
