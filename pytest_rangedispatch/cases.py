@@ -137,6 +137,9 @@ def parse_marker(mark: Any) -> list[OpSpec]:
         bad = [lay for lay in _as_list(layouts) if lay not in LAYOUTS]
         if bad:
             raise ValueError(f"@pytest.mark.{MARKER}: layouts={bad!r} are not known; use any of {list(LAYOUTS)}")
+    if options.get("grad", "auto") not in (True, False, "auto"):
+        raise ValueError(f"@pytest.mark.{MARKER}: Expected grad='auto', True or False but got grad={options['grad']!r}; "
+                         "'auto' checks gradients where the reference has them")
     for key in ("examples", "max_size"):
         value = options.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

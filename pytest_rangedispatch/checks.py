@@ -18,8 +18,9 @@ import torch
 from rangedispatch import compare
 from rangedispatch.measure.compare import compare_with_truth
 from rangedispatch.errors import first_line
+from rangedispatch.measure.gradients import differentiable, floating_inputs, gradient_fault, gradients
 from rangedispatch.measure.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
-                                  reference_run, truth_of)
+                                          reference_run, truth_of, upcast)
 from rangedispatch.decide.inputs import CallTemplate, InputFactory
 from rangedispatch.measure.timing import OK, RACED, Job, capture_graph, default_benchmarker, measure_jobs
 from rangedispatch.decide.tuner import effective_upper_bound, range_top, sample_sizes
@@ -257,8 +258,48 @@ class Equivalence:
         self.examples = 0
         self.skipped = 0
         self.owned: list[str] = []  # inputs the reference itself writes to
+        self.grad = case.spec.options.get("grad", "auto")  # validated with the marker
+        self.grad_checks = 0
+        # the dispatched op's gradient is its candidates' (each checked in its own case) unless
+        # asked for: running it on inputs that require grad tunes a table for training calls
+        self._grad_state: bool | None = None if case.kind != DISPATCH or self.grad is True else False
 
-    def check(self, size: int, variant: Variant, repeat: bool = False) -> None:
+    def wants_grad(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether this case checks gradients: ``grad=True``, or ``"auto"`` and the reference has
+        one on the first inputs drawn (floating inputs, an output that requires grad, a
+        backward that runs). Decided once per case."""
+        if self._grad_state is None:
+            if self.grad is True:
+                self._grad_state = True
+            elif self.grad is False:
+                self._grad_state = False
+            else:
+                self._grad_state = differentiable(self.reference, args, kwargs, self.names)
+        return self._grad_state
+
+    def check_gradients(self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> None:
+        """Backward of the subject against the reference's, with the same random cotangent: the
+        gradient of every floating input (see :mod:`rangedispatch.measure.gradients`)."""
+        __tracebackhide__ = True
+        if not floating_inputs(args, kwargs, self.names):
+            return
+        self.grad_checks += 1
+        expected = gradients(self.reference, args, kwargs, self.names)
+        if expected.error is not None or not expected.requires_grad:
+            if self.grad is True:
+                raise AssertionError(f"{where}: grad=True but the reference has no gradient here "
+                                     f"({expected.error or 'its output does not require grad'}); pass grad=False")
+            return
+        got = gradients(self.subject, args, kwargs, self.names, expected.cotangents)
+        up = upcast(args, kwargs)
+        fault = gradient_fault(got, expected, rtol=self.rtol, atol=self.atol,
+                               truth=lambda: gradients(self.reference, *up, self.names, expected.cotangents))
+        if fault is not None:
+            raise AssertionError(f"{where}: {self.subject_name} {fault}")
+
+    def check(self, size: int, variant: Variant, repeat: bool = False, grad: bool = True) -> None:
+        """One example: the subject's output (and, where the case checks gradients and ``grad``,
+        its backward) against the reference's at ``size`` in ``variant``."""
         __tracebackhide__ = True
         self.examples += 1
         args, kwargs = self.inputs.make(size, variant)
@@ -296,6 +337,8 @@ class Equivalence:
                                  atol=self.atol)
         if found is not None:
             raise AssertionError(f"{where}: {self.subject_name} differs from the reference: {found}")
+        if grad and self.wants_grad(args, kwargs):
+            self.check_gradients(args, kwargs, where)
 
     def _expected(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.float64 is None:
@@ -385,17 +428,17 @@ class Equivalence:
             return
         if count <= EVERY_SIZE_ALWAYS:
             for size in range(low, high + 1):
-                self.check(size, variant)
+                self.check(size, variant, grad=False)
             return
         took = []
         for _ in range(3):  # the least of three: the first call may pay one-time costs
             t0 = time.perf_counter()
-            self.check((low + high) // 2, variant)
+            self.check((low + high) // 2, variant, grad=False)
             took.append(time.perf_counter() - t0)
         if count * min(took) > EVERY_SIZE_SECONDS:
             return
         for size in range(low, high + 1):
-            self.check(size, variant)
+            self.check(size, variant, grad=False)
 
     def opcheck(self, size: Any, variant: Variant) -> None:
         """``torch.library.opcheck`` of a registered custom op at one size of the range: its

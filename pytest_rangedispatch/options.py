@@ -38,5 +38,8 @@ MARKER_OPTIONS = {
     "reference": "a float64 reference function (default: the op's own function, in the input dtype)",
     "benchmark": "False turns the per-range benchmark check off",
     "make_inputs": "for a MultiKernel: make_inputs(sizes) -> the call's args at sizes like a hint (default: the MultiKernel's own)",
+    "grad": "'auto' (default): where the reference has a gradient on the example, each case also compares every "
+            "floating input's gradient with the reference's (random cotangent); True always (the dispatched op too); "
+            "False never",
     "stale_tolerance": "how much slower than the fastest the table's winner may be before it is stale (default 0.05)",
 }

@@ -11,7 +11,7 @@ from .trace import traced as _traced_module  # noqa: F401  (its custom op and Dy
 from .op.grid import GridDispatchOp, is_grid_request
 from .op.core import RangeDispatchOp
 from .measure.timing import Benchmarker
-from .decide.tuner import TunerSettings
+from .decide.tuner import OBJECTIVES, TunerSettings
 
 
 def register_custom_op_autotuning(
@@ -36,10 +36,11 @@ def register_custom_op_autotuning(
     rtol: float | None = None,
     atol: float | None = None,
     benchmarker: Benchmarker | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     traced: bool = True,
     distributed: str = "broadcast",
     process_group: Any = None,
+    objective: str = "device",
 ) -> RangeDispatchOp:
     """Make a ``torch.library.custom_op`` dispatch per range of one input dimension.
 
@@ -74,7 +75,12 @@ def register_custom_op_autotuning(
         refine_splits: split a given range where its winner stops being the fastest inside
             it (located by bisection, as ``split_points="auto"`` does); the given split
             points stay. One dispatch dimension only.
-        cache: read and write the persistent table cache.
+        cache: the persistent table cache: ``True`` (the mode ``RANGEDISPATCH_CACHE`` sets,
+            ``"verify"`` by default: a loaded table is spot-checked first), ``"verify"``,
+            ``"trust"`` (loaded tables used unchecked) or ``False``/``"off"``.
+        objective: what a decision minimises: ``"device"`` time (default), ``"wall"`` time of
+            eager calls (host launches included) or ``"train"`` (forward plus backward); see
+            :class:`~rangedispatch.decide.tuner.TunerSettings`.
         traced: under ``torch.compile``, trace the dispatch into the graph (``False``
             keeps the op opaque; it still dispatches inside its kernel).
         distributed: with ``torch.distributed`` initialised, how the ranks end with one table:
@@ -98,7 +104,7 @@ def register_custom_op_autotuning(
         raise ConfigError("Expected min_speedup or min_speedup_threshold, not two different values")
     speedup = min_speedup if min_speedup is not None else (min_speedup_threshold or 1.0)
     settings = make_settings(speedup, samples_per_range, range_upper_bound, check, rtol, atol,
-                             benchmark_with_cudagraphs, tuning_budget_s, refine_splits)
+                             benchmark_with_cudagraphs, tuning_budget_s, refine_splits, objective)
     if configs is not None and config_generator is not None:
         raise ConfigError("Expected configs or config_generator, not both; config_generator builds the configs")
     if configs is not None and (not isinstance(configs, (list, tuple)) or not configs):
@@ -162,6 +168,7 @@ def make_settings(
     cuda_graphs: bool = False,
     budget_s: float | None = 60.0,
     refine: bool = False,
+    objective: str = "device",
 ) -> TunerSettings:
     if not isinstance(min_speedup, (int, float)) or min_speedup < 1.0:
         raise ConfigError(
@@ -186,7 +193,12 @@ def make_settings(
         )
     if not isinstance(refine, bool):
         raise ConfigError(f"Expected True or False but got {describe('refine_splits', refine)}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"Expected objective to be one of {', '.join(map(repr, OBJECTIVES))} but got "
+                          f"{describe('objective', objective)}; 'device' times the kernels, 'wall' eager calls "
+                          "with their host work, 'train' forward plus backward")
     return TunerSettings(
+        objective=objective,
         refine=refine,
         cuda_graphs=bool(cuda_graphs),
         budget_s=None if budget_s is None else float(budget_s),
@@ -219,10 +231,11 @@ def range_dispatch(
     benchmark_with_cudagraphs: bool = False,
     tuning_budget_s: float | None = 60.0,
     refine_splits: bool = False,
-    cache: bool = True,
+    cache: bool | str = True,
     distributed: str = "broadcast",
     process_group: Any = None,
     compiled_dispatch: str = "cond",
+    objective: str = "device",
 ) -> Any:
     """Decorate a reference function; add candidates with ``@op.register_impl``.
 
@@ -248,7 +261,7 @@ def range_dispatch(
         torch.Size([1, 4, 2])
     """
     settings = make_settings(min_speedup, samples_per_range, range_upper_bound, check, rtol, atol,
-                             benchmark_with_cudagraphs, tuning_budget_s, refine_splits)
+                             benchmark_with_cudagraphs, tuning_budget_s, refine_splits, objective)
 
     kind = GridDispatchOp if is_grid_request((), dispatch_on) else RangeDispatchOp
 

@@ -14,10 +14,14 @@ measurement core as hand-given ranges (:class:`~rangedispatch.decide.tuner.Probe
    reference) until it is located within ``tolerance``; then the roundest size left in the
    interval and the one above it are measured (kernels fall off cliffs at tile multiples: 64
    rows fit one tile, 65 need two), so a crossover at such an edge is split exactly there;
-   otherwise the split goes in the middle.
+   otherwise the split goes in the middle;
+5. the result checks itself (:func:`discover_checked`): every candidate is measured inside
+   each range, at the midpoints between the sizes it was decided on, and where a rival wins
+   at a size of a range beyond the noise, steps 2-4 run again over everything measured.
 
 The number of (candidate, size) measurements stays within ``budget`` (default: what a 4-range
-hand table with 3 samples per range costs, ``12 x candidates``) and is reported.
+hand table with 3 samples per range costs, ``12 x candidates``) plus as much again for the
+self-check (interior sizes and a re-search), and is reported.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -72,11 +77,16 @@ class Discovery:
     base_sizes: list[int]
     bisections: int
     crossovers: list[tuple[int, int, str, str]] = field(default_factory=list)  # (below, above, from, to)
+    probes: dict[int, Probe] = field(default_factory=dict, repr=False)
+    checked: int = 0  # interior sizes measured by the self-check
+    rounds: int = 0  # searches run again because the self-check found a rival inside a range
 
     def summary(self) -> str:
         found = ", ".join(f"{a}->{b} in ({lo}, {hi}]" for lo, hi, a, b in self.crossovers) or "none"
+        check = (f"; self-check: {self.checked} interior size(s), {self.rounds} re-search(es)"
+                 if self.checked or self.rounds else "")
         return (f"{len(self.results)} range(s) from {len(self.base_sizes)} base sizes and {self.bisections} "
-                f"bisection step(s); {self.benchmarks} of {self.budget} benchmarks; crossovers: {found}")
+                f"bisection step(s); {self.benchmarks} of {self.budget} benchmarks; crossovers: {found}{check}")
 
 
 def base_sizes(lo: int, hi: int, count: int, profile: Any = None) -> list[int]:
@@ -192,9 +202,91 @@ def discover(
                    for n, ts in timings.items() if n not in lost and any(math.isinf(t) for t in ts)}
         noise = _winner(inside, probes, reference.name, order, prober)[1] if inside else 0.0
         results.append(RangeResult(rng, owner, tuple(inside), timings, lost, noise, skipped))
-    found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers)
+    found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers, probes)
     log.info("%s: %s", "crossover search" if seeded else "split_points='auto'", found.summary())
     return found
+
+
+SELF_CHECK_ROUNDS = 2  # searches run again at most this often
+SELF_CHECK_SHARE = 1.0  # of the search's budget, spent on interior sizes (half) and a re-search
+
+
+def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: AutoSettings, *,
+                     upper_bound: int | None = None, profile: Any = None) -> Discovery:
+    """:func:`discover`, then a check of its own result: every candidate is measured at the
+    geometric midpoints between the sizes each range was decided on (its interior, where no
+    one looked), and where a rival beats a range's winner beyond the noise at any size of
+    that range (an interior one, or one the crossover search measured) the search runs
+    again over everything measured so far. The within-range crossover that tuning notes is
+    thus an input to the search, not only a message."""
+    reference = prober.reference
+    cands = [c for c in candidates if c.name != reference.name]
+    found = discover(prober, cands, settings, upper_bound=upper_bound, profile=profile)
+    names = [reference.name, *[c.name for c in cands]]
+    start = prober.benchmarks - found.benchmarks
+    extra = int(found.budget * SELF_CHECK_SHARE)
+    interior_cap = found.budget + extra // 2  # half the extra for interior sizes, half for a re-search
+    checked = rounds = 0
+    for _ in range(SELF_CHECK_ROUNDS + 1):
+        probes = dict(found.probes)
+        for size in _interior(found.results, probes):
+            if prober.benchmarks - start + len(cands) + 1 > max(interior_cap, found.benchmarks + extra // 2):
+                break
+            probe = prober.probe(size, cands, f"size {size} (self-check)")
+            checked += 1
+            if probe is not None:
+                probes[size] = probe
+        if not _rival_inside(found.results, probes, names) or rounds == SELF_CHECK_ROUNDS:
+            found = dataclasses.replace(found, probes=probes)
+            break
+        left = found.budget + extra - (prober.benchmarks - start)
+        if left < 2 * (len(cands) + 1):
+            found = dataclasses.replace(found, probes=probes)
+            break
+        rounds += 1
+        log.info("split_points='auto': a rival wins inside a range; searching again over %d measured sizes",
+                 len(probes))
+        again = discover(prober, cands, dataclasses.replace(settings, budget=left), upper_bound=upper_bound,
+                         seeded=probes)
+        found = dataclasses.replace(again, budget=found.budget)
+    results = tuple(_with_sizes(r, found.probes, names) for r in found.results)
+    found = dataclasses.replace(found, results=results, benchmarks=prober.benchmarks - start, checked=checked,
+                                rounds=rounds, budget=found.budget + extra)
+    log.info("split_points='auto': %s", found.summary())
+    return found
+
+
+def _interior(results: Sequence[RangeResult], probes: dict[int, Probe]) -> list[int]:
+    """Geometric midpoints between neighbouring measured sizes inside each range (and between a
+    range's lower end and its first size), not measured yet; widest gaps first."""
+    gaps = []
+    for r in results:
+        inside = sorted(s for s in probes if s in r.range)
+        points = ([r.range.lo] if r.range.lo not in inside and r.range.lo >= 1 else []) + inside
+        for a, b in zip(points, points[1:]):
+            mid = round(math.sqrt(a * b))
+            if a < mid < b and mid not in probes:
+                gaps.append((b / a, mid))
+    return [mid for _, mid in sorted(gaps, reverse=True)]
+
+
+def _rival_inside(results: Sequence[RangeResult], probes: dict[int, Probe], names: Sequence[str]) -> bool:
+    """Whether at some measured size inside a range another eligible candidate beats the
+    range's winner beyond the noise: the rule of the within-range note
+    (:meth:`~rangedispatch.decide.table.RangeResult.crossover`), over every size measured there."""
+    return any(_with_sizes(r, probes, names).crossover() is not None for r in results)
+
+
+def _with_sizes(result: RangeResult, probes: dict[int, Probe], names: Sequence[str]) -> RangeResult:
+    """``result`` with the evidence of every size measured inside its range (the self-check's
+    interior sizes included), its winner kept."""
+    inside = [s for s in sorted(probes) if s in result.range]
+    if not inside or tuple(inside) == tuple(result.samples):
+        return result
+    timings, lost = _evidence(inside, probes, names)
+    skipped = {n: "not timed at the crossover search's sizes (a contender elsewhere)"
+               for n, ts in timings.items() if n not in lost and any(math.isinf(t) for t in ts)}
+    return dataclasses.replace(result, samples=tuple(inside), timings=timings, disqualified=lost, dropped=skipped)
 
 
 def _evidence(sizes: Sequence[int], probes: dict[int, Probe],
@@ -256,8 +348,8 @@ def tune_auto(*, op_name: str, plan: Any, reference: Candidate, factory: Any, be
     cands = list(plan.all_candidates)
     prober = Prober(op_name, reference, factory, benchmarker, settings, device_type,
                     Budget(settings.budget_s, (auto.budget or 12 * (len(cands) + 1)) // max(1, len(cands) + 1)))
-    found = discover(prober, cands, auto, upper_bound=effective_upper_bound(plan.dispatch, settings),
-                     profile=profile)
+    found = discover_checked(prober, cands, auto, upper_bound=effective_upper_bound(plan.dispatch, settings),
+                             profile=profile)
     for r in found.results:
         log.info("Range %s: Selected implementation '%s'", r.range, r.winner)
     table = make_table(op_name, plan, reference, found.results, factory, settings, environment)

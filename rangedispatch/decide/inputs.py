@@ -30,14 +30,18 @@ class TensorSpec:
     dtype: Any
     device: Any
     data: Any = None
+    requires_grad: bool = False  # a training call's: it requires grad, with grad mode on
 
     @classmethod
     def of(cls, t: Any) -> TensorSpec:
+        import torch
+
         from ..compat import is_fake
 
         shape = tuple(_hint(s) for s in t.shape)
         fake = is_fake(t) or t.device.type == "meta" or shape != tuple(t.shape)
-        return cls(shape, t.dtype, t.device, None if fake else t)
+        grad = bool(t.requires_grad) and torch.is_grad_enabled()
+        return cls(shape, t.dtype, t.device, None if fake else t, grad)
 
     def describe(self) -> str:
         return f"{str(self.dtype).replace('torch.', '')}{list(self.shape)}"
@@ -89,6 +93,12 @@ class CallTemplate:
         """Parameter names of the positional arguments, in order."""
         return sorted(self.positions, key=self.positions.__getitem__)
 
+    @property
+    def grad_names(self) -> list[str]:
+        """The tensors of a training call: they require grad (with grad mode on)."""
+        items = [(n, self.args[i]) for n, i in self.positions.items()] + list(self.kwargs.items())
+        return [n for n, v in items if isinstance(v, TensorSpec) and v.requires_grad]
+
     def get(self, name: str) -> Any:
         if name in self.positions:
             return self.args[self.positions[name]]
@@ -127,7 +137,8 @@ class CallTemplate:
                 dims = [str(d) for d in value.shape]
                 for dim in resized.get(name, ()):
                     dims[dim] = "*"
-                parts.append(f"{name}:{str(value.dtype).replace('torch.', '')}[{', '.join(dims)}]@{value.device.type}")
+                grad = "+grad" if value.requires_grad else ""  # training calls get tables of their own
+                parts.append(f"{name}:{str(value.dtype).replace('torch.', '')}[{', '.join(dims)}]@{value.device.type}{grad}")
             elif isinstance(value, (int, float, bool, str, type(None))):
                 parts.append(f"{name}={value!r}")
             else:

@@ -21,11 +21,15 @@ from .inputs import InputFactory
 from .ranges import Range
 from .table import RangeResult, TuningTable
 from ..measure.timing import FAILED, RACED, SLOW, Benchmarker, Job, log_ratios, measure_jobs, two_standard_errors, uncertainty
-from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of
+from ..measure.gradients import Gradients, floating_inputs, gradient_fault, gradients, train_step
+from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of, upcast
 
 log = logging.getLogger("rangedispatch")
 
 DEFAULT_UNBOUNDED_MIN = 256
+
+
+OBJECTIVES = ("device", "wall", "train")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,12 @@ class TunerSettings:
         refine: a hand-given range whose winner stops being the fastest inside it (see
             :meth:`~rangedispatch.decide.table.RangeResult.crossover`) is split where the two cross,
             located by bisection as ``split_points="auto"`` does; the given split points stay.
+        objective: what a decision minimises. ``"device"`` (the default): device time per call
+            (on CUDA, host work never leaks in: what CUDA graphs and compiled code pay); ``"wall"``:
+            wall time per call of back-to-back eager calls, host launches included (what an
+            eager caller pays: a five-launch pipeline costs five launches); ``"train"``: device
+            time of forward plus backward (every floating input requiring grad). On a CPU the
+            first two are the same.
     """
 
     samples_per_range: int | None = None
@@ -64,6 +74,7 @@ class TunerSettings:
     rtol: float | None = None
     atol: float | None = None
     refine: bool = False
+    objective: str = "device"
 
     @property
     def base_samples(self) -> int:
@@ -71,7 +82,10 @@ class TunerSettings:
         return DEFAULT_SAMPLES if self.samples_per_range is None else self.samples_per_range
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["objective"] == "device":  # the default: the keys of tables made before it existed
+            del data["objective"]
+        return data
 
 
 def range_top(rng: Range, upper_bound: int | None = None) -> int:
@@ -314,7 +328,8 @@ class Prober:
         truth = truth_of(self.reference.call, args, kwargs)
         ref_aliases = aliased_inputs(expected, args, kwargs, names)
         lost: dict[str, str] = {}
-        jobs = [Job(self.reference.name, size or 0, _bind(self.reference.call, args, kwargs))]
+        grads = self._reference_gradients(args, kwargs)
+        jobs = [Job(self.reference.name, size or 0, self._job(self.reference.call, args, kwargs, grads))]
         for cand in cands:
             if cand.name in self.too_slow:
                 lost[cand.name] = self.too_slow[cand.name]
@@ -322,10 +337,12 @@ class Prober:
             _, reason = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
                                       rtol=self.settings.rtol, atol=self.settings.atol, check=self.settings.check,
                                       sync=self.sync, ref_aliases=ref_aliases)
+            if reason is None and grads is not None:
+                reason = self._gradient_fault(cand, args, kwargs, grads)
             if reason is not None:
                 lost[cand.name] = self._lose(cand.name, label, f"{reason} at {where}")
                 continue
-            jobs.append(Job(cand.name, size or 0, _bind(cand.call, args, kwargs)))
+            jobs.append(Job(cand.name, size or 0, self._job(cand.call, args, kwargs, grads)))
         measured = measure_jobs(self.benchmarker, jobs, deadline=self.budget.next_deadline(), warm=True)
         self.benchmarks += len(jobs)
         out = Probe(size or 0, {}, lost)
@@ -350,6 +367,36 @@ class Prober:
             log.info("%s: %s at %s: fastest %s (%.4g ms), %d measured, %d lost", self.op_name, label, where,
                      fastest, out.fastest, len(out.times), len(out.lost))
         return out
+
+    def _reference_gradients(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Gradients | None:
+        """The reference's gradients at these inputs, for a training call's signature (its
+        tensors require grad) or ``objective="train"``; ``None`` when there is nothing to check."""
+        names = self.factory.template.names
+        wanted = self.factory.template.grad_names
+        if not wanted and self.settings.objective == "train":
+            wanted = floating_inputs(args, kwargs, names)
+        if not wanted:
+            return None
+        found = gradients(self.reference.call, args, kwargs, names, wanted=wanted, sync=self.sync)
+        return found if found.requires_grad and found.error is None else None
+
+    def _gradient_fault(self, cand: Candidate, args: tuple[Any, ...], kwargs: dict[str, Any],
+                        expected: Gradients) -> str | None:
+        """Why ``cand``'s backward is not the reference's (see :mod:`~rangedispatch.measure.gradients`)."""
+        names = self.factory.template.names
+        wanted = list(expected.grads)
+        got = gradients(cand.call, args, kwargs, names, expected.cotangents, wanted=wanted, sync=self.sync)
+        up = upcast(args, kwargs)
+        return gradient_fault(got, expected, rtol=self.settings.rtol, atol=self.settings.atol,
+                              truth=lambda: gradients(self.reference.call, *up, names, expected.cotangents,
+                                                      wanted=wanted))
+
+    def _job(self, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             grads: Gradients | None) -> Callable[[], Any]:
+        """What is timed: the call, or with ``objective="train"`` its forward plus backward."""
+        if grads is not None and self.settings.objective == "train":
+            return train_step(call, args, kwargs, self.factory.template.names, list(grads.grads), grads.cotangents)
+        return _bind(call, args, kwargs)
 
     def _lose(self, name: str, label: str, why: str) -> str:
         warnings.warn(f"{self.op_name}: candidate {name!r} loses {label}: {why}", RuntimeWarning, stacklevel=6)

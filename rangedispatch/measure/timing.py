@@ -148,6 +148,52 @@ class CpuTimer:
         return out
 
 
+class WallTimer(CpuTimer):
+    """Wall time per call of back-to-back eager calls on a CUDA device, host work included: a
+    sample issues calls for ``min_sample_ms`` (at least ``min_calls``) and synchronises once at
+    its end, so host and device overlap as in an eager caller's loop. A call costs the larger
+    of its launches' host time and its device time: a pipeline of five small kernels pays five
+    launches (the ``objective="wall"`` timer)."""
+
+    device_type = "cuda"
+
+    def __init__(self, min_sample_ms: float = 1.0, min_calls: int = 10, warm_device_ms: float = 200.0) -> None:
+        super().__init__(min_sample_ms)
+        self.min_calls = min_calls
+        self.warm_device_ms = warm_device_ms
+
+    def warm_device(self) -> None:
+        """Busy the GPU once per timer so its clocks leave the idle state."""
+        if self.warm_device_ms > 0:
+            keep_gpu_busy(self.warm_device_ms)
+            self.warm_device_ms = 0.0
+
+    def once(self, job: Job) -> float:
+        import torch
+
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        job.fn()
+        torch.cuda.synchronize()
+        return max(time.perf_counter() - t0, 1e-7) * 1e3
+
+    def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
+        import torch
+
+        fn = job.fn
+        number = max(self.min_calls, math.ceil(self.min_sample_ms / max(estimate_ms, 1e-5)))
+        count = int(min(50, max(3, ms // max(estimate_ms * number, 1e-5))))
+        out = []
+        torch.cuda.synchronize()
+        for _ in range(count):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            torch.cuda.synchronize()
+            out.append((time.perf_counter() - t0) * 1e3 / number)
+        return out
+
+
 _WARMED: set[int] = set()
 
 
@@ -722,9 +768,12 @@ class CudaBenchmarker(Benchmark):
         super().__init__(CudaTimer(graphs=cuda_graphs), **options)
 
 
-def default_benchmarker(device_type: str, *, cuda_graphs: bool = False) -> Benchmark:
+def default_benchmarker(device_type: str, *, cuda_graphs: bool = False, objective: str = "device") -> Benchmark:
     """The measurement core for a device: CUDA events (or graph replay) on CUDA,
-    ``perf_counter`` everywhere else."""
+    ``perf_counter`` everywhere else; with ``objective="wall"`` on CUDA, the wall time of
+    back-to-back eager calls (:class:`WallTimer`)."""
+    if device_type == "cuda" and objective == "wall":
+        return Benchmark(WallTimer(), round_ms=4.0, warmup_ms=10.0)
     return CudaBenchmarker(cuda_graphs=cuda_graphs) if device_type == "cuda" else CpuBenchmarker()
 
 

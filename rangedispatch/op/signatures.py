@@ -112,6 +112,7 @@ class SignaturesMixin:
 
         resized = self._resized
         params = self._params
+        grad = torch.is_grad_enabled()
 
         def part(name: Any, value: Any) -> Any:
             if isinstance(value, torch.Tensor):
@@ -119,7 +120,7 @@ class SignaturesMixin:
                 for dim in resized.get(name, ()):
                     if -len(shape) <= dim < len(shape):
                         shape[dim] = -1
-                return value.dtype, value.device.type, tuple(shape)
+                return value.dtype, value.device.type, tuple(shape), grad and value.requires_grad
             return value if isinstance(value, (bool, int, float, str, type(None))) else type(value)
 
         return (tuple(part(params[i] if i < len(params) else i, a) for i, a in enumerate(args)),

@@ -133,7 +133,8 @@ class TablesMixin:
 
     def _benchmarker_for(self, device: Any) -> Any:
         return self.benchmarker or default_benchmarker(getattr(device, "type", str(device)),
-                                                       cuda_graphs=self.settings.cuda_graphs)
+                                                       cuda_graphs=self.settings.cuda_graphs,
+                                                       objective=self.settings.objective)
 
     def _spot_check(self, table: TuningTable, factory: InputFactory, device: Any) -> SpotCheck:
         """The load-time check of ``table`` (see :mod:`~rangedispatch.decide.spotcheck`)."""

@@ -161,7 +161,25 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
         elif isinstance(value, (bool, int, float, str)):
             env[f"_rd_v{prefix}_{name}"] = value
             conds.append(f"{name} == _rd_v{prefix}_{name}")
-    return conds
+    return conds + grad_conditions(template, names, env)
+
+
+def grad_conditions(template: Any, names: Sequence[str], env: dict[str, Any]) -> list[str]:
+    """Conditions that a call is a training call (grad mode on, these tensors requiring grad)
+    exactly when ``template``'s is: inference and training calls have tables of their own.
+    For an inference signature: not (grad mode and a floating tensor that requires grad)."""
+    import torch
+
+    from ..decide.inputs import TensorSpec
+
+    specs = [(n, template.get(n)) for n in names if isinstance(template.get(n), TensorSpec)]
+    floating = [(n, v) for n, v in specs if v.dtype.is_floating_point or v.dtype.is_complex]
+    if not floating:
+        return []
+    env["_rd_grad_on"] = torch.is_grad_enabled
+    if any(v.requires_grad for _, v in floating):
+        return ["_rd_grad_on()"] + [f"{n}.requires_grad is {v.requires_grad}" for n, v in floating]
+    return [f"not (_rd_grad_on() and ({' or '.join(f'{n}.requires_grad' for n, _ in floating)}))"]
 
 
 def route_target(bounds: Sequence[int], fns: Sequence[Callable[..., Any]], size: str, env: dict[str, Any],

@@ -501,3 +501,64 @@ def test_private_torch_features_on_the_gpu_and_timing_without_the_spin():
         for s in (1, 511, 512, 513, 2047, 2048, 2049, 5000):
             xs = torch.randn(2, s, 64, device=DEV)
             torch.testing.assert_close(op(xs, w), xs * w)
+
+
+def _sdpa_backend(backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kind = getattr(SDPBackend, backend)
+
+    def run(q, k, v):
+        with sdpa_kernel([kind]):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    run.__name__ = backend.lower()
+    return run
+
+
+def test_sdpa_backends_gradients_match_the_math_reference_and_a_wrong_backward_loses():
+    """Training calls of an attention op: flash, efficient and cuDNN backward agree with the math
+    backend's under the low-precision rule, and a fused kernel with a wrong backward loses."""
+    import warnings
+
+    from rangedispatch.measure.gradients import gradient_fault, gradients
+
+    names = ["q", "k", "v"]
+    q, k, v = (torch.randn(2, 8, 256, 64, device=DEV, dtype=torch.bfloat16) for _ in range(3))
+    math_ref = _sdpa_backend("MATH")
+    ref = gradients(math_ref, (q, k, v), {}, names)
+    up = tuple(t.float() for t in (q, k, v))
+    truth = lambda: gradients(math_ref, up, {}, names, ref.cotangents)  # noqa: E731
+    for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"):
+        got = gradients(_sdpa_backend(backend), (q, k, v), {}, names, ref.cotangents)
+        if got.error is not None and "No available kernel" in got.error:
+            continue  # a backend this GPU or build lacks
+        assert gradient_fault(got, ref, truth=truth) is None, backend
+
+    def wrong_backward(q, k, v):  # right values; every gradient 1.5x too large
+        return _Halved.apply(_sdpa_backend("FLASH_ATTENTION")(q, k, v))
+
+    op = rd.range_dispatch(math_ref, dispatch_on=("q", 2), tie={"k": 2, "v": 2}, split_points=[512], cache=False,
+                           name="sdpa_train")
+    op.register_impl(_sdpa_backend("FLASH_ATTENTION"), name="flash")
+    op.register_impl(wrong_backward, name="wrong_backward")
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = op(*leaves)
+    assert any("'wrong_backward' loses" in str(w.message) and "gradient of" in str(w.message) for w in caught)
+    assert "wrong_backward" not in op.table.winners.values() and "+grad" in op.table.signature
+    out.float().sum().backward()
+    assert all(t.grad is not None for t in leaves)
+
+
+class _Halved(torch.autograd.Function):
+    """Identity forward; the gradient flowing back is 1.5x too large."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 1.5

@@ -42,7 +42,8 @@ def test_attention_crossover_to_cudnn_is_found_where_the_recording_has_it_within
     split = cudnn[0].range.lo
     # the truth: efficient/flash up to seq 128, cuDNN from 161 on
     assert 128 / 1.25 <= split <= 161 * 1.25, split
-    assert table.settings["benchmarks"] <= 4 * 3 * 4  # a 4-range hand table x 3 samples x 4 candidates
+    # a 4-range hand table x 3 samples x 4 candidates, and as much again for the self-check
+    assert table.settings["benchmarks"] <= 4 * 3 * 4 * 2 == table.settings["budget"]
     assert result["geomean"] <= 1.03
 
 
@@ -57,7 +58,7 @@ def test_split_k_finds_its_one_late_crossover_and_top_k_finds_none():
     topk = replay_tuning(rows("topk"), reference="topk", candidates=["sort"], split_points="auto",
                          upper_bound=1 << 20)
     assert [r.winner for r in topk["table"].results] == ["topk"]
-    assert topk["table"].settings["benchmarks"] <= 12 * 2
+    assert topk["table"].settings["benchmarks"] <= 12 * 2 * 2
 
 
 @needs_data
@@ -209,3 +210,14 @@ def test_cli_tune_writes_a_table_users_can_load(tmp_path, monkeypatch, capsys):
     assert main(["tune", "my_ops:scale", "--auto", "--hi", "1024", "--out", str(tmp_path / "auto.json")]) == 0
     assert "automatic split points" in capsys.readouterr().out
     assert main(["tune", "my_ops:nothing"]) == 2
+
+
+def test_the_demo_table_is_one_its_own_check_accepts():
+    """``rangedispatch demo`` with real CPU timing: the automatic table's self-check leaves no
+    range whose winner stops being the fastest inside it (no note), and the table it prints
+    dispatches right at every split."""
+    from rangedispatch.demo import run_demo
+
+    text = run_demo(device="cpu", width=256, upper=2048)
+    assert "note:" not in text, text
+    assert "self-check:" in text and "all equal" in text

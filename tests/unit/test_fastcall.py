@@ -64,11 +64,14 @@ def test_a_pin_refused_for_grad_mode_is_kept_and_calls_stay_correct():
     op(x, w)
     if pin_of(op) == "no pins":
         pytest.skip("this torch has no C-level tensor guard")
-    ran.clear()  # the tuning call ran every candidate
+    with torch.no_grad():
+        op(x, w)  # an inference call: grad mode is part of the signature, so a table of its own
+    assert len(op.tables) == 2
+    ran.clear()  # the tuning calls ran every candidate
     op(x, w), op(x, w)  # two calls in a row at one size
     pin = pin_of(op)
     assert pin is not None
-    for _ in range(3):  # the pin was made with grad on; no_grad calls miss it but do not replace it
+    for _ in range(3):  # the pin was made with grad on; no_grad calls miss it (their own table) but keep it
         with torch.no_grad():
             assert not op(x, w).requires_grad
         assert op(x, w).requires_grad

@@ -82,9 +82,10 @@ def test_explain_names_the_signature():
     assert "input signature x:float32[*, 8]@cpu" in op.explain(10)
 
 
-def test_the_c_level_guard_learns_grad_mode_parameters_and_inference_mode_without_new_tables():
+def test_the_c_level_guard_learns_parameters_and_inference_mode_and_training_calls_get_their_own_table():
     """The fast guard is stricter than the signature (requires_grad, tensor type, dispatch
-    keys): a call it refuses but the signature accepts teaches it, at most a few times."""
+    keys): a call it refuses but the signature accepts teaches it, at most a few times. A
+    training call (grad mode on, an input that requires grad) has a signature of its own."""
     bench = FakeBenchmarker({"ref": 2.0, "fast": 1.0})
 
     @rd.range_dispatch(dispatch_on=("x", 0), split_points=[50], benchmarker=bench, cache=False)
@@ -113,14 +114,15 @@ def test_the_c_level_guard_learns_grad_mode_parameters_and_inference_mode_withou
         xi = torch.randn(10, 4)
         for _ in range(3):
             torch.testing.assert_close(ref(xi, param), xi * param)
+    assert len(misses) == 1 and len(op.tables) == 1  # a Parameter in inference mode: learned, no new table
     for _ in range(3):
         out = ref(torch.randn(70, 4), param)
         assert out.requires_grad  # the candidate ran with autograd on
-    assert len(misses) == 2  # each new kind of call missed once, then was learned
-    assert len(op._tensor_checks) == 3 and len(op.tables) == 1  # no new table
-    # a real signature change still goes to its own table
+    assert len(misses) == 2  # the training call missed once, then its table's guard was learned
+    assert len(op._tensor_checks) == 2 and sorted(op.tables)[1].endswith("w:float32[4]@cpu+grad")
+    # another dtype goes to its own table too
     ref(torch.randn(10, 4, dtype=torch.float64), w.double())
-    assert len(op.tables) == 2
+    assert len(op.tables) == 3
 
 
 def test_known_signatures_are_checked_in_the_generated_call_each_with_its_own_table():
