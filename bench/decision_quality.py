@@ -122,6 +122,112 @@ def topk_inputs(n):
     return (torch.randn(64, n, device="cuda", generator=g),)
 
 
+# -- workloads nobody tuned for: memory-, compute- and launch-bound ----------------------------
+
+_rmsnorm_kernel = None
+
+
+def _triton_rmsnorm():
+    """A one-row-per-program Triton RMSNorm (the kind of kernel users write themselves)."""
+    global _rmsnorm_kernel
+    if _rmsnorm_kernel is None:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def kernel(x_ptr, w_ptr, out_ptr, n_cols, eps, BLOCK: tl.constexpr):
+            row = tl.program_id(0)
+            cols = tl.arange(0, BLOCK)
+            mask = cols < n_cols
+            x = tl.load(x_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+            inv = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+            w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(out_ptr + row * n_cols + cols, (x * inv * w).to(out_ptr.dtype.element_ty), mask=mask)
+
+        _rmsnorm_kernel = kernel
+    return _rmsnorm_kernel
+
+
+def rmsnorm_op(split_points, **options):
+    """Memory-bound: RMSNorm of (n, 4096) bf16 rows; the reference is the eager composite
+    (five kernels), against ``F.rms_norm`` and a hand-written Triton kernel."""
+    def composite(x, w):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * w
+
+    def fused(x, w):
+        return F.rms_norm(x, (x.shape[-1],), w, eps=1e-6)
+
+    def triton_rows(x, w):
+        import triton
+
+        out = torch.empty_like(x)
+        _triton_rmsnorm()[(x.shape[0],)](x, w, out, x.shape[1], 1e-6, BLOCK=triton.next_power_of_2(x.shape[1]))
+        return out
+
+    op = rd.range_dispatch(composite, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=65536,
+                           cache=False, name="rmsnorm", **options)
+    op.register_impl(fused, name="rms_norm")
+    op.register_impl(triton_rows, name="triton_rows")
+    return op
+
+
+def rmsnorm_inputs(n):
+    g = torch.Generator(device="cuda").manual_seed(n)
+    return (torch.randn(n, 4096, device="cuda", dtype=torch.bfloat16, generator=g),
+            torch.randn(4096, device="cuda", dtype=torch.bfloat16, generator=g))
+
+
+def cdist_op(split_points, **options):
+    """Compute-bound: distances from n points to 4096 points in 256 dims (fp32); ``cdist``
+    through a GEMM, ``cdist`` computed directly, and the expansion written out (five kernels)."""
+    def via_mm(x, y):
+        return torch.cdist(x, y, compute_mode="use_mm_for_euclid_dist")
+
+    def direct(x, y):
+        return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+
+    def expanded(x, y):
+        sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1) - 2 * (x @ y.T)
+        return sq.clamp_min_(0).sqrt_()
+
+    op = rd.range_dispatch(via_mm, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=32768,
+                           cache=False, name="cdist", rtol=1e-3, atol=1e-3, **options)
+    op.register_impl(direct, name="direct")
+    op.register_impl(expanded, name="expanded")
+    return op
+
+
+def cdist_inputs(n):
+    g = torch.Generator(device="cuda").manual_seed(n)
+    return (torch.randn(n, 256, device="cuda", generator=g), torch.randn(4096, 256, device="cuda", generator=g))
+
+
+def lse_op(split_points, **options):
+    """Launch-bound at small sizes: logsumexp over rows of (n, 2048) fp32; ``torch.logsumexp``,
+    a stable pipeline of five small kernels, and a three-kernel one."""
+    def lse(x):
+        return torch.logsumexp(x, dim=-1)
+
+    def five(x):
+        m = x.amax(-1, keepdim=True)
+        return (x - m).exp().sum(-1).log() + m.squeeze(-1)
+
+    def three(x):
+        return x.exp().sum(-1).log()
+
+    op = rd.range_dispatch(lse, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=1 << 17,
+                           cache=False, name="logsumexp", **options)
+    op.register_impl(five, name="five_kernels")
+    op.register_impl(three, name="three_kernels")
+    return op
+
+
+def lse_inputs(n):
+    g = torch.Generator(device="cuda").manual_seed(n)
+    return (torch.randn(n, 2048, device="cuda", generator=g),)
+
+
 def _logspace(lo, hi, count, multiple=1):
     out = sorted({max(lo, round(lo * (hi / lo) ** (i / (count - 1)) / multiple) * multiple) for i in range(count)})
     return out
@@ -136,7 +242,14 @@ WORKLOADS = {
                    sizes=_logspace(256, 262144, 42, multiple=64), example=1024),
     "topk": dict(build=topk_op, inputs=topk_inputs, split_points=[1024, 16384],
                  sizes=_logspace(16, 1 << 20, 42), example=1024),
+    "rmsnorm": dict(build=rmsnorm_op, inputs=rmsnorm_inputs, split_points=[64, 1024],
+                    sizes=_logspace(1, 65536, 40), example=256, kind="memory"),
+    "cdist": dict(build=cdist_op, inputs=cdist_inputs, split_points=[256, 4096],
+                  sizes=_logspace(1, 32768, 40), example=512, kind="compute"),
+    "logsumexp": dict(build=lse_op, inputs=lse_inputs, split_points=[512, 16384],
+                      sizes=_logspace(1, 1 << 17, 40), example=1024, kind="launch"),
 }
+NEW = ("rmsnorm", "cdist", "logsumexp")  # added without tuning anything for them
 
 
 OURS = ("dispatched", "auto", "refined")  # the ops under test; the per-size best is among the others
@@ -171,6 +284,68 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
             break
         one_round(r)
     return {n: min(ts) if ts else math.inf for n, ts in seen.items()}
+
+
+def wall_ms(fn, args, rounds: int = 3) -> float:
+    """Wall time per call of back-to-back eager calls (host work included): the least of
+    ``rounds`` medians of ``WallTimer`` batches, the ``objective="wall"`` truth."""
+    from rangedispatch.measure.timing import Job, WallTimer
+
+    timer = WallTimer(warm_device_ms=0)
+    job = Job("x", 0, lambda: fn(*args))
+    try:
+        est = timer.once(job)
+        return min(statistics.median(timer.batch(job, 5.0, est)) for _ in range(rounds))
+    except Exception:
+        return math.inf
+
+
+def record(names: list, path: Path, calls: int = 30, rounds: int = 3) -> None:
+    """Raw per-call timings in the format of the shared recordings (see tests/data/README.md):
+    per size and candidate, ``rounds`` interleaved rounds of ``calls`` CUDA-event timings (µs,
+    an L2 flush before each call, the order rotated per round), the robust device ``truth``,
+    and the eager ``wall`` truth per call."""
+    from rangedispatch.measure.timing import device_time_ms
+
+    flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "unit": "us", "workloads": {}}
+    for name in names:
+        spec = WORKLOADS[name]
+        op = spec["build"](spec["split_points"])
+        cands = {n: c.call for n, c in op.candidates.items()}
+        rows = []
+        for size in spec["sizes"]:
+            args = spec["inputs"](size)
+            raw, failed = {n: [] for n in cands}, []
+            for n, fn in cands.items():
+                try:
+                    fn(*args)
+                except Exception:
+                    failed.append(n)
+            live = [n for n in cands if n not in failed]
+            keep_gpu_busy(30)
+            for r in range(rounds):
+                for n in live[r % len(live):] + live[: r % len(live)]:
+                    for _ in range(calls):
+                        flush.zero_()
+                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        start.record()
+                        cands[n](*args)
+                        end.record()
+                        torch.cuda.synchronize()
+                        raw[n].append(round(start.elapsed_time(end) * 1e3, 2))
+            truth = {n: round(min(device_time_ms(lambda f=cands[n]: f(*args), rep_ms=30) for _ in range(3)) * 1e3, 3)
+                     for n in live}
+            wall = {n: round(wall_ms(cands[n], args) * 1e3, 3) for n in live}
+            rows.append({"size": size, "raw": {n: v for n, v in raw.items() if v}, "truth": truth, "wall": wall,
+                         "failed": failed})
+            del args
+            torch.cuda.empty_cache()
+        out["workloads"][name] = {"description": (spec["build"].__doc__ or name).split("\n")[0].strip(),
+                                  "kind": spec.get("kind", ""), "rows": rows}
+        print(f"recorded {name}: {len(rows)} sizes", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
 
 
 # -- one tuning, in this process or a fresh one --------------------------------------------
@@ -217,6 +392,7 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
     spec = WORKLOADS[name]
     split_points = spec["split_points"] if split_points is None else split_points
     fresh = [tune_in_fresh_process(name, split_points) for _ in range(processes)]
+    auto_fresh = [tune_in_fresh_process(name, "auto") for _ in range(processes)]
     op, wall = tune(name, split_points)
     auto_op, auto_wall = tune(name, "auto")
     refined_op, refined_wall = tune(name, split_points, refine_splits=True)
@@ -252,6 +428,7 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
             del args
     same = all(f["winners"] == _winners(table) for f in fresh)
     fresh_cost = [_table_cost(f["winners"], per_size) for f in fresh]  # what a differing table loses here
+    auto_fresh_cost = [_table_cost(f["winners"], per_size) for f in auto_fresh]
     return {
         "workload": name, "split_points": split_points,
         "geomean": math.exp(sum(map(math.log, losses)) / len(losses)), "worst": max(losses),
@@ -260,6 +437,8 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
         "auto_tuning_s": auto_wall, "auto_benchmarks": auto_op.table.settings.get("benchmarks"),
         "hand_budget": 4 * 3 * len(cands), "auto_winners": _winners(auto_op.table),
         "auto_discovery": auto_op.table.settings.get("discovery"),
+        "auto_fresh_winners": [f["winners"] for f in auto_fresh], "auto_fresh_cost": auto_fresh_cost,
+        "auto_same": all(f["winners"] == _winners(auto_op.table) for f in auto_fresh),
         "refined_geomean": math.exp(sum(map(math.log, refined_losses)) / len(refined_losses)),
         "refined_worst": max(refined_losses), "refined_tuning_s": refined_wall,
         "refined_winners": _winners(refined_op.table),
@@ -292,6 +471,13 @@ def print_report(results: list) -> None:
               f"{r['decision_worst']:6.2f} {r['tuning_s']:7.1f} {fresh:>14s} {str(r['same_table']):>5s}")
     _print_alternative(results, "auto", "split_points='auto': time(dispatched) / time(per-size best), same robust times",
                        f"{'benchmarks':>11s}", lambda r: f"{r['auto_benchmarks']:>5}/{r['hand_budget']:<5}")
+    print("\n== split_points='auto' in fresh processes: the same table, or the cost of theirs on these times ==")
+    for r in results:
+        costs = " ".join(f"{g:.3f}/{w:.2f}" for g, w in r.get("auto_fresh_cost", []))
+        spread = (max(g for g, _ in r["auto_fresh_cost"]) / min(g for g, _ in r["auto_fresh_cost"]) - 1
+                  if r.get("auto_fresh_cost") else 0.0)
+        print(f"{r['workload']:18s} same {str(r.get('auto_same')):5s} geomean/worst per process {costs}  "
+              f"cost spread {spread:.1%}")
     _print_alternative(results, "refined", "refine_splits=True (the guessed split points, split further where the "
                        "winner changes)", f"{'worst':>6s}", lambda r: f"{r['worst']:6.2f}")
     print("\n== per range: winner, noise, tuned / robust time per candidate (median over samples) ==")
@@ -318,11 +504,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes that tune, to compare tables")
     parser.add_argument("--tune-only", help=argparse.SUPPRESS)
+    parser.add_argument("--record", help="write raw per-call timings of the workloads (--only) to this JSON file")
     parser.add_argument("--split-points", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for the JSON results")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("decision_quality needs a CUDA device")
+    if args.record:
+        record(args.only or list(NEW), Path(args.record))
+        return
     if args.tune_only:
         keep_gpu_busy(100)
         split_points = json.loads(args.split_points)

@@ -99,11 +99,12 @@ class ReplayTimer:
     device_type = "replay"
 
     def __init__(self, rows: Sequence[Mapping[str, object]], *, names: Mapping[str, str] | None = None,
-                 round_calls: int = 30, unit_ms: float = 1e-3) -> None:
+                 round_calls: int = 30, unit_ms: float = 1e-3, offset: int = 0) -> None:
         self.rows = sorted(rows, key=lambda r: int(r["size"]))  # type: ignore[arg-type]
         self.names = dict(names or {})
         self.round_calls = round_calls
         self.unit_ms = unit_ms
+        self.offset = offset  # where every replay starts: another offset, another process's noise
         self._cursor: dict[tuple[str, int], int] = {}
         self._round: dict[tuple[str, int], int] = {}
         self.device_ms = 0.0  # simulated device time spent timing
@@ -126,7 +127,7 @@ class ReplayTimer:
 
     def once(self, job: Job) -> float:
         key, raw = self._raw(job)
-        i = self._cursor.get(key, 0)
+        i = self._cursor.get(key, self.offset * 7)
         self._cursor[key] = i + 1
         self.device_ms += raw[i % len(raw)]
         return raw[i % len(raw)]
@@ -136,7 +137,7 @@ class ReplayTimer:
 
     def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
         key, raw = self._raw(job)
-        r = self._round.get(key, 0)
+        r = self._round.get(key, self.offset)
         self._round[key] = r + 1
         rounds = max(1, len(raw) // self.round_calls)
         start = (r % rounds) * self.round_calls
@@ -153,6 +154,8 @@ def replay_tuning(
     split_points: Sequence[int] | str | None,
     upper_bound: int | None = None,
     benchmark_options: Mapping[str, object] | None = None,
+    offset: int = 0,
+    truth: str = "truth",
     **op_options: object,
 ) -> dict[str, object]:
     """Tune an op whose candidates are recorded GPU kernels and score its decisions.
@@ -160,8 +163,9 @@ def replay_tuning(
     The op dispatches on the length of a 1-d tensor; each candidate returns a copy of its
     input (raising where the recording says the kernel failed); the measurement core times
     them through a :class:`ReplayTimer`. Every recorded size is then scored with the recorded
-    robust times (``truth``): the time of the candidate the table dispatches to over the
-    fastest candidate's at that size.
+    robust times (``truth``, or another per-row key of truths such as ``"wall"``): the time of
+    the candidate the table dispatches to over the fastest candidate's at that size.
+    ``offset`` starts the replay elsewhere in the recorded rounds (another fresh process).
 
     Returns a dict with ``op``, ``table``, ``losses`` (size -> (chosen, loss)), ``geomean``,
     ``worst``, ``device_ms`` (simulated timing time) and ``timer``.
@@ -174,7 +178,7 @@ def replay_tuning(
 
     from .measure.timing import Benchmark
 
-    timer = ReplayTimer(rows)
+    timer = ReplayTimer(rows, offset=offset)
 
     def make(name: str) -> Callable[..., object]:
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -201,9 +205,9 @@ def replay_tuning(
     losses: dict[int, tuple[str, float]] = {}
     for row in rows:
         size = int(row["size"])  # type: ignore[arg-type]
-        truth = {n: t for n, t in row["truth"].items() if n in names}  # type: ignore[union-attr]
+        truths = {n: t for n, t in row[truth].items() if n in names}  # type: ignore[union-attr]
         chosen = table.partition.lookup(size).owner or reference
-        losses[size] = (chosen, truth.get(chosen, math.inf) / min(truth.values()))
+        losses[size] = (chosen, truths.get(chosen, math.inf) / min(truths.values()))
     logs = [math.log(v) for _, v in losses.values()]
     return {
         "op": op,

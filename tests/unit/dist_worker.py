@@ -41,6 +41,15 @@ def bench():
     return FakeBenchmarker({"ref": 4.0, fast: 1.0, slow: 2.0})
 
 
+class LostDevice(FakeBenchmarker):
+    """A benchmarker whose device is lost after a few measurements."""
+
+    def measure(self, jobs):
+        if len(self.calls) > 4:
+            raise RuntimeError("device lost while timing")
+        return super().measure(jobs)
+
+
 def one_dim(mode, extra=(), **kw):
     op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points=[8, 64, 512], benchmarker=kw.pop("benchmarker", bench()),
                            distributed=mode, **kw)
@@ -90,6 +99,14 @@ def main():
         out["disagree"] = "no error"
     except rd.TuningError as exc:
         out["disagree"] = str(exc)
+    # a rank fails while tuning (its device is lost mid-measurement): every rank raises, none hangs
+    for mode, failing in (("split", 1), ("broadcast", 0)):
+        try:
+            bench_ = LostDevice({"ref": 4.0, "a": 1.0, "b": 2.0}) if RANK == failing else bench()
+            one_dim(mode, benchmarker=bench_, cache=False)(x)
+            out[f"fail-{mode}"] = "no error"
+        except rd.TuningError as exc:
+            out[f"fail-{mode}"] = str(exc)
     # each rank has its own cache directory; rank 0's cached table decides for both
     import os
 

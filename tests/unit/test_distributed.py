@@ -67,3 +67,15 @@ def test_split_tuning_keeps_the_pieces_of_a_refined_range(ranks):
     assert [lo for lo, _, _ in table][:3] == [1, 9, 65] and table[-1][:2] == [513, None]
     inside = [row for row in table if 65 <= row[0] and row[1] is not None and row[1] <= 513]
     assert [w for *_, w in inside] == ["a", "b"] and 182 < inside[1][0] <= 512
+
+
+def test_a_rank_that_fails_while_tuning_makes_every_rank_raise(ranks):
+    """Split mode, rank 1 fails; broadcast mode, rank 0 (the one that tunes) fails: both ranks
+    raise a TuningError naming the failed rank and its error, and the group stays usable (the
+    cache scenario after it runs its collectives)."""
+    for mode, failing in (("split", 1), ("broadcast", 0)):
+        for rank in ranks:
+            message = rank[f"fail-{mode}"]
+            assert "collective tuning failed" in message, (mode, message)
+            assert f"rank {failing}: RuntimeError: device lost while timing" in message, (mode, message)
+    assert all("cache" in rank for rank in ranks)
