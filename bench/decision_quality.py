@@ -64,7 +64,7 @@ def attention_op(reference: str, split_points, **options):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         ref.__name__ = ref.__qualname__ = "default"
     op = rd.range_dispatch(ref, dispatch_on=("q", 2), tie={"k": 2, "v": 2}, split_points=split_points,
-                           range_upper_bound=8192, cache=False, name=f"attention_{reference}", **options)
+                           range_upper_bound=8192, name=f"attention_{reference}", **{"cache": False, **options})
     for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"):
         op.register_impl(_sdpa(backend), name=backend.lower())
     return op
@@ -92,7 +92,7 @@ def splitk_op(split_points, **options):
         return a @ b
 
     op = rd.range_dispatch(mm, dispatch_on=("a", 1), tie={"b": 0}, split_points=split_points,
-                           range_upper_bound=262144, cache=False, name="splitk", **options)
+                           range_upper_bound=262144, name="splitk", **{"cache": False, **options})
     for s in (4, 16, 64):
         op.register_impl(_splitk(s), name=f"splitk{s}")
     return op
@@ -112,7 +112,7 @@ def topk_op(split_points, **options):
         return torch.sort(x, dim=-1, descending=True).values[:, :8]
 
     op = rd.range_dispatch(topk, dispatch_on=("x", 1), split_points=split_points, range_upper_bound=1 << 20,
-                           cache=False, name="topk", **options)
+                           name="topk", **{"cache": False, **options})
     op.register_impl(sort, name="sort")
     return op
 
@@ -166,7 +166,7 @@ def rmsnorm_op(split_points, **options):
         return out
 
     op = rd.range_dispatch(composite, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=65536,
-                           cache=False, name="rmsnorm", **options)
+                           name="rmsnorm", **{"cache": False, **options})
     op.register_impl(fused, name="rms_norm")
     op.register_impl(triton_rows, name="triton_rows")
     return op
@@ -192,7 +192,7 @@ def cdist_op(split_points, **options):
         return sq.clamp_min_(0).sqrt_()
 
     op = rd.range_dispatch(via_mm, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=32768,
-                           cache=False, name="cdist", rtol=1e-3, atol=1e-3, **options)
+                           name="cdist", rtol=1e-3, atol=1e-3, **{"cache": False, **options})
     op.register_impl(direct, name="direct")
     op.register_impl(expanded, name="expanded")
     return op
@@ -217,7 +217,7 @@ def lse_op(split_points, **options):
         return x.exp().sum(-1).log()
 
     op = rd.range_dispatch(lse, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=1 << 17,
-                           cache=False, name="logsumexp", **options)
+                           name="logsumexp", **{"cache": False, **options})
     op.register_impl(five, name="five_kernels")
     op.register_impl(three, name="three_kernels")
     return op
@@ -388,21 +388,25 @@ def _winners(table) -> list:
 
 # -- the report -------------------------------------------------------------------------------
 
-def evaluate(name: str, processes: int, split_points=None) -> dict:
+def evaluate(name: str, processes: int, split_points=None, auto_only: bool = False, every: int = 1) -> dict:
+    """``auto_only``: fresh processes and the refined table only for ``split_points="auto"``;
+    ``every``: score every ``every``-th size of the sweep."""
     spec = WORKLOADS[name]
     split_points = spec["split_points"] if split_points is None else split_points
-    fresh = [tune_in_fresh_process(name, split_points) for _ in range(processes)]
+    fresh = [] if auto_only else [tune_in_fresh_process(name, split_points) for _ in range(processes)]
     auto_fresh = [tune_in_fresh_process(name, "auto") for _ in range(processes)]
     op, wall = tune(name, split_points)
     auto_op, auto_wall = tune(name, "auto")
-    refined_op, refined_wall = tune(name, split_points, refine_splits=True)
+    refined_op, refined_wall = (auto_op, auto_wall) if auto_only else tune(name, split_points, refine_splits=True)
     table = op.table
     cands = {n: c.call for n, c in op.candidates.items()}
     per_size, losses, decision, auto_losses, refined_losses = [], [], [], [], []
-    for size in spec["sizes"]:
+    for size in spec["sizes"][::every]:
         args = spec["inputs"](size)
         keep_gpu_busy(30)  # building inputs idles the GPU; keep its clocks up
-        times = robust({**cands, "dispatched": op, "auto": auto_op, "refined": refined_op}, args)
+        ours = {"dispatched": op, "auto": auto_op, **({} if auto_only else {"refined": refined_op})}
+        times = robust({**cands, **ours}, args)
+        times.setdefault("refined", times["auto"])
         best = min(t for n, t in times.items() if n not in OURS)
         loss = times["dispatched"] / best
         losses.append(loss)
@@ -415,7 +419,7 @@ def evaluate(name: str, processes: int, split_points=None) -> dict:
         del args
         torch.cuda.empty_cache()
     tuned_vs_robust = []
-    for r in table.results:
+    for r in () if auto_only else table.results:
         for i, size in enumerate(r.samples):
             args = spec["inputs"](size)
             keep_gpu_busy(30)
@@ -504,6 +508,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes that tune, to compare tables")
     parser.add_argument("--tune-only", help=argparse.SUPPRESS)
+    parser.add_argument("--auto-only", action="store_true", help="fresh processes for split_points='auto' only")
+    parser.add_argument("--every", type=int, default=1, help="score every n-th size of each sweep")
     parser.add_argument("--record", help="write raw per-call timings of the workloads (--only) to this JSON file")
     parser.add_argument("--split-points", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for the JSON results")
@@ -523,7 +529,7 @@ def main() -> None:
     results = []
     for name in args.only or list(WORKLOADS):
         t0 = time.perf_counter()
-        results.append(evaluate(name, args.processes))
+        results.append(evaluate(name, args.processes, auto_only=args.auto_only, every=args.every))
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
         if args.out:
             Path(args.out, "decision_quality.json").write_text(json.dumps(results, indent=1, default=str))

@@ -337,7 +337,8 @@ class Equivalence:
                                  atol=self.atol)
         if found is not None:
             raise AssertionError(f"{where}: {self.subject_name} differs from the reference: {found}")
-        if grad and self.wants_grad(args, kwargs):
+        # a backward runs on fresh leaves (contiguous copies): one layout per dtype says it all
+        if grad and variant.layout == self.layouts[0] and self.wants_grad(args, kwargs):
             self.check_gradients(args, kwargs, where)
 
     def _expected(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -207,7 +207,7 @@ def discover(
     return found
 
 
-SELF_CHECK_ROUNDS = 2  # searches run again at most this often
+SELF_CHECK_ROUNDS = 3  # searches run again at most this often
 SELF_CHECK_SHARE = 1.0  # of the search's budget, spent on interior sizes (half) and a re-search
 
 
@@ -236,20 +236,21 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
             checked += 1
             if probe is not None:
                 probes[size] = probe
-        if not _rival_inside(found.results, probes, names) or rounds == SELF_CHECK_ROUNDS:
+        if not _rival_inside(found.results, probes, names, prober) or rounds == SELF_CHECK_ROUNDS:
             found = dataclasses.replace(found, probes=probes)
             break
         left = found.budget + extra - (prober.benchmarks - start)
-        if left < 2 * (len(cands) + 1):
-            found = dataclasses.replace(found, probes=probes)
-            break
         rounds += 1
-        log.info("split_points='auto': a rival wins inside a range; searching again over %d measured sizes",
-                 len(probes))
-        again = discover(prober, cands, dataclasses.replace(settings, budget=left), upper_bound=upper_bound,
+        log.info("split_points='auto': a rival wins inside a range; searching again over %d measured sizes%s",
+                 len(probes), "" if left >= 2 * (len(cands) + 1) else " (no budget left: no new measurements)")
+        # with no budget left, the segments are rebuilt from what was measured (splits go between
+        # the measured sizes whose winners differ) and nothing more is measured
+        again = discover(prober, cands, dataclasses.replace(settings, budget=max(left, 1)), upper_bound=upper_bound,
                          seeded=probes)
         found = dataclasses.replace(again, budget=found.budget)
-    results = tuple(_with_sizes(r, found.probes, names) for r in found.results)
+        if left < 2 * (len(cands) + 1):
+            break
+    results = tuple(_with_sizes(r, found.probes, names, prober) for r in found.results)
     found = dataclasses.replace(found, results=results, benchmarks=prober.benchmarks - start, checked=checked,
                                 rounds=rounds, budget=found.budget + extra)
     log.info("split_points='auto': %s", found.summary())
@@ -270,23 +271,36 @@ def _interior(results: Sequence[RangeResult], probes: dict[int, Probe]) -> list[
     return [mid for _, mid in sorted(gaps, reverse=True)]
 
 
-def _rival_inside(results: Sequence[RangeResult], probes: dict[int, Probe], names: Sequence[str]) -> bool:
-    """Whether at some measured size inside a range another eligible candidate beats the
-    range's winner beyond the noise: the rule of the within-range note
-    (:meth:`~rangedispatch.decide.table.RangeResult.crossover`), over every size measured there."""
-    return any(_with_sizes(r, probes, names).crossover() is not None for r in results)
+def _rival_inside(results: Sequence[RangeResult], probes: dict[int, Probe], names: Sequence[str],
+                  prober: Prober) -> bool:
+    """Whether some measured size inside a range has another winner than the range (the rule
+    and the noise margin that built the segments), or a rival beats the range's winner there
+    beyond the range's noise (the rule of the within-range note,
+    :meth:`~rangedispatch.decide.table.RangeResult.crossover`)."""
+    for r in results:
+        for size in (s for s in probes if s in r.range):
+            if _winner([size], probes, names[0], names[1:], prober)[0] != r.winner:
+                return True
+        if _with_sizes(r, probes, names, prober).crossover() is not None:
+            return True
+    return False
 
 
-def _with_sizes(result: RangeResult, probes: dict[int, Probe], names: Sequence[str]) -> RangeResult:
+def _with_sizes(result: RangeResult, probes: dict[int, Probe], names: Sequence[str], prober: Prober) -> RangeResult:
     """``result`` with the evidence of every size measured inside its range (the self-check's
-    interior sizes included), its winner kept."""
+    interior sizes included) and the largest noise any of them was judged with; its winner kept."""
     inside = [s for s in sorted(probes) if s in result.range]
     if not inside or tuple(inside) == tuple(result.samples):
         return result
     timings, lost = _evidence(inside, probes, names)
     skipped = {n: "not timed at the crossover search's sizes (a contender elsewhere)"
                for n, ts in timings.items() if n not in lost and any(math.isinf(t) for t in ts)}
-    return dataclasses.replace(result, samples=tuple(inside), timings=timings, disqualified=lost, dropped=skipped)
+    # the largest noise a size of the range was judged with: a rival inside it beyond that is
+    # a winner the segments would have given that size (the self-check's re-search finds it)
+    noise = max([_winner(inside, probes, names[0], names[1:], prober)[1]]
+                + [_winner([s], probes, names[0], names[1:], prober)[1] for s in inside])
+    return dataclasses.replace(result, samples=tuple(inside), timings=timings, disqualified=lost, dropped=skipped,
+                               noise=noise)
 
 
 def _evidence(sizes: Sequence[int], probes: dict[int, Probe],
