@@ -5,7 +5,10 @@ partner (the reference; or, where the reference won, the fastest rival):
 
 - the winner's output must pass tuning's own check against the reference's;
 - the winner/partner time ratio must stay within a noise-aware bound of the ratio recorded
-  in the table (``SPOT_BOUND``, or three times the range's noise when that is larger).
+  in the table: it may not grow by more than ``SPOT_BOUND`` (or three times the range's noise,
+  when larger), which would threaten the decision, nor shrink below ``1 / SPOT_GAIN_BOUND`` of
+  it (the winner looking that much better means the machine or the code changed drastically;
+  a smaller gain leaves the decision standing, so noise there re-tunes nothing).
 
 A ratio out of bound is timed once more with the full measurement before it counts, so a
 noisy moment does not throw a good table away. What the fingerprint cannot see (a torch
@@ -31,7 +34,8 @@ from ..measure.timing import Job, log_ratios, measure_jobs, two_standard_errors
 from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of
 from .table import RangeResult, TuningTable
 
-SPOT_BOUND = 1.5  # a winner/partner ratio this far from the recorded one fails the check
+SPOT_BOUND = 1.5  # a winner/partner ratio grown this much over the recorded one fails the check
+SPOT_GAIN_BOUND = 3.0  # ... and one shrunk to a third of it
 SPOT_ROUND_MS = 0.25
 SPOT_ROUNDS = 3
 SPOT_SHARE = 0.05  # of the table's recorded tuning time: the check's budget
@@ -193,7 +197,11 @@ def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:
 
 
 def _within(now: float, recorded: float, bound: float) -> bool:
-    return math.isfinite(now) and now > 0 and recorded > 0 and abs(math.log(now / recorded)) <= math.log(bound)
+    """Whether the winner/partner ratio ``now`` still backs the decision recorded as ``recorded``."""
+    if not (math.isfinite(now) and now > 0 and recorded > 0):
+        return False
+    change = math.log(now / recorded)
+    return -math.log(max(bound, SPOT_GAIN_BOUND)) <= change <= math.log(bound)
 
 
 def light_ratio(benchmarker: Any, jobs: Sequence[Job]) -> tuple[float, float]:
