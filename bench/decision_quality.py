@@ -334,7 +334,7 @@ def record(names: list, path: Path, calls: int = 30, rounds: int = 3) -> None:
                         end.record()
                         torch.cuda.synchronize()
                         raw[n].append(round(start.elapsed_time(end) * 1e3, 2))
-            truth = {n: round(min(device_time_ms(lambda f=cands[n]: f(*args), rep_ms=30) for _ in range(3)) * 1e3, 3)
+            truth = {n: round(min(device_time_ms(lambda f=cands[n], a=args: f(*a), rep_ms=30) for _ in range(3)) * 1e3, 3)
                      for n in live}
             wall = {n: round(wall_ms(cands[n], args) * 1e3, 3) for n in live}
             rows.append({"size": size, "raw": {n: v for n, v in raw.items() if v}, "truth": truth, "wall": wall,

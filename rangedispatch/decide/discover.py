@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
