@@ -249,11 +249,29 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
         found = dataclasses.replace(again, budget=found.budget)
         if left < 2 * (len(cands) + 1):
             break
-    results = tuple(_with_sizes(r, found.probes, names, prober) for r in found.results)
+    results = tuple(_with_sizes(r, found.probes, names, prober) for r in join_equal_neighbours(found.results))
     found = dataclasses.replace(found, results=results, benchmarks=prober.benchmarks - start, checked=checked,
                                 rounds=rounds, budget=found.budget + extra)
     log.info("split_points='auto': %s", found.summary())
     return found
+
+
+def join_equal_neighbours(results: Sequence[RangeResult]) -> list[RangeResult]:
+    """Neighbouring ranges with one winner (a re-search can leave them) as one range.
+
+    Example:
+        >>> a, b, c = (RangeResult(Range(lo, hi), w, (), {}) for lo, hi, w in
+        ...            [(1, 65, "flash"), (65, 91, "default"), (91, None, "default")])
+        >>> [(str(r.range), r.winner) for r in join_equal_neighbours([a, b, c])]
+        [('[1, 65)', 'flash'), ('[65, inf)', 'default')]
+    """
+    merged: list[RangeResult] = []
+    for r in results:
+        if merged and merged[-1].winner == r.winner and merged[-1].range.hi == r.range.lo:
+            prev = merged.pop()
+            r = dataclasses.replace(prev, range=Range(prev.range.lo, r.range.hi))
+        merged.append(r)
+    return merged
 
 
 def _interior(results: Sequence[RangeResult], probes: dict[int, Probe]) -> list[int]:

@@ -562,3 +562,25 @@ class _Halved(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return g * 1.5
+
+
+def test_the_wall_objective_times_host_work_and_the_device_objective_does_not():
+    """``objective="wall"`` times eager calls with their host work (a millisecond of Python
+    before a tiny kernel counts), the default device timing does not."""
+    import time as _time
+
+    from rangedispatch.measure.timing import Job, WallTimer, measure_jobs
+
+    x = torch.randn(1024, device=DEV)
+
+    def host_heavy():
+        _time.sleep(1e-3)
+        return x * 2
+
+    job = [Job("host_heavy", 1024, host_heavy), Job("plain", 1024, lambda: x * 2)]
+    wall = rd.default_benchmarker("cuda", objective="wall")
+    assert isinstance(wall.timer, WallTimer)
+    by_wall = {m.name: m.ms for m in measure_jobs(wall, job)}
+    by_device = {m.name: m.ms for m in measure_jobs(rd.default_benchmarker("cuda"), job)}
+    assert by_wall["host_heavy"] >= 1.0 > by_wall["plain"] * 5
+    assert by_device["host_heavy"] < 0.5  # the kernel alone

@@ -257,3 +257,14 @@ def test_the_objective_changes_the_truth_on_the_recordings():
     scored_by_wall = replay_tuning(rows_, reference="composite", candidates=["rms_norm", "triton_rows"],
                                    split_points="auto", truth="wall")
     assert device["geomean"] <= 1.01 < scored_by_wall["geomean"]  # a device-time table is not a wall-time one
+
+
+def test_neighbouring_ranges_with_one_winner_become_one_range():
+    from rangedispatch.decide.discover import join_equal_neighbours
+    from rangedispatch.decide.table import RangeResult
+
+    parts = [RangeResult(rd.Range(lo, hi), w, (), {}) for lo, hi, w in
+             [(1, 2, "default"), (2, 20, "efficient"), (20, 65, "flash"), (65, 91, "default"), (91, None, "default")]]
+    joined = join_equal_neighbours(parts)
+    assert [(r.range.lo, r.range.hi, r.winner) for r in joined] == [
+        (1, 2, "default"), (2, 20, "efficient"), (20, 65, "flash"), (65, None, "default")]
