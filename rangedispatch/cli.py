@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     directory = cache_dir()
     if directory is None:
-        print("tuning cache is off (RANGEDISPATCH_CACHE=0)")
+        print(f"tuning cache is off (RANGEDISPATCH_CACHE={os.environ.get('RANGEDISPATCH_CACHE', 'off')})")
         return 0
     files = sorted(directory.glob("*.json")) if directory.exists() else []
     print(f"{directory}: {len(files)} table(s)")
