@@ -113,7 +113,17 @@ def tensor_guard(tensors: Sequence[Any], template: Any, names: Sequence[str],
     for name, t in zip(names, tensors):
         skip = dispatch_dims(resized, name, t.dim())
         sizes.append([None if i in skip else int(d) for i, d in enumerate(t.shape)])
-    return tensor_check(tensors, sizes)
+    check = tensor_check(tensors, sizes)
+    if check is None or not any(t.requires_grad for t in tensors):
+        return check  # the guard's own requires_grad test keeps training calls out
+    # tensors that require grad pass the guard whatever the grad mode; the mode then says
+    # whether the call is a training call (guards from plain tensors, the common case, pay nothing)
+    import torch
+
+    grad_on = torch.is_grad_enabled
+    if any(getattr(template.get(n), "requires_grad", False) for n in names):
+        return lambda *ts: grad_on() and check(*ts)
+    return lambda *ts: not grad_on() and check(*ts)
 
 
 def tensor_check(tensors: Sequence[Any], sizes: Sequence[Sequence[int | None]]) -> Callable[..., bool] | None:
@@ -161,13 +171,14 @@ def guard_source(template: Any, resized: Mapping[str, Sequence[int]], names: Seq
         elif isinstance(value, (bool, int, float, str)):
             env[f"_rd_v{prefix}_{name}"] = value
             conds.append(f"{name} == _rd_v{prefix}_{name}")
-    return conds + grad_conditions(template, names, env)
+    return conds if tensor_checks else conds + grad_conditions(template, names, env)
 
 
 def grad_conditions(template: Any, names: Sequence[str], env: dict[str, Any]) -> list[str]:
-    """Conditions that a call is a training call (grad mode on, these tensors requiring grad)
-    exactly when ``template``'s is: inference and training calls have tables of their own.
-    For an inference signature: not (grad mode and a floating tensor that requires grad)."""
+    """Python conditions that a call is a training call (grad mode on, these tensors requiring
+    grad) exactly when ``template``'s is: inference and training calls have tables of their own.
+    For an inference signature: not (grad mode and a floating tensor that requires grad). Only
+    where there is no C-level guard (see :func:`tensor_guard`, which handles grad mode itself)."""
     import torch
 
     from ..decide.inputs import TensorSpec
