@@ -18,9 +18,9 @@ import torch
 from rangedispatch import compare
 from rangedispatch.measure.compare import compare_with_truth
 from rangedispatch.errors import first_line
-from rangedispatch.measure.gradients import differentiable, floating_inputs, gradient_fault, gradients
+from rangedispatch.measure.gradients import candidate_gradient_fault, differentiable, floating_inputs, gradients
 from rangedispatch.measure.verify import (InputSnapshot, aliased_inputs, check_output, has_low_precision, input_fault,
-                                          reference_run, truth_of, upcast)
+                                          reference_run, truth_of)
 from rangedispatch.decide.inputs import CallTemplate, InputFactory
 from rangedispatch.measure.timing import OK, RACED, Job, capture_graph, default_benchmarker, measure_jobs
 from rangedispatch.decide.tuner import effective_upper_bound, range_top, sample_sizes
@@ -290,10 +290,8 @@ class Equivalence:
                 raise AssertionError(f"{where}: grad=True but the reference has no gradient here "
                                      f"({expected.error or 'its output does not require grad'}); pass grad=False")
             return
-        got = gradients(self.subject, args, kwargs, self.names, expected.cotangents)
-        up = upcast(args, kwargs)
-        fault = gradient_fault(got, expected, rtol=self.rtol, atol=self.atol,
-                               truth=lambda: gradients(self.reference, *up, self.names, expected.cotangents))
+        fault = candidate_gradient_fault(self.subject, self.reference, args, kwargs, self.names, expected,
+                                         rtol=self.rtol, atol=self.atol)
         if fault is not None:
             raise AssertionError(f"{where}: {self.subject_name} {fault}")
 

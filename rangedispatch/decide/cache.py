@@ -26,11 +26,12 @@ from typing import Any, Mapping
 
 from .environment import Environment
 from ..errors import ConfigError, TableError
-from .spotcheck import MODES, OFF, TRUST, VERIFY
 from .table import VERSION, TuningTable
 
 ENV_DIR = "RANGEDISPATCH_CACHE_DIR"
 ENV_SWITCH = "RANGEDISPATCH_CACHE"
+VERIFY, TRUST, OFF = "verify", "trust", "off"  # the cache's modes
+MODES = (VERIFY, TRUST, OFF)
 
 
 _SPELLINGS = {"0": OFF, "false": OFF, "off": OFF, "no": OFF, "1": VERIFY, "true": VERIFY, "on": VERIFY,

@@ -229,7 +229,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
     for _ in range(SELF_CHECK_ROUNDS + 1):
         probes = dict(found.probes)
         for size in _interior(found.results, probes):
-            if prober.benchmarks - start + len(cands) + 1 > max(interior_cap, found.benchmarks + extra // 2):
+            if prober.benchmarks - start + len(cands) + 1 > interior_cap:
                 break
             probe = prober.probe(size, cands, f"size {size} (self-check)")
             checked += 1

@@ -24,11 +24,12 @@ measures the cost).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..measure.timing import Job, log_ratios, measure_jobs, two_standard_errors
@@ -41,8 +42,6 @@ SPOT_ROUND_MS = 0.25
 SPOT_ROUNDS = 3
 SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (5 % with the overshoot of one range)
 
-VERIFY, TRUST, OFF = "verify", "trust", "off"
-MODES = (VERIFY, TRUST, OFF)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,6 @@ class Provenance:
     tuned_at: float
     check: SpotCheck | None = None
     why: str = ""
-    at: float = field(default_factory=time.time)
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.tuned_at))
@@ -97,11 +95,6 @@ class Provenance:
         if self.status == "pending":
             return f"{head}, to be spot-checked at its first eager call"
         return f"{head}, trusted without a check"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "path": self.path, "status": self.status, "tuned_at": self.tuned_at,
-                "checked_ranges": self.check.checked if self.check else 0,
-                "check_s": self.check.seconds if self.check else 0.0, "why": self.why}
 
 
 def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: Any, factory: Any,
@@ -165,8 +158,8 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
             problems.append(wrong)
             continue
         recorded = result.timings[result.winner][i] / result.timings[partner][i]
-        jobs = [Job(result.winner, size or 0, _bind(winner.call, args, kwargs)),
-                Job(partner, size or 0, _bind(other.call, args, kwargs))]
+        jobs = [Job(result.winner, size or 0, functools.partial(winner.call, *args, **kwargs)),
+                Job(partner, size or 0, functools.partial(other.call, *args, **kwargs))]
         now, spread = light_ratio(benchmarker, jobs)
         bound = max(SPOT_BOUND, 1 + 3 * max(result.noise, spread))
         if not _within(now, recorded, bound):  # a second, longer look before it counts
@@ -235,6 +228,3 @@ def light_ratio(benchmarker: Any, jobs: Sequence[Job], rounds: int = SPOT_ROUNDS
     spread = math.expm1(two_standard_errors(logs)) if len(logs) >= 2 else 0.0
     return min(seen[0]) / min(seen[1]), spread
 
-
-def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
-    return lambda: fn(*args, **kwargs)

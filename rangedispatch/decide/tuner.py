@@ -21,8 +21,8 @@ from .inputs import InputFactory
 from .ranges import Range
 from .table import RangeResult, TuningTable
 from ..measure.timing import FAILED, RACED, SLOW, Benchmarker, Job, log_ratios, measure_jobs, two_standard_errors, uncertainty
-from ..measure.gradients import Gradients, floating_inputs, gradient_fault, gradients, train_step
-from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of, upcast
+from ..measure.gradients import Gradients, candidate_gradient_fault, floating_inputs, gradients, train_step
+from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of
 
 log = logging.getLogger("rangedispatch")
 
@@ -338,7 +338,8 @@ class Prober:
                                       rtol=self.settings.rtol, atol=self.settings.atol, check=self.settings.check,
                                       sync=self.sync, ref_aliases=ref_aliases)
             if reason is None and grads is not None:
-                reason = self._gradient_fault(cand, args, kwargs, grads)
+                reason = candidate_gradient_fault(cand.call, self.reference.call, args, kwargs, names, grads,
+                                                  rtol=self.settings.rtol, atol=self.settings.atol, sync=self.sync)
             if reason is not None:
                 lost[cand.name] = self._lose(cand.name, label, f"{reason} at {where}")
                 continue
@@ -379,17 +380,6 @@ class Prober:
             return None
         found = gradients(self.reference.call, args, kwargs, names, wanted=wanted, sync=self.sync)
         return found if found.requires_grad and found.error is None else None
-
-    def _gradient_fault(self, cand: Candidate, args: tuple[Any, ...], kwargs: dict[str, Any],
-                        expected: Gradients) -> str | None:
-        """Why ``cand``'s backward is not the reference's (see :mod:`~rangedispatch.measure.gradients`)."""
-        names = self.factory.template.names
-        wanted = list(expected.grads)
-        got = gradients(cand.call, args, kwargs, names, expected.cotangents, wanted=wanted, sync=self.sync)
-        up = upcast(args, kwargs)
-        return gradient_fault(got, expected, rtol=self.settings.rtol, atol=self.settings.atol,
-                              truth=lambda: gradients(self.reference.call, *up, names, expected.cotangents,
-                                                      wanted=wanted))
 
     def _job(self, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              grads: Gradients | None) -> Callable[[], Any]:

@@ -152,6 +152,23 @@ def gradient_fault(got: Gradients, expected: Gradients, *, truth: Callable[[], G
     return None
 
 
+def candidate_gradient_fault(call: Callable[..., Any], reference: Callable[..., Any], args: Sequence[Any],
+                             kwargs: dict[str, Any], names: Sequence[str], expected: Gradients, *,
+                             rtol: float | None = None, atol: float | None = None,
+                             sync: Callable[[], None] | None = None) -> str | None:
+    """Why ``call``'s backward is not the reference's (whose :class:`Gradients` on these inputs
+    are ``expected``), or ``None``: the same inputs and cotangents, and for low-precision
+    gradients the reference's backward on float32 inputs as the truth. The one rule of tuning
+    and the plugin."""
+    from .verify import upcast
+
+    wanted = list(expected.grads)
+    got = gradients(call, args, kwargs, names, expected.cotangents, wanted=wanted, sync=sync)
+    up = upcast(args, kwargs)
+    return gradient_fault(got, expected, rtol=rtol, atol=atol,
+                          truth=lambda: gradients(reference, *up, names, expected.cotangents, wanted=wanted))
+
+
 def train_step(call: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str],
                wanted: Sequence[str], cotangents: Sequence[Any]) -> Callable[[], None]:
     """One forward plus backward of ``call`` on leaves of the ``wanted`` inputs, as a job to

@@ -115,20 +115,26 @@ class Timer(Protocol):
 # -- timers ---------------------------------------------------------------------------------
 
 class CpuTimer:
-    """``perf_counter`` on the host. A sample runs the job enough times to last
-    ``min_sample_ms`` so clock resolution and call overhead do not dominate tiny ops."""
+    """``perf_counter`` on the host. A sample runs the job enough times (at least
+    ``min_calls``) to last ``min_sample_ms`` so clock resolution and call overhead do not
+    dominate tiny ops; ``sync`` (if any) runs before a sample and ends it."""
 
     device_type = "cpu"
 
-    def __init__(self, min_sample_ms: float = 0.2) -> None:
+    def __init__(self, min_sample_ms: float = 0.2, min_calls: int = 1,
+                 sync: Callable[[], None] | None = None) -> None:
         self.min_sample_ms = min_sample_ms
+        self.min_calls = min_calls
+        self.sync = sync or (lambda: None)
 
     def warm_device(self) -> None:
         return None
 
     def once(self, job: Job) -> float:
+        self.sync()
         t0 = time.perf_counter()
         job.fn()
+        self.sync()
         return max(time.perf_counter() - t0, 1e-7) * 1e3
 
     def warm_up(self, job: Job, ms: float, estimate_ms: float) -> None:
@@ -136,14 +142,16 @@ class CpuTimer:
             job.fn()
 
     def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
-        fn = job.fn
-        number = max(1, math.ceil(self.min_sample_ms / max(estimate_ms, 1e-5)))
+        fn, sync = job.fn, self.sync
+        number = max(self.min_calls, math.ceil(self.min_sample_ms / max(estimate_ms, 1e-5)))
         count = int(min(50, max(3, ms // max(estimate_ms * number, 1e-5))))
         clock, out = time.perf_counter, []
+        sync()
         for _ in range(count):
             t0 = clock()
             for _ in range(number):
                 fn()
+            sync()
             out.append((clock() - t0) * 1e3 / number)
         return out
 
@@ -151,15 +159,16 @@ class CpuTimer:
 class WallTimer(CpuTimer):
     """Wall time per call of back-to-back eager calls on a CUDA device, host work included: a
     sample issues calls for ``min_sample_ms`` (at least ``min_calls``) and synchronises once at
-    its end, so host and device overlap as in an eager caller's loop. A call costs the larger
-    of its launches' host time and its device time: a pipeline of five small kernels pays five
-    launches (the ``objective="wall"`` timer)."""
+    its end (a :class:`CpuTimer` with the device's sync), so host and device overlap as in an
+    eager caller's loop. A call costs the larger of its launches' host time and its device time:
+    a pipeline of five small kernels pays five launches (the ``objective="wall"`` timer)."""
 
     device_type = "cuda"
 
     def __init__(self, min_sample_ms: float = 1.0, min_calls: int = 10, warm_device_ms: float = 200.0) -> None:
-        super().__init__(min_sample_ms)
-        self.min_calls = min_calls
+        import torch
+
+        super().__init__(min_sample_ms, min_calls, torch.cuda.synchronize)
         self.warm_device_ms = warm_device_ms
 
     def warm_device(self) -> None:
@@ -167,31 +176,6 @@ class WallTimer(CpuTimer):
         if self.warm_device_ms > 0:
             keep_gpu_busy(self.warm_device_ms)
             self.warm_device_ms = 0.0
-
-    def once(self, job: Job) -> float:
-        import torch
-
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        job.fn()
-        torch.cuda.synchronize()
-        return max(time.perf_counter() - t0, 1e-7) * 1e3
-
-    def batch(self, job: Job, ms: float, estimate_ms: float) -> list[float]:
-        import torch
-
-        fn = job.fn
-        number = max(self.min_calls, math.ceil(self.min_sample_ms / max(estimate_ms, 1e-5)))
-        count = int(min(50, max(3, ms // max(estimate_ms * number, 1e-5))))
-        out = []
-        torch.cuda.synchronize()
-        for _ in range(count):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            torch.cuda.synchronize()
-            out.append((time.perf_counter() - t0) * 1e3 / number)
-        return out
 
 
 _WARMED: set[int] = set()

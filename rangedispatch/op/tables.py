@@ -20,7 +20,7 @@ from ..decide.inputs import CallTemplate, InputFactory, TensorSpec
 from ..decide.profile import SizeProfile, profile_path
 from ..decide.ranges import Range
 from ..decide.table import TuningTable
-from ..decide.spotcheck import OFF, SPOT_SHARE, VERIFY, Provenance, SpotCheck, spot_check
+from ..decide.spotcheck import SPOT_SHARE, Provenance, SpotCheck, spot_check
 from ..decide.tuner import log_summary, tune_plan
 from ..errors import ConfigError, TableError
 from ..measure.timing import default_benchmarker
@@ -93,7 +93,7 @@ class TablesMixin:
             if cached is not None and not self._fits(cached):
                 cached = None
             check = None
-            if cached is not None and mode == VERIFY:
+            if cached is not None and mode == cache_mod.VERIFY:
                 check = self._spot_check(cached, factory, device)
                 if not check.passed:
                     why = "the cached table failed its spot check: " + "; ".join(check.problems[:3])
@@ -162,7 +162,7 @@ class TablesMixin:
             except (TableError, OSError):
                 continue
             if old.op == self.name and old.signature == signature and old.code:
-                changes = old.code_changes({n: c.code_parts for n, c in self._by_name.items()})
+                changes = old.code_changes(self._code_parts())
                 if changes:
                     break
         if not changes:
@@ -170,6 +170,10 @@ class TablesMixin:
         why = "the code changed since the last table: " + ", ".join(changes[:6])
         log.info("%s: re-tuning, %s", self.name, why)
         return why
+
+    def _code_parts(self) -> dict[str, tuple[str, ...]]:
+        """Every candidate's fingerprint parts, by name (for :meth:`TuningTable.code_changes`)."""
+        return {n: c.code_parts for n, c in self._by_name.items()}
 
     @property
     def provenance(self) -> Provenance | None:
@@ -197,7 +201,7 @@ class TablesMixin:
         return self._build_plan(configs)
 
     def _cache_path(self, environment: Environment, fingerprints: Mapping[str, str], signature: str) -> Path | None:
-        if cache_mod.cache_mode(self.use_cache) == OFF:
+        if cache_mod.cache_mode(self.use_cache) == cache_mod.OFF:
             return None
         assert self._plan is not None
         key = cache_mod.cache_key({
@@ -267,11 +271,11 @@ class TablesMixin:
                         **{c.name: c.fingerprint for c in self._plan.all_candidates}}
         problems = cache_mod.mismatch(table, environment=None, candidates=fingerprints, signature=None)
         if problems and trust and self._fits(table):
-            changed = table.code_changes({n: c.code_parts for n, c in self._by_name.items()}) or problems
+            changed = table.code_changes(self._code_parts()) or problems
             warnings.warn(f"{self.name}: using table {str(path)!r} with trust=True although the code changed "
                           f"since it was tuned ({', '.join(changed[:6])})", RuntimeWarning, stacklevel=2)
         elif problems or not self._fits(table):
-            changed = table.code_changes({n: c.code_parts for n, c in self._by_name.items()}) if problems else []
+            changed = table.code_changes(self._code_parts()) if problems else []
             raise TableError(
                 f"{self.name}: table {str(path)!r} does not match this op "
                 f"({'; '.join(changed[:6] or problems) or 'different ranges'}); re-tune with op.tune(...) and "
