@@ -1,5 +1,6 @@
 """Branches equal in their gradients too: the backward check, in tuning and in the plugin."""
 
+import contextlib
 import math
 import warnings
 
@@ -171,3 +172,23 @@ def test_low_precision_gradients_are_judged_against_a_float32_truth():
     wrong = gradients(lambda x, w: ScaledGrad.apply(x, w), (x, w), {}, ["x", "w"], ref.cotangents)
     assert "gradient of 'x' differs" in gradient_fault(wrong, ref, truth=truth)
     assert not differentiable(lambda n: n * 2, (torch.arange(4),), {}, ["n"])  # integer inputs: no gradient
+
+
+@pytest.mark.parametrize("guard", ["c-level", "python"])
+def test_training_and_inference_calls_keep_their_own_tables_with_either_guard(guard):
+    """With Dynamo's C-level tensor guard grad mode is checked only in guards learned from
+    tensors that require grad; without it (the Python guard) by conditions of its own."""
+    from rangedispatch import compat
+
+    with compat.absent("tensor_guards") if guard == "python" else contextlib.nullcontext():
+        op = mul_op()
+        x, w = torch.randn(8, 16), torch.randn(16)
+        with torch.no_grad():
+            op(x, w)
+        assert op(x.requires_grad_(), w.requires_grad_()).requires_grad
+        for _ in range(2):
+            with torch.no_grad():
+                assert not op(x, w).requires_grad  # requires-grad tensors, grad mode off: inference
+            assert op(x, w).requires_grad
+            assert not op(x.detach(), w.detach()).requires_grad
+        assert len(op.tables) == 2 and bool(op._tensor_checks) is (guard == "c-level")
