@@ -158,7 +158,36 @@ def discover(
         a, b = left[-1], right[0]
         pair = [by_name[n] for n in (a_name, b_name) if n in by_name]
         rivals = [n for n in order if n in (a_name, b_name)]
-        while b / a > 1 + settings.tolerance and b - a > 1:
+
+        def pin_edge(a: int, b: int) -> tuple[int, int]:
+            """Kernels fall off cliffs at tile multiples (64 rows in one tile, 65 in two): the
+            roundest size in ``(a, b)`` and the one above it, measured, pin such a crossover
+            exactly, or else narrow the interval like a bisection step."""
+            edge = roundest(a, b)
+            if edge is None or prober.benchmarks - start + 2 * (len(pair) + 1) > budget:
+                return a, b
+            sides = []
+            for size in (edge, edge + 1):
+                probe = probes.get(size) or prober.probe(size, pair, f"size {size}")
+                if probe is None:
+                    return a, b
+                probes[size] = probe
+                sides.append(_winner([size], probes, reference.name, rivals, prober)[0])
+            if sides == [a_name, b_name]:
+                return edge, edge + 1
+            if sides[:1] == [b_name]:
+                return a, edge
+            if sides == [a_name, a_name]:
+                return edge + 1, b
+            return a, b
+
+        pinned = False
+        while True:
+            if not pinned and b <= 2 * a:  # within an octave: an exact edge needs no bisection
+                a, b = pin_edge(a, b)
+                pinned = True
+            if not (b / a > 1 + settings.tolerance and b - a > 1):
+                break
             if prober.benchmarks - start + len(pair) + 1 > budget:
                 break
             mid = min(max(round(math.sqrt(a * b)), a + 1), b - 1)
@@ -171,23 +200,7 @@ def discover(
                 a = mid
             else:
                 b = mid
-        # kernels fall off cliffs at tile multiples (64 rows in one tile, 65 in two): the
-        # roundest size left in the interval and the one above it pin such a crossover exactly
-        edge = roundest(a, b)
-        if edge is not None and prober.benchmarks - start + 2 * (len(pair) + 1) <= budget:
-            sides = []
-            for size in (edge, edge + 1):
-                probe = probes.get(size) or prober.probe(size, pair, f"size {size}")
-                if probe is None:
-                    break
-                probes[size] = probe
-                sides.append(_winner([size], probes, reference.name, rivals, prober)[0])
-            if sides == [a_name, b_name]:
-                a, b = edge, edge + 1
-            elif sides[:1] == [b_name]:
-                b = edge
-            elif sides == [a_name, a_name]:
-                a = edge + 1
+        a, b = pin_edge(a, b)
         split = min(max(round(math.sqrt(a * b)), a + 1), b)
         splits.append(split)
         crossovers.append((a, b, a_name, b_name))

@@ -1,6 +1,6 @@
 """The load-time spot check: a loaded table is put to one cheap test before it is trusted.
 
-For each range of the table, at one of its recorded sample sizes, the winner runs against a
+For each range of the table, at its cheapest recorded sample size, the winner runs against a
 partner (the reference; or, where the reference won, the fastest rival):
 
 - the winner's output must pass tuning's own check against the reference's;
@@ -174,7 +174,9 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
 
 
 def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:
-    """The sample to check at (the middle one where both were timed) and the winner's partner."""
+    """The sample to check at and the winner's partner: of the samples where both were timed,
+    the one where they cost least (any sample of the range shows a changed ratio or wrong
+    values; the cheapest keeps the check cheap where a range spans costly sizes)."""
     won = result.timings.get(result.winner)
     if not won:
         return None
@@ -188,7 +190,7 @@ def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:
         both = [i for i in range(min(len(won), len(theirs)))
                 if math.isfinite(won[i]) and math.isfinite(theirs[i]) and won[i] > 0 and theirs[i] > 0]
         if both:
-            return both[(len(both) - 1) // 2], partner
+            return min(both, key=lambda i: won[i] + theirs[i]), partner
     return None
 
 

@@ -119,6 +119,27 @@ def test_auto_splits_a_crossover_at_a_tile_edge_exactly():
     assert ref.table.settings["benchmarks"] <= ref.table.settings["budget"]
 
 
+@pytest.mark.parametrize("budget", [24, 32])
+def test_a_tile_edge_is_pinned_as_soon_as_the_search_is_within_an_octave(budget):
+    """With a tight budget the bisection must not spend it all before the edge probes: once
+    the interval is within an octave (64 and 128 here), 64 and 65 are measured and the
+    crossover is exact, where bisecting on would stop at 68-71 and send 65-70 to the loser."""
+    from rangedispatch.decide.discover import AutoSettings
+
+    bench = FakeBenchmarker({"ref": 5.0, "tiled": lambda s: 1.0 if s <= 64 else 1.3, "flat": 1.1})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points="auto", range_upper_bound=4096, benchmarker=bench,
+                       cache=False, name=f"edge_budget_{budget}")
+    def ref(x):
+        return x * 2
+
+    ref.register_impl(lambda x: x + x, name="tiled")
+    ref.register_impl(lambda x: 2 * x, name="flat")
+    ref.auto = AutoSettings(hi=4096, budget=budget)
+    ref.tune(torch.randn(64))
+    assert [(r.range.lo, r.winner) for r in ref.table.results] == [(1, "tiled"), (65, "flat")]
+
+
 def test_auto_with_the_seed_config_api_and_no_ranges():
     @torch.library.custom_op("rdtest::auto_scale", mutates_args=())
     def auto_scale(x: torch.Tensor) -> torch.Tensor:
