@@ -5,9 +5,10 @@ A candidate must run, return what the reference returns (:func:`rangedispatch.me
 leave the caller's inputs alone. For low-precision floating outputs (float16, bfloat16,
 float8) the reference is not the truth: both it and the candidate round. When the plain
 comparison fails there, both are compared with a float32 run of the reference (low-precision
-inputs upcast) and the candidate passes when its largest error is within
+inputs upcast) and the candidate passes when each element's error is within
 ``PRECISION_FACTOR`` times the reference's own largest error plus the dtype's absolute
-floor (the rule FlashAttention's tests use). A kernel more accurate than the reference
+floor (the rule FlashAttention's tests use) plus two units in the last place of the true
+value (one more rounding than the reference's). A kernel more accurate than the reference
 therefore always passes, while a wrong row, a wrong boundary or a NaN still fails.
 """
 

@@ -33,6 +33,28 @@ def test_a_candidate_more_accurate_than_a_low_precision_reference_is_not_disqual
     assert check_output(worse, ref, truth) is not None
 
 
+def test_one_more_rounding_than_the_reference_passes_and_a_wrong_scale_does_not():
+    """A reference that rounds once is off by half an ulp at most; a fused kernel that stores
+    one intermediate in bfloat16 is off by an ulp and a half: not a fault (an H100's
+    efficient-attention backward is such a kernel). A gradient 1.5x too large still fails."""
+    torch.manual_seed(0)
+    large = torch.rand(32, 256) < 0.05  # a few large values in [1, 2) among small ones (a small RMS floor)
+    truth = torch.where(large, 1 + torch.rand(32, 256), 0.01 * torch.randn(32, 256))
+    ref = truth.to(torch.bfloat16)
+    ulp = torch.finfo(torch.bfloat16).eps
+    # ... and its small values off by more than the plain comparison allows, within the rule's floor
+    one_more = torch.where(large, truth + 1.75 * ulp, truth + 0.006).to(torch.bfloat16)
+    assert rd.compare(one_more, ref) is not None
+    rms = float(truth.pow(2).mean().sqrt())
+    floor = 1e-2 * rms
+    err_ref = float((ref.double() - truth.double()).abs().max())
+    assert float((one_more.double() - truth.double()).abs().max()) > 2 * err_ref + floor  # the plain 2x rule fails it
+    assert compare_with_truth(one_more, ref, truth) is None
+    wrong = (truth * 1.5).to(torch.bfloat16)
+    found = compare_with_truth(wrong, ref, truth)
+    assert found is not None and "ulp" in str(found)
+
+
 def test_precision_rule_still_catches_a_wrong_row_a_wrong_boundary_and_nan():
     torch.manual_seed(0)
     x = torch.randn(64, 512, dtype=torch.bfloat16)
