@@ -15,7 +15,8 @@ moment does not throw a good table away. What the fingerprint cannot see (a torc
 backend switch, a mutable object's attribute, another machine under the same name) shows
 up here as wrong values or a changed ratio, and the op re-tunes.
 
-The timing is light (a pilot, then three interleaved rounds of ``SPOT_ROUND_MS`` per job), and
+The timing is light (a pilot, then three interleaved rounds of ``SPOT_ROUND_MS`` per job, or of
+one call for a job longer than that), and
 the check keeps to ``SPOT_SHARE`` of the table's recorded tuning time: ranges are checked in a
 random order until the next one, priced like the costliest so far, would pass that budget (at
 least one is always checked), so repeated loads cover every range (``bench/spot_check.py``
@@ -205,9 +206,10 @@ def _within(now: float, recorded: float, bound: float) -> bool:
 def light_ratio(benchmarker: Any, jobs: Sequence[Job], rounds: int = SPOT_ROUNDS,
                 round_ms: float = SPOT_ROUND_MS) -> tuple[float, float]:
     """``jobs[0]``'s time over ``jobs[1]``'s and the relative uncertainty of that ratio, from a
-    short measurement: the core's timer in ``rounds`` interleaved rounds of ``round_ms`` per job
-    (no device warm-up beyond the rounds themselves: the ratio of two jobs timed in turn holds on
-    a GPU whose clocks are still rising), or a plain benchmarker's ``measure``."""
+    short measurement: the core's timer in ``rounds`` interleaved rounds of ``round_ms`` per job,
+    a job whose call is longer than that timed by one call a round (no device warm-up beyond
+    the rounds themselves: the ratio of two jobs timed in turn holds on a GPU whose clocks are
+    still rising), or a plain benchmarker's ``measure``."""
     timer = getattr(benchmarker, "timer", None)
     if timer is None or not hasattr(timer, "batch"):
         measured = measure_jobs(benchmarker, jobs, warm=True)
@@ -218,8 +220,9 @@ def light_ratio(benchmarker: Any, jobs: Sequence[Job], rounds: int = SPOT_ROUNDS
         pilot = [statistics.median(timer.once(j) for _ in range(2)) for j in jobs]
         seen: list[list[float]] = [[], []]
         for _ in range(rounds):
-            for k, job in enumerate(jobs):
-                seen[k].append(statistics.median(timer.batch(job, round_ms, pilot[k])))
+            for k, job in enumerate(jobs):  # a call longer than a round is one call a round
+                seen[k].append(timer.once(job) if pilot[k] >= round_ms
+                               else statistics.median(timer.batch(job, round_ms, pilot[k])))
     except Exception:
         return math.inf, 0.0
     finally:

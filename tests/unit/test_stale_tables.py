@@ -254,3 +254,29 @@ def test_the_check_keeps_to_its_share_of_the_recorded_tuning_time(cache_dir, tun
     op, _ = run_user_code(cache_dir)
     check = op.provenance.check
     assert check.passed and (check.checked, check.ranges) == (checked, 2)  # at least one range, always
+
+
+def test_the_light_timing_takes_one_call_a_round_of_a_call_longer_than_the_round():
+    """A costly sample (seconds of attention at a long sequence) is not timed in batches: one
+    call a round, so a check of such a range costs a handful of calls, not dozens."""
+    from rangedispatch.decide.spotcheck import SPOT_ROUND_MS, SPOT_ROUNDS, light_ratio
+    from rangedispatch.measure.timing import Job
+
+    class CountingTimer:
+        def __init__(self, ms):
+            self.ms, self.once_calls, self.batches = ms, {}, {}
+
+        def once(self, job):
+            self.once_calls[job.name] = self.once_calls.get(job.name, 0) + 1
+            return self.ms[job.name]
+
+        def batch(self, job, ms, estimate_ms):
+            self.batches[job.name] = self.batches.get(job.name, 0) + 1
+            return [self.ms[job.name]] * max(1, int(ms // estimate_ms))
+
+    timer = CountingTimer({"long": 4 * SPOT_ROUND_MS, "short": SPOT_ROUND_MS / 10})
+    bench = types.SimpleNamespace(timer=timer)
+    ratio, spread = light_ratio(bench, [Job("long", 8, lambda: None), Job("short", 8, lambda: None)])
+    assert ratio == pytest.approx(40.0) and spread == pytest.approx(0.0)
+    assert "long" not in timer.batches and timer.once_calls["long"] == 2 + SPOT_ROUNDS  # pilot + one a round
+    assert timer.batches["short"] == SPOT_ROUNDS
