@@ -11,10 +11,11 @@ measurement core as hand-given ranges (:class:`~rangedispatch.decide.tuner.Probe
 3. neighbouring segments merge while one candidate is within ``merge_tolerance`` of the best at
    every size of both (near-ties are not crossovers);
 4. each remaining crossover is bisected (in log space, measuring only its two winners and the
-   reference) until it is located within ``tolerance``; then the roundest size left in the
-   interval and the one above it are measured (kernels fall off cliffs at tile multiples: 64
-   rows fit one tile, 65 need two), so a crossover at such an edge is split exactly there;
-   otherwise the split goes in the middle;
+   reference) until it is located within ``tolerance``; as soon as its interval is within an
+   octave, and again at the end, the roundest size left in the interval and the one above it
+   are measured (kernels fall off cliffs at tile multiples: 64 rows fit one tile, 65 need
+   two), so a crossover at such an edge is split exactly there before the budget goes to
+   bisection; otherwise the split goes in the middle;
 5. the result checks itself (:func:`discover_checked`): every candidate is measured inside
    each range, at the midpoints between the sizes it was decided on, and where a rival wins
    at a size of a range beyond the noise, steps 2-4 run again over everything measured.
