@@ -83,6 +83,7 @@ def step(workload: str, mode: str, device: str) -> dict:
             op(*args)
         check = op.provenance.check if op.provenance is not None else None
         row["check_warm_s"] = check.seconds if check is not None else float("nan")
+        row.update({f"warm phase {k}_s": v for k, v in (check.phases if check is not None else ())})
         return row
     os.environ["RANGEDISPATCH_CACHE"] = mode
     op = build()
@@ -95,7 +96,7 @@ def step(workload: str, mode: str, device: str) -> dict:
     row[f"{mode}_status"] = where.status if where else "-"
     if mode == "verify" and where is not None and where.check is not None:
         row.update(check_s=where.check.seconds, ranges_checked=where.check.checked, ranges=where.check.ranges,
-                   passed=where.check.passed)
+                   passed=where.check.passed, **{f"phase {k}_s": v for k, v in where.check.phases})
     return row
 
 
@@ -146,6 +147,12 @@ def main() -> None:
         print(f"{label:16} {r['ranges']:>7} {m['tune_s']:>7.2f} {m.get('check_s', 0) * 1e3:>9.1f} {share:>15} "
               f"{calls:>24} {m['extra_s'] / m['tune_s']:>10.1%} {m['check_warm_s'] / m['tune_s']:>15.1%} "
               f"{str(r['all_verified']):>8}")
+    print("\nwhere the check's time went, ms (median; fresh process | libraries warm):")
+    for label, r in results.items():
+        m = r["median"]
+        cells = [f"{k[6:-2]} {m[k] * 1e3:.1f} | {m.get('warm ' + k, float('nan')) * 1e3:.1f}"
+                 for k in sorted(m) if k.startswith("phase ")]
+        print(f"{label:16} " + "; ".join(cells))
     if opts.out:
         path = Path(opts.out) / "spot_check.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ SPOT_BOUND = 1.5  # a winner/partner ratio grown this much over the recorded one
 SPOT_GAIN_BOUND = 3.0  # ... and one shrunk to a third of it
 SPOT_ROUND_MS = 0.25
 SPOT_ROUNDS = 3
+PHASES = ("inputs", "reference", "candidates", "timing", "second look")  # where a check's time goes
 SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (5 % with the overshoot of one range)
 
 
@@ -48,12 +49,15 @@ SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (5 
 @dataclass(frozen=True)
 class SpotCheck:
     """The outcome: ``problems`` (empty when it passed), ranges checked (of ``ranges``),
-    seconds spent."""
+    seconds spent, and where they went (``phases``: seconds making inputs, running the
+    reference, running the winner and its partner, timing them, and timing them again where
+    the first look was out of bound)."""
 
     problems: tuple[str, ...] = ()
     checked: int = 0
     seconds: float = 0.0
     ranges: int = 0
+    phases: tuple[tuple[str, float], ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -120,6 +124,8 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
     order = list(table.results)
     random.Random(seed).shuffle(order)
     dearest = 0.0  # the costliest range so far: the next one may cost as much
+    phases = dict.fromkeys(PHASES, 0.0)
+    clock = time.perf_counter
     for result in order:
         began = time.perf_counter()
         if budget_s is not None and checked and began - start + dearest > budget_s:
@@ -137,7 +143,10 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
             continue
         try:
             args, kwargs = factory.make(size)
+            phases["inputs"] += clock() - began
+            mark = clock()
             expected, owned = reference_run(reference.call, args, kwargs, names, sync)
+            phases["reference"] += clock() - mark
         except Exception as exc:
             problems.append(f"{where}: the reference {reference.name!r} now raises {type(exc).__name__}: {exc}")
             continue
@@ -145,6 +154,7 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
         ref_aliases = aliased_inputs(expected, args, kwargs, names)
         truth = truth_of(reference.call, args, kwargs)
         wrong = None
+        mark = clock()
         for cand in (winner, other):
             if cand is reference:
                 continue
@@ -155,23 +165,29 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
                 wrong = f"{where}: the winner {cand.name!r} {why}"
             elif why is not None:
                 wrong = f"{where}: {cand.name!r} {why}"
+        phases["candidates"] += clock() - mark
         if wrong is not None:
             problems.append(wrong)
             continue
+        mark = clock()
         recorded = result.timings[result.winner][i] / result.timings[partner][i]
         jobs = [Job(result.winner, size or 0, functools.partial(winner.call, *args, **kwargs)),
                 Job(partner, size or 0, functools.partial(other.call, *args, **kwargs))]
         now, spread = light_ratio(benchmarker, jobs)
         bound = max(SPOT_BOUND, 1 + 3 * max(result.noise, spread))
+        phases["timing"] += clock() - mark
         if not _within(now, recorded, bound):  # a second, longer look before it counts
+            mark = clock()
             again, _ = light_ratio(benchmarker, jobs, rounds=3 * SPOT_ROUNDS, round_ms=4 * SPOT_ROUND_MS)
             if math.isfinite(again):
                 now = again
+            phases["second look"] += clock() - mark
         if not _within(now, recorded, bound):
             problems.append(f"{where}: {result.winner!r} takes {now:.2f}x the time of {partner!r} "
                             f"where the table recorded {recorded:.2f}x")
         dearest = max(dearest, time.perf_counter() - began)
-    return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results))
+    return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results),
+                     tuple(phases.items()))
 
 
 def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:

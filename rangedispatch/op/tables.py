@@ -147,8 +147,9 @@ class TablesMixin:
                                atol=self.settings.atol, check=self.settings.check,
                                sync=torch.cuda.synchronize if cuda else None,
                                budget_s=SPOT_SHARE * table.tuning_s if table.tuning_s > 0 else None)
-        log.info("%s: spot check of %d range(s) in %.1f ms: %s", self.name, check.checked, check.seconds * 1e3,
-                 "passed" if check.passed else "; ".join(check.problems))
+        spent = ", ".join(f"{name} {s * 1e3:.1f}" for name, s in check.phases if s > 0)
+        log.info("%s: spot check of %d range(s) in %.1f ms (%s): %s", self.name, check.checked,
+                 check.seconds * 1e3, spent or "-", "passed" if check.passed else "; ".join(check.problems))
         return check
 
     def _what_changed(self, path: Path, signature: str) -> str:

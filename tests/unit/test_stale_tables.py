@@ -254,6 +254,11 @@ def test_the_check_keeps_to_its_share_of_the_recorded_tuning_time(cache_dir, tun
     op, _ = run_user_code(cache_dir)
     check = op.provenance.check
     assert check.passed and (check.checked, check.ranges) == (checked, 2)  # at least one range, always
+    from rangedispatch.decide.spotcheck import PHASES
+
+    spent = dict(check.phases)  # where the time went, within the check's own
+    assert list(spent) == list(PHASES) and spent["reference"] > 0 and spent["timing"] > 0
+    assert sum(spent.values()) <= check.seconds
 
 
 def test_the_light_timing_takes_one_call_a_round_of_a_call_longer_than_the_round():
