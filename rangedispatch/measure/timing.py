@@ -235,7 +235,7 @@ class CudaTimer:
     def once(self, job: Job) -> float:
         """One call's device time. A call whose host work (timed on the way) is long next to
         the flush, so that it would show up between the events, is timed once more covered
-        (see :func:`covered_batch`): pilots and races judge device time, as rounds do."""
+        (see :func:`covered_calls`): pilots and races judge device time, as rounds do."""
         import torch
 
         torch.cuda.synchronize()
@@ -247,17 +247,9 @@ class CudaTimer:
         end.record()
         torch.cuda.synchronize()
         ms = max(start.elapsed_time(end), 1e-4)
-        if self.graphs or host > ONCE_COVER_MAX_MS:
+        if self.graphs or host > ONCE_COVER_MAX_MS or not self.covers(host):
             return ms
-        from .. import compat
-
-        if not compat.have("cuda_sleep") or host <= self.cover_from * _device_constants().flush_ms:
-            return ms
-        from triton import runtime
-
-        driver = runtime.driver.active
-        cycles = int(_device_constants().cycles_per_ms * (2 * host + 0.01))
-        return min(ms, _covered_calls(job.fn, 1, driver, driver.get_empty_cache_for_benchmark(), cycles)[0])
+        return min(ms, covered_calls(job.fn, 1, host)[0])
 
     def warm_up(self, job: Job, ms: float, estimate_ms: float) -> None:
         import torch
@@ -270,16 +262,19 @@ class CudaTimer:
         fn = job.fn
         if self.graphs:
             return self._graph_batch(fn, ms, estimate_ms)
-        from .. import compat
-
-        if compat.have("cuda_sleep"):  # a private torch API: without it, do_bench alone
-            host = self.host_ms(fn)
-            if host > self.cover_from * _device_constants().flush_ms:
-                return covered_batch(fn, ms, host)
+        host = self.host_ms(fn) if spin_available() else 0.0
+        if self.covers(host):
+            return covered_batch(fn, ms, host)
         from triton.testing import do_bench
 
         times = do_bench(fn, warmup=0, rep=ms, return_mode="all")
         return [float(t) for t in times] if isinstance(times, (list, tuple)) else [float(times)]
+
+    def covers(self, host_ms: float) -> bool:
+        """Whether a call with ``host_ms`` of host work is timed by the covered loop: host work
+        over ``cover_from`` of the flush would leak into the events. Needs the GPU spin
+        (:func:`spin_available`); without it, ``do_bench`` alone."""
+        return spin_available() and host_ms > self.cover_from * _device_constants().flush_ms
 
     def host_ms(self, fn: Callable[[], Any]) -> float:
         """The host's time to issue one call of ``fn`` (median of three unsynchronised calls),
@@ -421,21 +416,32 @@ def covered_batch(fn: Callable[[], Any], ms: float, host_ms: float) -> list[floa
     L2 is flushed (Triton's buffer, as ``do_bench`` does) and the GPU spins for longer than
     ``host_ms``, so the call's kernels are queued before the start event is reached. As many
     calls as fit in ``ms`` of device time, flushes and spins included (at least 5)."""
+    first = covered_calls(fn, 1, host_ms)[0]  # the estimate, the call's device time alone
+    count = int(min(100, max(5, ms // (first + _spin_ms(host_ms) + _device_constants().flush_ms))))
+    return covered_calls(fn, count, host_ms)
+
+
+def _spin_ms(host_ms: float) -> float:
+    return 2 * host_ms + 0.01  # twice the host work: the spin rate was measured once, clocks vary
+
+
+def spin_available() -> bool:
+    """Whether the GPU spin of the covered loop exists (``torch.cuda._sleep``, a private torch
+    API reached through :mod:`rangedispatch.compat`)."""
+    from .. import compat
+
+    return compat.have("cuda_sleep")
+
+
+def covered_calls(fn: Callable[[], Any], count: int, host_ms: float) -> list[float]:
+    """``count`` calls of ``fn``, each after an L2 flush and a GPU spin longer than its
+    ``host_ms`` of host work, timed by events around the call alone (device milliseconds)."""
+    import torch
     from triton import runtime
 
     driver = runtime.driver.active
     cache = driver.get_empty_cache_for_benchmark()
-    constants = _device_constants()
-    spin_ms = 2 * host_ms + 0.01  # twice: the spin rate was measured once, clocks vary
-    cycles = int(constants.cycles_per_ms * spin_ms)
-    first = _covered_calls(fn, 1, driver, cache, cycles)[0]  # the estimate, the call's device time alone
-    count = int(min(100, max(5, ms // (first + spin_ms + constants.flush_ms))))
-    return _covered_calls(fn, count, driver, cache, cycles)
-
-
-def _covered_calls(fn: Callable[[], Any], count: int, driver: Any, cache: Any, cycles: int) -> list[float]:
-    import torch
-
+    cycles = int(_device_constants().cycles_per_ms * _spin_ms(host_ms))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
     sleep = _spin()
