@@ -25,13 +25,14 @@ measures the cost).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..measure.timing import Job, log_ratios, measure_jobs, two_standard_errors
 from ..measure.verify import aliased_inputs, reference_run, run_candidate, truth_of
@@ -43,7 +44,6 @@ SPOT_ROUND_MS = 0.25
 SPOT_ROUNDS = 3
 PHASES = ("inputs", "reference", "candidates", "timing", "second look")  # where a check's time goes
 SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (5 % with the overshoot of one range)
-
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,6 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
     random.Random(seed).shuffle(order)
     dearest = 0.0  # the costliest range so far: the next one may cost as much
     phases = dict.fromkeys(PHASES, 0.0)
-    clock = time.perf_counter
     for result in order:
         began = time.perf_counter()
         if budget_s is not None and checked and began - start + dearest > budget_s:
@@ -142,11 +141,10 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
             problems.append(f"{where}: candidate {result.winner if winner is None else partner!r} is gone")
             continue
         try:
-            args, kwargs = factory.make(size)
-            phases["inputs"] += clock() - began
-            mark = clock()
-            expected, owned = reference_run(reference.call, args, kwargs, names, sync)
-            phases["reference"] += clock() - mark
+            with _phase(phases, "inputs"):
+                args, kwargs = factory.make(size)
+            with _phase(phases, "reference"):
+                expected, owned = reference_run(reference.call, args, kwargs, names, sync)
         except Exception as exc:
             problems.append(f"{where}: the reference {reference.name!r} now raises {type(exc).__name__}: {exc}")
             continue
@@ -154,40 +152,47 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
         ref_aliases = aliased_inputs(expected, args, kwargs, names)
         truth = truth_of(reference.call, args, kwargs)
         wrong = None
-        mark = clock()
-        for cand in (winner, other):
-            if cand is reference:
-                continue
-            _, why = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
-                                   rtol=rtol, atol=atol, check=check and cand is winner, sync=sync,
-                                   ref_aliases=ref_aliases)
-            if why is not None and cand is winner:
-                wrong = f"{where}: the winner {cand.name!r} {why}"
-            elif why is not None:
-                wrong = f"{where}: {cand.name!r} {why}"
-        phases["candidates"] += clock() - mark
+        with _phase(phases, "candidates"):
+            for cand in (winner, other):
+                if cand is reference:
+                    continue
+                _, why = run_candidate(cand.call, args, kwargs, expected, truth=truth, names=names, owned=owned,
+                                       rtol=rtol, atol=atol, check=check and cand is winner, sync=sync,
+                                       ref_aliases=ref_aliases)
+                if why is not None and cand is winner:
+                    wrong = f"{where}: the winner {cand.name!r} {why}"
+                elif why is not None:
+                    wrong = f"{where}: {cand.name!r} {why}"
         if wrong is not None:
             problems.append(wrong)
             continue
-        mark = clock()
         recorded = result.timings[result.winner][i] / result.timings[partner][i]
         jobs = [Job(result.winner, size or 0, functools.partial(winner.call, *args, **kwargs)),
                 Job(partner, size or 0, functools.partial(other.call, *args, **kwargs))]
-        now, spread = light_ratio(benchmarker, jobs)
+        with _phase(phases, "timing"):
+            now, spread = light_ratio(benchmarker, jobs)
         bound = max(SPOT_BOUND, 1 + 3 * max(result.noise, spread))
-        phases["timing"] += clock() - mark
         if not _within(now, recorded, bound):  # a second, longer look before it counts
-            mark = clock()
-            again, _ = light_ratio(benchmarker, jobs, rounds=3 * SPOT_ROUNDS, round_ms=4 * SPOT_ROUND_MS)
+            with _phase(phases, "second look"):
+                again, _ = light_ratio(benchmarker, jobs, rounds=3 * SPOT_ROUNDS, round_ms=4 * SPOT_ROUND_MS)
             if math.isfinite(again):
                 now = again
-            phases["second look"] += clock() - mark
         if not _within(now, recorded, bound):
             problems.append(f"{where}: {result.winner!r} takes {now:.2f}x the time of {partner!r} "
                             f"where the table recorded {recorded:.2f}x")
         dearest = max(dearest, time.perf_counter() - began)
     return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results),
                      tuple(phases.items()))
+
+
+@contextlib.contextmanager
+def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
+    """Adds the seconds spent in the block to ``phases[name]``."""
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] += time.perf_counter() - began
 
 
 def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:
