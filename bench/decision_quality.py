@@ -44,6 +44,27 @@ from rangedispatch.measure.timing import keep_gpu_busy  # noqa: E402
 # -- workloads --------------------------------------------------------------------------------
 
 
+def _op(ref, impls: dict, split_points, options: dict, **kwargs):
+    """The workload's op: ``ref`` with the candidates ``impls`` (name -> fn), no cache unless
+    ``options`` asks for one."""
+    op = rd.range_dispatch(ref, split_points=split_points, **{**kwargs, "cache": False, **options})
+    for name, fn in impls.items():
+        op.register_impl(fn, name=name)
+    return op
+
+
+def _randn(seed, *shapes, dtype=torch.float32):
+    """Inputs of these shapes, the same for a given size in every process."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return tuple(torch.randn(*shape, device="cuda", dtype=dtype, generator=g) for shape in shapes)
+
+
+def _rotated(names: list, r: int) -> list:
+    """``names`` starting at the ``r``-th: each round of an interleaved timing starts elsewhere."""
+    return names[r % len(names):] + names[: r % len(names)]
+
+
+
 def _sdpa(backend):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -64,16 +85,13 @@ def attention_op(reference: str, split_points, **options):
         def ref(q, k, v):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         ref.__name__ = ref.__qualname__ = "default"
-    op = rd.range_dispatch(ref, dispatch_on=("q", 2), tie={"k": 2, "v": 2}, split_points=split_points,
-                           range_upper_bound=8192, name=f"attention_{reference}", **{"cache": False, **options})
-    for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"):
-        op.register_impl(_sdpa(backend), name=backend.lower())
-    return op
+    backends = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
+    return _op(ref, {b.lower(): _sdpa(b) for b in backends}, split_points, options, dispatch_on=("q", 2),
+               tie={"k": 2, "v": 2}, range_upper_bound=8192, name=f"attention_{reference}")
 
 
 def attention_inputs(seq):
-    g = torch.Generator(device="cuda").manual_seed(seq)
-    return tuple(torch.randn(4, 16, seq, 128, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    return _randn(seq, *[(4, 16, seq, 128)] * 3, dtype=torch.bfloat16)
 
 
 def _splitk(splits):
@@ -92,17 +110,12 @@ def splitk_op(split_points, **options):
     def mm(a, b):
         return a @ b
 
-    op = rd.range_dispatch(mm, dispatch_on=("a", 1), tie={"b": 0}, split_points=split_points,
-                           range_upper_bound=262144, name="splitk", **{"cache": False, **options})
-    for s in (4, 16, 64):
-        op.register_impl(_splitk(s), name=f"splitk{s}")
-    return op
+    return _op(mm, {f"splitk{s}": _splitk(s) for s in (4, 16, 64)}, split_points, options, dispatch_on=("a", 1),
+               tie={"b": 0}, range_upper_bound=262144, name="splitk")
 
 
 def splitk_inputs(k):
-    g = torch.Generator(device="cuda").manual_seed(k)
-    return (torch.randn(64, k, device="cuda", dtype=torch.bfloat16, generator=g),
-            torch.randn(k, 64, device="cuda", dtype=torch.bfloat16, generator=g))
+    return _randn(k, (64, k), (k, 64), dtype=torch.bfloat16)
 
 
 def topk_op(split_points, **options):
@@ -112,15 +125,12 @@ def topk_op(split_points, **options):
     def sort(x):
         return torch.sort(x, dim=-1, descending=True).values[:, :8]
 
-    op = rd.range_dispatch(topk, dispatch_on=("x", 1), split_points=split_points, range_upper_bound=1 << 20,
-                           name="topk", **{"cache": False, **options})
-    op.register_impl(sort, name="sort")
-    return op
+    return _op(topk, {"sort": sort}, split_points, options, dispatch_on=("x", 1), range_upper_bound=1 << 20,
+               name="topk")
 
 
 def topk_inputs(n):
-    g = torch.Generator(device="cuda").manual_seed(n)
-    return (torch.randn(64, n, device="cuda", generator=g),)
+    return _randn(n, (64, n))
 
 
 # -- workloads nobody tuned for: memory-, compute- and launch-bound ----------------------------
@@ -166,17 +176,12 @@ def rmsnorm_op(split_points, **options):
         _triton_rmsnorm()[(x.shape[0],)](x, w, out, x.shape[1], 1e-6, BLOCK=triton.next_power_of_2(x.shape[1]))
         return out
 
-    op = rd.range_dispatch(composite, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=65536,
-                           name="rmsnorm", **{"cache": False, **options})
-    op.register_impl(fused, name="rms_norm")
-    op.register_impl(triton_rows, name="triton_rows")
-    return op
+    return _op(composite, {"rms_norm": fused, "triton_rows": triton_rows}, split_points, options,
+               dispatch_on=("x", 0), range_upper_bound=65536, name="rmsnorm")
 
 
 def rmsnorm_inputs(n):
-    g = torch.Generator(device="cuda").manual_seed(n)
-    return (torch.randn(n, 4096, device="cuda", dtype=torch.bfloat16, generator=g),
-            torch.randn(4096, device="cuda", dtype=torch.bfloat16, generator=g))
+    return _randn(n, (n, 4096), (4096,), dtype=torch.bfloat16)
 
 
 def cdist_op(split_points, **options):
@@ -192,16 +197,12 @@ def cdist_op(split_points, **options):
         sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1) - 2 * (x @ y.T)
         return sq.clamp_min_(0).sqrt_()
 
-    op = rd.range_dispatch(via_mm, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=32768,
-                           name="cdist", rtol=1e-3, atol=1e-3, **{"cache": False, **options})
-    op.register_impl(direct, name="direct")
-    op.register_impl(expanded, name="expanded")
-    return op
+    return _op(via_mm, {"direct": direct, "expanded": expanded}, split_points, options, dispatch_on=("x", 0),
+               range_upper_bound=32768, name="cdist", rtol=1e-3, atol=1e-3)
 
 
 def cdist_inputs(n):
-    g = torch.Generator(device="cuda").manual_seed(n)
-    return (torch.randn(n, 256, device="cuda", generator=g), torch.randn(4096, 256, device="cuda", generator=g))
+    return _randn(n, (n, 256), (4096, 256))
 
 
 def lse_op(split_points, **options):
@@ -217,16 +218,12 @@ def lse_op(split_points, **options):
     def three(x):
         return x.exp().sum(-1).log()
 
-    op = rd.range_dispatch(lse, dispatch_on=("x", 0), split_points=split_points, range_upper_bound=1 << 17,
-                           name="logsumexp", **{"cache": False, **options})
-    op.register_impl(five, name="five_kernels")
-    op.register_impl(three, name="three_kernels")
-    return op
+    return _op(lse, {"five_kernels": five, "three_kernels": three}, split_points, options, dispatch_on=("x", 0),
+               range_upper_bound=1 << 17, name="logsumexp")
 
 
 def lse_inputs(n):
-    g = torch.Generator(device="cuda").manual_seed(n)
-    return (torch.randn(n, 2048, device="cuda", generator=g),)
+    return _randn(n, (n, 2048))
 
 
 def _logspace(lo, hi, count, multiple=1):
@@ -270,7 +267,7 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
     names = list(fns)
 
     def one_round(r: int) -> None:
-        for n in names[r % len(names):] + names[: r % len(names)]:
+        for n in _rotated(names, r):
             try:
                 t = device_time_ms(lambda f=fns[n]: f(*args), rep_ms=30)
             except Exception:
@@ -326,7 +323,7 @@ def record(names: list, path: Path, calls: int = 30, rounds: int = 3) -> None:
             live = [n for n in cands if n not in failed]
             keep_gpu_busy(30)
             for r in range(rounds):
-                for n in live[r % len(live):] + live[: r % len(live)]:
+                for n in _rotated(live, r):
                     for _ in range(calls):
                         flush.zero_()
                         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -397,8 +394,7 @@ def wall_times(fns: dict, args, rounds: int = 3) -> dict:
     :func:`wall_ms` measurements (ms per eager call, host work included)."""
     seen = {n: [] for n in fns}
     for r in range(rounds):
-        names = list(fns)
-        for n in names[r % len(names):] + names[: r % len(names)]:
+        for n in _rotated(list(fns), r):
             seen[n].append(wall_ms(fns[n], args, rounds=1))
     return {n: min(ts) for n, ts in seen.items()}
 
