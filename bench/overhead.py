@@ -10,7 +10,10 @@ Every row runs the same loop over a list of argument tuples. Prints medians over
 the differences: the median over rounds of each round's difference to the baseline row (paired,
 so drift between rounds cancels), and the difference of the best rounds.
 
-    python bench/overhead.py [--rounds 15] [--calls 20000] [--parts]
+    python bench/overhead.py [--rounds 15] [--calls 20000] [--parts] [--device cuda]
+
+``--device cuda`` makes the same tensors on the GPU: the guard then checks a CUDA device (the
+implementations return their input, so no kernel runs; the custom ops' clone launches one).
 
 ``--parts`` also times the pieces a dispatched call is made of on this host (``timeit``, best
 of 7): calling an instance's ``__call__``, the compile check, the C-level signature guard on
@@ -124,11 +127,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--parts", action="store_true", help="also time the pieces of a dispatched call")
+    parser.add_argument("--device", default="cpu", help="where the tensors live (default: cpu)")
     opts = parser.parse_args()
     deco, plain, tuned, grid = build()
-    x, w = torch.randn(1, 1000, 1), torch.randn(1)
+    x, w = torch.randn(1, 1000, 1, device=opts.device), torch.randn(1, device=opts.device)
     x64, w64 = x.double(), w.double()
-    small = torch.randn(1, 100, 1)  # another range than x: another winner
+    small = torch.randn(1, 100, 1, device=opts.device)  # another range than x: another winner
     same = [(x, w)] * opts.calls
     changing = [(x, w), (small, w)] * (opts.calls // 2)
     deco(x, w), tuned(x, w), grid(x, w)  # tune
@@ -155,7 +159,7 @@ def main() -> None:
             samples[name].append(per_call_us(fn, calls))
     med = {k: statistics.median(v) for k, v in samples.items()}
     low = {k: min(v) for k, v in samples.items()}
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {opts.rounds} interleaved rounds x {opts.calls} calls")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {opts.device} tensors, {opts.rounds} interleaved rounds x {opts.calls} calls")
     print(f"{'path':34s} {'median us/call':>15s} {'vs baseline':>12s} {'best round':>11s} {'vs baseline':>12s}")
     base = {"@range_dispatch (3 ranges)": "direct impl call", "@range_dispatch, 2nd signature": "direct impl call",
             "@range_dispatch, size changing": "direct impl call",
