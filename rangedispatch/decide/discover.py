@@ -10,15 +10,17 @@ measurement core as hand-given ranges (:class:`~rangedispatch.decide.tuner.Probe
    by more than the noise margin); runs of equal winners form segments;
 3. neighbouring segments merge while one candidate is within ``merge_tolerance`` of the best at
    every size of both (near-ties are not crossovers);
-4. each remaining crossover is bisected (in log space, measuring only its two winners and the
-   reference) until it is located within ``tolerance``; as soon as its interval is within an
+4. the remaining crossovers are bisected (in log space, measuring only their two winners and
+   the reference), the one with most at stake first (:func:`stake`), until each is located
+   within ``tolerance`` and shows at most ``STAKE_LOSS`` at stake; as soon as its interval is within an
    octave, and again at the end, the roundest size left in the interval and the one above it
    are measured (kernels fall off cliffs at tile multiples: 64 rows fit one tile, 65 need
    two), so a crossover at such an edge is split exactly there before the budget goes to
    bisection; otherwise the split goes in the middle;
-5. the result checks itself (:func:`discover_checked`): every candidate is measured inside
-   each range, at the midpoints between the sizes it was decided on, and where a rival wins
-   at a size of a range beyond the noise, steps 2-4 run again over everything measured.
+5. the result checks itself (:func:`discover_checked`): every candidate is measured beside
+   each split (where step 4 measured two), then inside each range, at the midpoints between
+   the sizes it was decided on; where a rival wins at a size of a range beyond the noise, or a
+   crossover is not located yet and budget is left, steps 2-4 run again over everything measured.
 
 The number of (candidate, size) measurements stays within ``budget`` (default: what a 4-range
 hand table with 3 samples per range costs, ``12 x candidates``) plus as much again for the
@@ -41,6 +43,9 @@ from .tuner import Probe, Prober, judge, range_top
 log = logging.getLogger("rangedispatch")
 
 DEFAULT_TOP = 8192
+#: a crossover located within the tolerance is bisected on while its ends show more at stake
+#: than this (a steep crossover: the winners' ratio changes fast with the size)
+STAKE_LOSS = 0.05
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,45 @@ def roundest(a: int, b: int) -> int | None:
     return None
 
 
+@dataclass
+class _Crossing:
+    """A crossover being located: the winner changes from ``a_name`` (at ``a``) to ``b_name`` (at
+    ``b``); ``pair`` the candidates measured there besides the reference, ``rivals`` their names."""
+
+    a: int
+    b: int
+    a_name: str
+    b_name: str
+    pair: list[Candidate]
+    rivals: list[str]
+    pinned: bool = False
+    stopped: bool = False
+
+    def stake(self, probes: dict[int, Probe]) -> float:
+        return stake(probes, self.a, self.b, self.a_name, self.b_name)
+
+    def unsettled(self, probes: dict[int, Probe], tolerance: float) -> bool:
+        return unsettled(probes, self.a, self.b, self.a_name, self.b_name, tolerance)
+
+
+def stake(probes: dict[int, Probe], a: int, b: int, a_name: str, b_name: str) -> float:
+    """What a split anywhere in ``(a, b]`` may lose, as the ends show it: the larger of
+    ``b_name``'s time over ``a_name``'s at ``a`` and ``a_name``'s over ``b_name``'s at ``b`` (a
+    misplaced split sends sizes near one end to the other end's winner)."""
+    def ratio(size: int, slow: str, fast: str) -> float:
+        times = probes[size].times
+        t_fast = times.get(fast, math.inf)
+        return times.get(slow, math.inf) / t_fast if 0 < t_fast < math.inf else math.inf
+
+    return max(ratio(a, b_name, a_name), ratio(b, a_name, b_name))
+
+
+def unsettled(probes: dict[int, Probe], a: int, b: int, a_name: str, b_name: str, tolerance: float) -> bool:
+    """Whether a crossover in ``(a, b]`` is still to be located: not exact, and wider than
+    ``tolerance`` or with more than ``STAKE_LOSS`` at stake (a steep one)."""
+    return b - a > 1 and (b / a > 1 + tolerance or stake(probes, a, b, a_name, b_name) > 1 + STAKE_LOSS)
+
+
 def discover(
     prober: Prober,
     candidates: Sequence[Candidate],
@@ -154,57 +198,63 @@ def discover(
     winners = {s: _winner([s], probes, reference.name, order, prober)[0] for s in measured}
     segments = _merge([[s] for s in measured], winners, probes, [reference.name, *order], settings.merge_tolerance)
     owners = [_winner(seg, probes, reference.name, order, prober)[0] for seg in segments]
-    splits, crossovers, steps = [], [], 0
-    for left, right, a_name, b_name in zip(segments, segments[1:], owners, owners[1:]):
-        a, b = left[-1], right[0]
-        pair = [by_name[n] for n in (a_name, b_name) if n in by_name]
-        rivals = [n for n in order if n in (a_name, b_name)]
+    search = [_Crossing(left[-1], right[0], a_name, b_name, [by_name[n] for n in (a_name, b_name) if n in by_name],
+                        [n for n in order if n in (a_name, b_name)])
+              for left, right, a_name, b_name in zip(segments, segments[1:], owners, owners[1:])]
 
-        def pin_edge(a: int, b: int) -> tuple[int, int]:
-            """Kernels fall off cliffs at tile multiples (64 rows in one tile, 65 in two): the
-            roundest size in ``(a, b)`` and the one above it, measured, pin such a crossover
-            exactly, or else narrow the interval like a bisection step."""
-            edge = roundest(a, b)
-            if edge is None or prober.benchmarks - start + 2 * (len(pair) + 1) > budget:
-                return a, b
-            sides = []
-            for size in (edge, edge + 1):
-                probe = probes.get(size) or prober.probe(size, pair, f"size {size}")
-                if probe is None:
-                    return a, b
-                probes[size] = probe
-                sides.append(_winner([size], probes, reference.name, rivals, prober)[0])
-            if sides == [a_name, b_name]:
-                return edge, edge + 1
-            if sides[:1] == [b_name]:
-                return a, edge
-            if sides == [a_name, a_name]:
-                return edge + 1, b
-            return a, b
+    def afford(crossing: _Crossing, probes_needed: int) -> bool:
+        return prober.benchmarks - start + probes_needed * (len(crossing.pair) + 1) <= budget
 
-        pinned = False
-        while True:
-            if not pinned and b <= 2 * a:  # within an octave: an exact edge needs no bisection
-                a, b = pin_edge(a, b)
-                pinned = True
-            if not (b / a > 1 + settings.tolerance and b - a > 1):
-                break
-            if prober.benchmarks - start + len(pair) + 1 > budget:
-                break
-            mid = min(max(round(math.sqrt(a * b)), a + 1), b - 1)
-            probe = prober.probe(mid, pair, f"size {mid}")
-            steps += 1
-            if probe is None:
-                break
-            probes[mid] = probe
-            if _winner([mid], probes, reference.name, rivals, prober)[0] == a_name:
-                a = mid
-            else:
-                b = mid
-        a, b = pin_edge(a, b)
-        split = min(max(round(math.sqrt(a * b)), a + 1), b)
-        splits.append(split)
-        crossovers.append((a, b, a_name, b_name))
+    def measure(crossing: _Crossing, size: int) -> str | None:
+        """The winner of the crossing's pair (and the reference) at ``size``, measured."""
+        probe = probes.get(size) or prober.probe(size, crossing.pair, f"size {size}")
+        if probe is None:
+            return None
+        probes[size] = probe
+        return _winner([size], probes, reference.name, crossing.rivals, prober)[0]
+
+    def pin_edge(crossing: _Crossing) -> None:
+        """Kernels fall off cliffs at tile multiples (64 rows in one tile, 65 in two): the
+        roundest size in the interval and the one above it, measured, pin such a crossover
+        exactly, or else narrow the interval like a bisection step."""
+        a, b = crossing.a, crossing.b
+        edge = roundest(a, b)
+        if edge is None or not afford(crossing, 2):
+            return
+        sides = [measure(crossing, size) for size in (edge, edge + 1)]
+        if sides == [crossing.a_name, crossing.b_name]:
+            crossing.a, crossing.b = edge, edge + 1
+        elif sides[:1] == [crossing.b_name]:
+            crossing.b = edge
+        elif sides == [crossing.a_name, crossing.a_name]:
+            crossing.a = edge + 1
+
+    steps = 0
+    while True:  # the crossing with the most at stake first, one step at a time
+        open_ = [c for c in search if not c.stopped and c.unsettled(probes, settings.tolerance)]
+        if not open_:
+            break
+        crossing = max(open_, key=lambda c: (c.stake(probes), c.b / c.a))
+        if not crossing.pinned and crossing.b <= 2 * crossing.a:  # within an octave: an exact edge needs no bisection
+            crossing.pinned = True
+            pin_edge(crossing)
+            continue
+        if not afford(crossing, 1):
+            crossing.stopped = True
+            continue
+        mid = min(max(round(math.sqrt(crossing.a * crossing.b)), crossing.a + 1), crossing.b - 1)
+        winner = measure(crossing, mid)
+        steps += 1
+        if winner is None:
+            crossing.stopped = True
+        elif winner == crossing.a_name:
+            crossing.a = mid
+        else:
+            crossing.b = mid
+    for crossing in sorted(search, key=lambda c: -c.stake(probes)):
+        pin_edge(crossing)
+    splits = [min(max(round(math.sqrt(c.a * c.b)), c.a + 1), c.b) for c in search]
+    crossovers = [(c.a, c.b, c.a_name, c.b_name) for c in search]
     edges = [lo, *splits]
     results = []
     for i, owner in enumerate(owners):
@@ -242,26 +292,32 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
     checked = rounds = 0
     for _ in range(SELF_CHECK_ROUNDS + 1):
         probes = dict(found.probes)
-        for size in _interior(found.results, probes):
+        for size in _partial(found, probes, names) + _interior(found.results, probes):
             if prober.benchmarks - start + len(cands) + 1 > interior_cap:
                 break
             probe = prober.probe(size, cands, f"size {size} (self-check)")
             checked += 1
             if probe is not None:
                 probes[size] = probe
-        if not _rival_inside(found.results, probes, names, prober) or rounds == SELF_CHECK_ROUNDS:
+        left = found.budget + extra - (prober.benchmarks - start)
+        room = left >= 2 * (len(cands) + 1)
+        rival = _rival_inside(found.results, probes, names, prober)
+        # a crossover not located yet (the search's budget ran out) is searched on with what is left
+        loose = room and any(lo in probes and hi in probes and unsettled(probes, lo, hi, a, b, settings.tolerance)
+                             for lo, hi, a, b in found.crossovers)
+        if not (rival or loose) or rounds == SELF_CHECK_ROUNDS:
             found = dataclasses.replace(found, probes=probes)
             break
-        left = found.budget + extra - (prober.benchmarks - start)
         rounds += 1
-        log.info("split_points='auto': a rival wins inside a range; searching again over %d measured sizes%s",
-                 len(probes), "" if left >= 2 * (len(cands) + 1) else " (no budget left: no new measurements)")
+        log.info("split_points='auto': %s; searching again over %d measured sizes%s",
+                 "a rival wins inside a range" if rival else "a crossover is not located yet", len(probes),
+                 "" if room else " (no budget left: no new measurements)")
         # with no budget left, the segments are rebuilt from what was measured (splits go between
         # the measured sizes whose winners differ) and nothing more is measured
         again = discover(prober, cands, dataclasses.replace(settings, budget=max(left, 1)), upper_bound=upper_bound,
                          seeded=probes)
         found = dataclasses.replace(again, budget=found.budget)
-        if left < 2 * (len(cands) + 1):
+        if not room:
             break
     results = tuple(_with_sizes(r, found.probes, names, prober) for r in join_equal_neighbours(found.results))
     found = dataclasses.replace(found, results=results, benchmarks=prober.benchmarks - start, checked=checked,
@@ -286,6 +342,19 @@ def join_equal_neighbours(results: Sequence[RangeResult]) -> list[RangeResult]:
             r = dataclasses.replace(prev, range=Range(prev.range.lo, r.range.hi))
         merged.append(r)
     return merged
+
+
+def _partial(found: Discovery, probes: dict[int, Probe], names: Sequence[str]) -> list[int]:
+    """The sizes at each side of every split that the crossover search measured with its two
+    winners only, closest to the split first: a third candidate that wins between two
+    segments (a narrow one the base sizes stepped over) shows up there first."""
+    near = []
+    for lo, hi, *_ in found.crossovers:
+        for size in (lo, hi):
+            probe = probes.get(size)
+            if probe is not None and any(n not in probe.times and n not in probe.lost for n in names):
+                near.append(size)
+    return list(dict.fromkeys(near))
 
 
 def _interior(results: Sequence[RangeResult], probes: dict[int, Probe]) -> list[int]:

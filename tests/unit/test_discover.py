@@ -295,3 +295,60 @@ def test_neighbouring_ranges_with_one_winner_become_one_range():
     joined = join_equal_neighbours(parts)
     assert [(r.range.lo, r.range.hi, r.winner) for r in joined] == [
         (1, 2, "default"), (2, 20, "efficient"), (20, 65, "flash"), (65, None, "default")]
+
+
+def _auto_op(curves, name, hi=8192):
+    """An auto-split op over ``curves`` (name -> ms at a size; "ref" is the reference)."""
+    def ref(x):
+        return x * 2
+
+    op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points="auto", range_upper_bound=hi,
+                           benchmarker=FakeBenchmarker(curves), cache=False, name=name)
+    for cand in curves:
+        if cand != "ref":
+            op.register_impl(lambda x: x + x, name=cand)
+    op.tune(torch.randn(64))
+    return op
+
+
+def _worst_loss(op, curves, hi=8192):
+    """The table's largest time over the per-size best, at every size up to ``hi``."""
+    def loss(size):
+        owner = op.table.partition.lookup(size).owner or "ref"
+        return curves[owner](size) / min(f(size) for f in curves.values())
+
+    return max(loss(s) for s in range(1, hi + 1))
+
+
+def test_a_steep_crossover_is_bisected_until_little_is_at_stake():
+    """Located to the 25 % tolerance, a crossover where one candidate's cost grows as the 8th
+    power of the size still leaves 22 % on the table next to the split; the search goes on
+    while the measured ends show more than ``STAKE_LOSS`` at stake."""
+    curves = {"ref": lambda s: 1.0 + s / 4096, "steep": lambda s: 0.3 + (s / 300) ** 8}
+    op = _auto_op(curves, "steep_crossover", hi=4096)
+    assert [r.winner for r in op.table.results] == ["steep", "ref"]
+    assert _worst_loss(op, curves, hi=4096) <= 1.05
+    assert op.table.settings["benchmarks"] <= op.table.settings["budget"]
+
+
+def test_the_crossover_with_most_at_stake_gets_the_budget_first():
+    """Two crossovers: the reference to ``b`` is a near-tie (little to lose wherever the split
+    goes), ``b`` to ``a`` is not (``a`` is 1.3x slower at the last size ``b`` won). Taken in
+    order, the near-tie spent the search's budget and ``b -> a`` was split mid-way between 406
+    and 861: 25 % lost at 591."""
+    curves = {"ref": lambda s: 0.082 + 0.00076 * s, "a": lambda s: 0.52 + 0.0000485 * s,
+              "b": lambda s: 0.1075 + 0.000564 * s}
+    op = _auto_op(curves, "two_crossovers")
+    assert [r.winner for r in op.table.results] == ["ref", "b", "a"]
+    assert _worst_loss(op, curves) <= 1.05
+
+
+def test_a_third_candidate_winning_between_two_crossing_ones_is_found():
+    """``a`` wins only between ~170 and ~325, which no base size hits (91 and 406 are): the
+    search for the ``b -> ref`` crossover measures those two alone. The self-check measures
+    every candidate at the sizes beside each split first, finds ``a`` there and searches again."""
+    curves = {"ref": lambda s: 1.3 * (0.0698 + 8.3e-5 * s ** 0.728), "a": lambda s: 0.0108 + 0.0008 * s ** 0.812,
+              "b": lambda s: 0.0149 + 1.46e-5 * s ** 1.58}
+    op = _auto_op(curves, "third_between")
+    assert "a" in [r.winner for r in op.table.results[1:]]
+    assert _worst_loss(op, curves) < 1.20
