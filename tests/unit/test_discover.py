@@ -352,3 +352,63 @@ def test_a_third_candidate_winning_between_two_crossing_ones_is_found():
     op = _auto_op(curves, "third_between")
     assert "a" in [r.winner for r in op.table.results[1:]]
     assert _worst_loss(op, curves) < 1.20
+
+
+class NoisyCurves:
+    """A benchmarker of cost curves with lognormal noise (``sigma`` per sample, seeded)."""
+
+    def __init__(self, curves, sigma, seed):
+        self.curves, self.sigma, self.rng = curves, sigma, __import__("random").Random(seed)
+
+    def measure(self, jobs):
+        return [[self.curves[j.name](j.size) * math.exp(self.rng.gauss(0, self.sigma)) for _ in range(5)]
+                for j in jobs]
+
+
+def random_curves(rng):
+    """Three smooth cost curves of one random family (affine, power law, a pipeline of 1-5
+    launches plus a linear part), the reference's scaled by 1.3 so it is not always best."""
+    kind = rng.choice(["affine", "power", "pipeline"])
+    curves = {}
+    for name in ("ref", "a", "b"):
+        if kind == "affine":
+            c0, c1 = 10 ** rng.uniform(-2, 0), 10 ** rng.uniform(-5, -2)
+            curves[name] = lambda s, c0=c0, c1=c1: c0 + c1 * s
+        elif kind == "power":
+            c0, c1, p = 10 ** rng.uniform(-2, -1), 10 ** rng.uniform(-5, -3), rng.uniform(0.6, 1.6)
+            curves[name] = lambda s, c0=c0, c1=c1, p=p: c0 + c1 * s ** p
+        else:
+            k, c1 = rng.randint(1, 5), 10 ** rng.uniform(-5, -3)
+            curves[name] = lambda s, k=k, c1=c1: 0.005 * k + c1 * s
+    ref = curves["ref"]
+    curves["ref"] = lambda s: 1.3 * ref(s)
+    return curves
+
+
+def test_auto_split_points_hold_on_random_smooth_workloads():
+    """80 random workloads (two candidates and a reference whose costs are affine, power laws or
+    launch pipelines in the size, with 2 % noise per sample): every table is within 1 % of the
+    per-size best in geomean over sizes 1-8192, and at most 2 in 80 lose more than 5 % at their
+    worst size (one does, at 1.08; before the stake-first search and the check beside each
+    split, six did, the worst at 1.23)."""
+    import random
+
+    worst, geomeans = [], []
+    sizes = sorted({round(2 ** (i / 16)) for i in range(13 * 16 + 1)})
+    for seed in range(80):
+        curves = random_curves(random.Random(seed))
+
+        def ref(x):
+            return x * 2
+
+        op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points="auto", range_upper_bound=8192,
+                               benchmarker=NoisyCurves(curves, 0.02, seed), cache=False, name=f"random_{seed}")
+        op.register_impl(lambda x: x + x, name="a")
+        op.register_impl(lambda x: 2 * x, name="b")
+        op.tune(torch.randn(64))
+        losses = [curves[op.table.partition.lookup(s).owner or "ref"](s) / min(f(s) for f in curves.values())
+                  for s in sizes]
+        worst.append(max(losses))
+        geomeans.append(math.exp(sum(map(math.log, losses)) / len(losses)))
+    assert max(geomeans) <= 1.01, max(geomeans)
+    assert sum(w > 1.05 for w in worst) <= 2, sorted(worst)[-5:]
