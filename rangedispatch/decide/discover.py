@@ -83,6 +83,7 @@ class Discovery:
     bisections: int
     crossovers: list[tuple[int, int, str, str]] = field(default_factory=list)  # (below, above, from, to)
     probes: dict[int, Probe] = field(default_factory=dict, repr=False)
+    paired: frozenset[int] = frozenset()  # sizes a crossover search measured for its two winners only
     checked: int = 0  # interior sizes measured by the self-check
     rounds: int = 0  # searches run again because the self-check found a rival inside a range
 
@@ -172,10 +173,12 @@ def discover(
     upper_bound: int | None = None,
     profile: Any = None,
     seeded: dict[int, Probe] | None = None,
+    paired: frozenset[int] = frozenset(),
 ) -> Discovery:
     """Find the ranges and their winners (see the module docstring). With ``seeded`` probes
-    (sizes already measured with every candidate, e.g. a hand-given range's samples) those
-    are the base sizes and nothing more is measured for step 1."""
+    (sizes already measured, e.g. a hand-given range's samples or an earlier search's) those
+    are the base sizes, but for the ``paired`` ones (measured for a crossover's two winners
+    only: a candidate missing there is not a loser), and nothing more is measured for step 1."""
     reference = prober.reference
     cands = [c for c in candidates if c.name != reference.name]
     order = [c.name for c in cands]
@@ -191,12 +194,14 @@ def discover(
     for size in sizes:
         if size not in probes and (probe := prober.probe(size, cands, f"size {size}")) is not None:
             probes[probe.size] = probe
-    measured = sorted(probes)
+    names = [reference.name, *order]
+    paired = set(paired)
+    measured = sorted(set(probes) - paired)
     if not measured:
         return Discovery((RangeResult(Range(lo, None), reference.name, (), {}),), prober.benchmarks - start,
                          budget, sizes, 0)
     winners = {s: _winner([s], probes, reference.name, order, prober)[0] for s in measured}
-    segments = _merge([[s] for s in measured], winners, probes, [reference.name, *order], settings.merge_tolerance)
+    segments = _merge([[s] for s in measured], winners, probes, names, settings.merge_tolerance)
     owners = [_winner(seg, probes, reference.name, order, prober)[0] for seg in segments]
     search = [_Crossing(left[-1], right[0], a_name, b_name, [by_name[n] for n in (a_name, b_name) if n in by_name],
                         [n for n in order if n in (a_name, b_name)])
@@ -206,11 +211,16 @@ def discover(
         return prober.benchmarks - start + probes_needed * (len(crossing.pair) + 1) <= budget
 
     def measure(crossing: _Crossing, size: int) -> str | None:
-        """The winner of the crossing's pair (and the reference) at ``size``, measured."""
-        probe = probes.get(size) or prober.probe(size, crossing.pair, f"size {size}")
-        if probe is None:
-            return None
-        probes[size] = probe
+        """The winner of the crossing's pair (and the reference) at ``size``, measured (or known
+        from an earlier measurement that covers the pair)."""
+        known = probes.get(size)
+        if known is None or not _covers(known, [c.name for c in crossing.pair]):
+            probe = prober.probe(size, crossing.pair, f"size {size}")
+            if probe is None:
+                return None
+            probes[size] = probe if known is None else _joined(known, probe)
+            if known is None and len(crossing.pair) < len(cands):
+                paired.add(size)
         return _winner([size], probes, reference.name, crossing.rivals, prober)[0]
 
     def pin_edge(crossing: _Crossing) -> None:
@@ -260,12 +270,13 @@ def discover(
     for i, owner in enumerate(owners):
         rng = Range(edges[i], edges[i + 1] if i + 1 < len(edges) else None)
         inside = [s for s in sorted(probes) if s in rng]
-        timings, lost = _evidence(inside, probes, [reference.name, *order])
+        timings, lost = _evidence(inside, probes, names)
         skipped = {n: "not timed at the crossover search's sizes (a contender elsewhere)"
                    for n, ts in timings.items() if n not in lost and any(math.isinf(t) for t in ts)}
         noise = _winner(inside, probes, reference.name, order, prober)[1] if inside else 0.0
         results.append(RangeResult(rng, owner, tuple(inside), timings, lost, noise, skipped))
-    found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers, probes)
+    found = Discovery(tuple(results), prober.benchmarks - start, budget, measured, steps, crossovers, probes,
+                      frozenset(paired))
     log.info("%s: %s", "crossover search" if seeded else "split_points='auto'", found.summary())
     return found
 
@@ -291,14 +302,15 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
     interior_cap = found.budget + extra // 2  # half the extra for interior sizes, half for a re-search
     checked = rounds = 0
     for _ in range(SELF_CHECK_ROUNDS + 1):
-        probes = dict(found.probes)
-        for size in _partial(found, probes, names) + _interior(found.results, probes):
+        probes, paired = dict(found.probes), set(found.paired)
+        for size in _beside_splits(found) + _interior(found.results, probes):
             if prober.benchmarks - start + len(cands) + 1 > interior_cap:
                 break
             probe = prober.probe(size, cands, f"size {size} (self-check)")
             checked += 1
             if probe is not None:
                 probes[size] = probe
+                paired.discard(size)
         left = found.budget + extra - (prober.benchmarks - start)
         room = left >= 2 * (len(cands) + 1)
         rival = _rival_inside(found.results, probes, names, prober)
@@ -306,7 +318,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
         loose = room and any(lo in probes and hi in probes and unsettled(probes, lo, hi, a, b, settings.tolerance)
                              for lo, hi, a, b in found.crossovers)
         if not (rival or loose) or rounds == SELF_CHECK_ROUNDS:
-            found = dataclasses.replace(found, probes=probes)
+            found = dataclasses.replace(found, probes=probes, paired=frozenset(paired))
             break
         rounds += 1
         log.info("split_points='auto': %s; searching again over %d measured sizes%s",
@@ -315,7 +327,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
         # with no budget left, the segments are rebuilt from what was measured (splits go between
         # the measured sizes whose winners differ) and nothing more is measured
         again = discover(prober, cands, dataclasses.replace(settings, budget=max(left, 1)), upper_bound=upper_bound,
-                         seeded=probes)
+                         seeded=probes, paired=frozenset(paired))
         found = dataclasses.replace(again, budget=found.budget)
         if not room:
             break
@@ -344,17 +356,22 @@ def join_equal_neighbours(results: Sequence[RangeResult]) -> list[RangeResult]:
     return merged
 
 
-def _partial(found: Discovery, probes: dict[int, Probe], names: Sequence[str]) -> list[int]:
+def _covers(probe: Probe, names: Sequence[str]) -> bool:
+    """Whether ``probe`` measured (or disqualified) every one of ``names``."""
+    return all(n in probe.times or n in probe.lost for n in names)
+
+
+def _joined(old: Probe, new: Probe) -> Probe:
+    """Two measurements at one size as one (``new``'s where both measured a candidate)."""
+    return dataclasses.replace(new, times={**old.times, **new.times}, lost={**old.lost, **new.lost},
+                               raced=old.raced | new.raced, rounds={**old.rounds, **new.rounds})
+
+
+def _beside_splits(found: Discovery) -> list[int]:
     """The sizes at each side of every split that the crossover search measured with its two
-    winners only, closest to the split first: a third candidate that wins between two
-    segments (a narrow one the base sizes stepped over) shows up there first."""
-    near = []
-    for lo, hi, *_ in found.crossovers:
-        for size in (lo, hi):
-            probe = probes.get(size)
-            if probe is not None and any(n not in probe.times and n not in probe.lost for n in names):
-                near.append(size)
-    return list(dict.fromkeys(near))
+    winners only: a third candidate that wins between two segments (a narrow one the base
+    sizes stepped over) shows up there first."""
+    return list(dict.fromkeys(size for lo, hi, *_ in found.crossovers for size in (lo, hi) if size in found.paired))
 
 
 def _interior(results: Sequence[RangeResult], probes: dict[int, Probe]) -> list[int]:

@@ -389,7 +389,7 @@ def test_auto_split_points_hold_on_random_smooth_workloads():
     """80 random workloads (two candidates and a reference whose costs are affine, power laws or
     launch pipelines in the size, with 2 % noise per sample): every table is within 1 % of the
     per-size best in geomean over sizes 1-8192, and at most 2 in 80 lose more than 5 % at their
-    worst size (one does, at 1.08; before the stake-first search and the check beside each
+    worst size (one does, at 1.06; before the stake-first search and the check beside each
     split, six did, the worst at 1.23)."""
     import random
 
