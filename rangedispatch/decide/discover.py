@@ -38,7 +38,8 @@ from typing import Any, Sequence
 from .candidates import Candidate
 from .ranges import Range
 from .table import RangeResult
-from .tuner import Probe, Prober, judge, range_top
+from ..measure.timing import uncertainty
+from .tuner import Probe, Prober, judge, paired_noise, range_top
 
 log = logging.getLogger("rangedispatch")
 
@@ -148,13 +149,20 @@ class _Crossing:
 
 
 def stake(probes: dict[int, Probe], a: int, b: int, a_name: str, b_name: str) -> float:
-    """What a split anywhere in ``(a, b]`` may lose, as the ends show it: the larger of
+    """What a split anywhere in ``(a, b]`` surely loses, as the ends show it: the larger of
     ``b_name``'s time over ``a_name``'s at ``a`` and ``a_name``'s over ``b_name``'s at ``b`` (a
-    misplaced split sends sizes near one end to the other end's winner)."""
+    misplaced split sends sizes near one end to the other end's winner), each less its
+    measurement's noise (two standard errors of the pair's per-round log ratios): noise alone
+    is never at stake, so a crossover on a noisy machine is not bisected to the last size."""
     def ratio(size: int, slow: str, fast: str) -> float:
-        times = probes[size].times
-        t_fast = times.get(fast, math.inf)
-        return times.get(slow, math.inf) / t_fast if 0 < t_fast < math.inf else math.inf
+        probe = probes[size]
+        t_fast = probe.times.get(fast, math.inf)
+        if not 0 < t_fast < math.inf:
+            return math.inf
+        noise = paired_noise(slow, fast, [probe])
+        if noise is None:
+            noise = max(uncertainty(probe.rounds.get(n, ())) for n in (slow, fast))
+        return probe.times.get(slow, math.inf) / t_fast * math.exp(-noise)
 
     return max(ratio(a, b_name, a_name), ratio(b, a_name, b_name))
 
@@ -196,7 +204,15 @@ def discover(
             probes[probe.size] = probe
     names = [reference.name, *order]
     paired = set(paired)
-    measured = sorted(set(probes) - paired)
+    for size in sorted(paired & set(probes)):  # an earlier search's pair-only sizes: the others measured too
+        missing = [c for c in cands if not _covers(probes[size], [c.name])]
+        if missing and prober.benchmarks - start + len(missing) + 1 > budget:
+            break
+        probe = prober.probe(size, missing, f"size {size}") if missing else probes[size]
+        if probe is not None:
+            probes[size] = _joined(probes[size], probe)
+            paired.discard(size)
+    measured = sorted(probes)
     if not measured:
         return Discovery((RangeResult(Range(lo, None), reference.name, (), {}),), prober.benchmarks - start,
                          budget, sizes, 0)
