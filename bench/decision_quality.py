@@ -254,13 +254,16 @@ OURS = ("dispatched", "auto", "refined")  # the ops under test; the per-size bes
 
 # -- timing -----------------------------------------------------------------------------------
 
-def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.2) -> dict:
+def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.2, same: dict | None = None,
+           agree: float = 1.03) -> dict:
     """Least of ``rounds`` interleaved device-time medians per callable (ms; ``device_time_ms``:
     ``do_bench``, or the covered loop for host-heavy calls); inf if it raises.
     A callable over 3x the fastest after two rounds is timed no further (it only heats the
     GPU for the others). When any callable still timed has round medians more than
-    ``unstable`` apart (a slow stretch of the device or host hit a whole round), every one
-    of them gets up to ``more`` rounds, the same for all, until none is that unstable."""
+    ``unstable`` apart (a slow stretch of the device or host hit a whole round), or two
+    callables that run the same kernel (``same``: an op -> the candidate it dispatches to here)
+    differ by more than ``agree`` (the truth has not settled: on device time they cost the same),
+    every one of them gets up to ``more`` rounds, the same for all."""
     from rangedispatch.measure.timing import device_time_ms
 
     seen = {n: [] for n in fns}
@@ -278,7 +281,9 @@ def robust(fns: dict, args, rounds: int = 5, more: int = 5, unstable: float = 1.
         if r >= 2:
             fastest = min(min(ts) for ts in seen.values())
             names = [n for n in names if min(seen[n]) <= 3 * fastest or n in OURS]
-        if r >= rounds and all(max(seen[n]) <= unstable * min(seen[n]) for n in names):
+        settled = all(max(min(seen[a]), min(seen[b])) <= agree * min(min(seen[a]), min(seen[b]))
+                      for a, b in (same or {}).items() if seen.get(a) and seen.get(b))
+        if r >= rounds and settled and all(max(seen[n]) <= unstable * min(seen[n]) for n in names):
             break
         one_round(r)
     return {n: min(ts) if ts else math.inf for n, ts in seen.items()}
@@ -420,7 +425,12 @@ def evaluate(name: str, processes: int, split_points=None, auto_only: bool = Fal
         args = spec["inputs"](size)
         keep_gpu_busy(30)  # building inputs idles the GPU; keep its clocks up
         ours = {"dispatched": op, "auto": auto_op, **({} if auto_only else {"refined": refined_op})}
-        times = truth_of_times({**cands, **ours}, args)
+        same = {"dispatched": table.partition.lookup(size).owner or table.reference,
+                "auto": auto_op.table.partition.lookup(size).owner or auto_op.table.reference}
+        if not auto_only:
+            same["refined"] = refined_op.table.partition.lookup(size).owner or refined_op.table.reference
+        times = (robust({**cands, **ours}, args, same=same) if objective == "device"
+                 else truth_of_times({**cands, **ours}, args))
         times.setdefault("refined", times["auto"])
         best = min(t for n, t in times.items() if n not in OURS)
         loss = times["dispatched"] / best
