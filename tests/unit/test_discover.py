@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -358,7 +359,7 @@ class NoisyCurves:
     """A benchmarker of cost curves with lognormal noise (``sigma`` per sample, seeded)."""
 
     def __init__(self, curves, sigma, seed):
-        self.curves, self.sigma, self.rng = curves, sigma, __import__("random").Random(seed)
+        self.curves, self.sigma, self.rng = curves, sigma, random.Random(seed)
 
     def measure(self, jobs):
         return [[self.curves[j.name](j.size) * math.exp(self.rng.gauss(0, self.sigma)) for _ in range(5)]
@@ -391,8 +392,6 @@ def test_auto_split_points_hold_on_random_smooth_workloads():
     per-size best in geomean over sizes 1-8192, and at most 2 in 80 lose more than 5 % at their
     worst size (one does, at 1.06; before the stake-first search and the check beside each
     split, six did, the worst at 1.23)."""
-    import random
-
     worst, geomeans = [], []
     sizes = sorted({round(2 ** (i / 16)) for i in range(13 * 16 + 1)})
     for seed in range(80):
