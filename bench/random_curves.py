@@ -10,9 +10,9 @@ dispatch size, all of one family:
   candidate falls off a cliff at its own tile multiples: a saw-tooth no finite table follows
   exactly).
 
-The reference's curve is scaled by 1.3, so it is not always the best. A benchmarker returns the
-curve's value with lognormal noise (``--sigma`` per sample, five samples a measurement, seeded),
-the op tunes with ``split_points="auto"`` over ``[1, 8192]``, and its table is scored on the
+(:func:`rangedispatch.testing.cost_curves`.) The reference's curve is scaled by 1.3, so it is
+not always the best. The fake benchmarker returns the curve's value with lognormal noise
+(``--sigma`` per sample, five samples a measurement, seeded), the op tunes with ``split_points="auto"`` over ``[1, 8192]``, and its table is scored on the
 noise-free curves at 208 log-spaced sizes: geomean and worst of time(table's choice) /
 time(per-size best). The timing is scripted (no kernel runs): this measures the search's
 decisions under noise, not speed.
@@ -33,44 +33,13 @@ import warnings
 import torch
 
 import rangedispatch as rd
+from rangedispatch.testing import COST_FAMILIES, FakeBenchmarker, cost_curves
 
-FAMILIES = ("affine", "power", "pipeline", "tiled")
 SIZES = sorted({round(2 ** (i / 16)) for i in range(13 * 16 + 1)})  # 1 .. 8192
 
 
-def curve(family: str, rng: random.Random):
-    """One random cost curve (ms at a size) of ``family``."""
-    if family == "affine":
-        c0, c1 = 10 ** rng.uniform(-2, 0), 10 ** rng.uniform(-5, -2)
-        return lambda s: c0 + c1 * s
-    if family == "power":
-        c0, c1, p = 10 ** rng.uniform(-2, -1), 10 ** rng.uniform(-5, -3), rng.uniform(0.6, 1.6)
-        return lambda s: c0 + c1 * s ** p
-    if family == "pipeline":
-        k, c1 = rng.randint(1, 5), 10 ** rng.uniform(-5, -3)
-        return lambda s: 0.005 * k + c1 * s
-    tile = rng.choice([16, 32, 48, 64, 96, 128, 256])
-    c0, c1 = 10 ** rng.uniform(-2, -1), 10 ** rng.uniform(-4, -2)
-    return lambda s: c0 + c1 * math.ceil(s / tile) * tile
-
-
-class NoisyCurves:
-    """Times a job as its candidate's curve at the job's size, with lognormal noise."""
-
-    def __init__(self, curves: dict, sigma: float, seed: int) -> None:
-        self.curves, self.sigma, self.rng = curves, sigma, random.Random(seed)
-
-    def measure(self, jobs):
-        return [[self.curves[j.name](j.size) * math.exp(self.rng.gauss(0, self.sigma)) for _ in range(5)]
-                for j in jobs]
-
-
 def workload(family: str, seed: int) -> dict:
-    rng = random.Random(f"{family}-{seed}")
-    curves = {name: curve(family, rng) for name in ("ref", "a", "b")}
-    ref = curves["ref"]
-    curves["ref"] = lambda s: 1.3 * ref(s)
-    return curves
+    return cost_curves(family, random.Random(f"{family}-{seed}"))
 
 
 def score(curves: dict, sigma: float, seed: int) -> tuple[float, float, int]:
@@ -79,7 +48,8 @@ def score(curves: dict, sigma: float, seed: int) -> tuple[float, float, int]:
         return x * 2
 
     op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points="auto", range_upper_bound=8192,
-                           benchmarker=NoisyCurves(curves, sigma, seed), cache=False, name="random_curves")
+                           benchmarker=FakeBenchmarker(curves, noise=sigma, seed=seed), cache=False,
+                           name="random_curves")
     op.register_impl(lambda x: x + x, name="a")
     op.register_impl(lambda x: 2 * x, name="b")
     op.tune(torch.randn(64))
@@ -93,7 +63,7 @@ def main() -> None:
     parser.add_argument("--workloads", type=int, default=150, help="random workloads per family")
     parser.add_argument("--reps", type=int, default=3, help="tunings per workload (other noise)")
     parser.add_argument("--sigma", type=float, default=0.02, help="relative noise per sample")
-    parser.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--families", nargs="*", choices=COST_FAMILIES, default=list(COST_FAMILIES))
     opts = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")

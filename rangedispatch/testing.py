@@ -1,10 +1,13 @@
-"""Test helpers: a deterministic fake benchmarker for unit tests of tuning logic.
+"""Test helpers: a deterministic fake benchmarker for unit tests of tuning logic, and random
+cost curves for it.
 
 Never use it for claims about speed: it returns the times it is told to.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any, Callable, Mapping, Sequence
 
 from .measure.timing import Job
@@ -17,6 +20,8 @@ class FakeBenchmarker:
         times: candidate name -> milliseconds, or ``fn(size) -> milliseconds``.
         default: time for names not in ``times``.
         jitter: relative spread added to the samples (so the measured noise is ``jitter``).
+        noise: lognormal noise per sample (its sigma), drawn from a generator seeded with ``seed``:
+            random like a real device's, yet the same in every run.
 
     Example:
         >>> bench = FakeBenchmarker({"fast": 1.0, "slow": lambda size: size * 0.01})
@@ -30,10 +35,14 @@ class FakeBenchmarker:
         *,
         default: float = 1.0,
         jitter: float = 0.0,
+        noise: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.times = dict(times)
         self.default = default
         self.jitter = jitter
+        self.noise = noise
+        self.rng = random.Random(seed)
         self.calls: list[tuple[str, int]] = []
 
     def measure(self, jobs: Sequence[Job]) -> list[list[float]]:
@@ -42,6 +51,9 @@ class FakeBenchmarker:
             self.calls.append((job.name, job.size))
             t = self.times.get(job.name, self.default)
             value = t(job.size) if callable(t) else float(t)
+            if self.noise:
+                out.append([value * math.exp(self.rng.gauss(0, self.noise)) for _ in range(5)])
+                continue
             spread = [1 - self.jitter, 1 - self.jitter / 2, 1.0, 1 + self.jitter / 2, 1 + self.jitter]
             turn = sum(map(ord, job.name)) % len(spread)  # independent-looking noise per candidate
             out.append([value * s for s in spread[turn:] + spread[:turn]])
@@ -51,6 +63,37 @@ class FakeBenchmarker:
     def sizes(self) -> list[int]:
         """Distinct sizes benchmarked, in order of first appearance."""
         return list(dict.fromkeys(size for _, size in self.calls))
+
+
+COST_FAMILIES = ("affine", "power", "pipeline", "tiled")
+
+
+def cost_curves(family: str, rng: random.Random, names: Sequence[str] = ("ref", "a", "b")) -> dict[str, Any]:
+    """Random cost curves (ms at a size) of one family for ``names``, the first (the
+    reference's) scaled by 1.3 so it is not always the best: ``affine`` ``c0 + c1 * s``;
+    ``power`` ``c0 + c1 * s ** p``, ``p`` in [0.6, 1.6]; ``pipeline`` 1-5 launches of 5 us plus
+    ``c1 * s``; ``tiled`` ``c0 + c1 * ceil(s / T) * T``, a tile ``T`` of 16-256 per name (a
+    saw-tooth). Workloads nobody tuned for, for :class:`FakeBenchmarker`."""
+    def curve() -> Callable[[int], float]:
+        if family == "affine":
+            c0, c1 = 10 ** rng.uniform(-2, 0), 10 ** rng.uniform(-5, -2)
+            return lambda s: c0 + c1 * s
+        if family == "power":
+            c0, c1, p = 10 ** rng.uniform(-2, -1), 10 ** rng.uniform(-5, -3), rng.uniform(0.6, 1.6)
+            return lambda s: c0 + c1 * s ** p
+        if family == "pipeline":
+            k, c1 = rng.randint(1, 5), 10 ** rng.uniform(-5, -3)
+            return lambda s: 0.005 * k + c1 * s
+        if family == "tiled":
+            tile = rng.choice([16, 32, 48, 64, 96, 128, 256])
+            c0, c1 = 10 ** rng.uniform(-2, -1), 10 ** rng.uniform(-4, -2)
+            return lambda s: c0 + c1 * math.ceil(s / tile) * tile
+        raise ValueError(f"family={family!r}: must be one of {COST_FAMILIES}")
+
+    curves = {name: curve() for name in names}
+    first = curves[names[0]]
+    curves[names[0]] = lambda s: 1.3 * first(s)
+    return curves
 
 
 def tuning_calls(bench: FakeBenchmarker, table: Any) -> list[tuple[str, Any]]:
