@@ -141,11 +141,10 @@ class _Crossing:
     pinned: bool = False
     stopped: bool = False
 
-    def stake(self, probes: dict[int, Probe]) -> float:
-        return stake(probes, self.a, self.b, self.a_name, self.b_name)
-
-    def unsettled(self, probes: dict[int, Probe], tolerance: float) -> bool:
-        return unsettled(probes, self.a, self.b, self.a_name, self.b_name, tolerance)
+    @property
+    def ends(self) -> tuple[int, int, str, str]:
+        """``(a, b, a_name, b_name)``: the crossover as :class:`Discovery` records it."""
+        return self.a, self.b, self.a_name, self.b_name
 
 
 def stake(probes: dict[int, Probe], a: int, b: int, a_name: str, b_name: str) -> float:
@@ -206,12 +205,14 @@ def discover(
     paired = set(paired)
     for size in sorted(paired & set(probes)):  # an earlier search's pair-only sizes: the others measured too
         missing = [c for c in cands if not _covers(probes[size], [c.name])]
-        if missing and prober.benchmarks - start + len(missing) + 1 > budget:
-            break
-        probe = prober.probe(size, missing, f"size {size}") if missing else probes[size]
-        if probe is not None:
+        if missing:
+            if prober.benchmarks - start + len(missing) + 1 > budget:
+                break
+            probe = prober.probe(size, missing, f"size {size}")
+            if probe is None:
+                continue
             probes[size] = _joined(probes[size], probe)
-            paired.discard(size)
+        paired.discard(size)
     measured = sorted(probes)
     if not measured:
         return Discovery((RangeResult(Range(lo, None), reference.name, (), {}),), prober.benchmarks - start,
@@ -257,10 +258,10 @@ def discover(
 
     steps = 0
     while True:  # the crossing with the most at stake first, one step at a time
-        open_ = [c for c in search if not c.stopped and c.unsettled(probes, settings.tolerance)]
+        open_ = [c for c in search if not c.stopped and unsettled(probes, *c.ends, settings.tolerance)]
         if not open_:
             break
-        crossing = max(open_, key=lambda c: (c.stake(probes), c.b / c.a))
+        crossing = max(open_, key=lambda c: (stake(probes, *c.ends), c.b / c.a))
         if not crossing.pinned and crossing.b <= 2 * crossing.a:  # within an octave: an exact edge needs no bisection
             crossing.pinned = True
             pin_edge(crossing)
@@ -277,10 +278,10 @@ def discover(
             crossing.a = mid
         else:
             crossing.b = mid
-    for crossing in sorted(search, key=lambda c: -c.stake(probes)):
+    for crossing in sorted(search, key=lambda c: -stake(probes, *c.ends)):
         pin_edge(crossing)
     splits = [min(max(round(math.sqrt(c.a * c.b)), c.a + 1), c.b) for c in search]
-    crossovers = [(c.a, c.b, c.a_name, c.b_name) for c in search]
+    crossovers = [c.ends for c in search]
     edges = [lo, *splits]
     results = []
     for i, owner in enumerate(owners):
@@ -331,8 +332,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
         room = left >= 2 * (len(cands) + 1)
         rival = _rival_inside(found.results, probes, names, prober)
         # a crossover not located yet (the search's budget ran out) is searched on with what is left
-        loose = room and any(lo in probes and hi in probes and unsettled(probes, lo, hi, a, b, settings.tolerance)
-                             for lo, hi, a, b in found.crossovers)
+        loose = room and any(unsettled(probes, *ends, settings.tolerance) for ends in found.crossovers)
         if not (rival or loose) or rounds == SELF_CHECK_ROUNDS:
             found = dataclasses.replace(found, probes=probes, paired=frozenset(paired))
             break
