@@ -64,7 +64,6 @@ def _rotated(names: list, r: int) -> list:
     return names[r % len(names):] + names[: r % len(names)]
 
 
-
 def _sdpa(backend):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -388,15 +387,21 @@ def _table_cost(winners: list, per_size: list) -> tuple[float, float]:
     return math.exp(sum(map(math.log, losses)) / len(losses)), max(losses)
 
 
+def _choice(table, size) -> str:
+    """The candidate ``table`` runs at ``size``."""
+    return table.partition.lookup(size).owner or table.reference
+
+
 def _winners(table) -> list:
     return [[str(r.range), r.winner] for r in table.results]
 
 
 # -- the report -------------------------------------------------------------------------------
 
-def wall_times(fns: dict, args, rounds: int = 3) -> dict:
+def wall_times(fns: dict, args, rounds: int = 3, same: dict | None = None) -> dict:
     """The ``objective="wall"`` truth of each callable: the least of ``rounds`` interleaved
-    :func:`wall_ms` measurements (ms per eager call, host work included)."""
+    :func:`wall_ms` measurements (ms per eager call, host work included). ``same`` is
+    :func:`robust`'s and unused: an op's wall time is not its candidate's."""
     seen = {n: [] for n in fns}
     for r in range(rounds):
         for n in _rotated(list(fns), r):
@@ -425,19 +430,17 @@ def evaluate(name: str, processes: int, split_points=None, auto_only: bool = Fal
         args = spec["inputs"](size)
         keep_gpu_busy(30)  # building inputs idles the GPU; keep its clocks up
         ours = {"dispatched": op, "auto": auto_op, **({} if auto_only else {"refined": refined_op})}
-        same = {"dispatched": table.partition.lookup(size).owner or table.reference,
-                "auto": auto_op.table.partition.lookup(size).owner or auto_op.table.reference}
-        if not auto_only:
-            same["refined"] = refined_op.table.partition.lookup(size).owner or refined_op.table.reference
-        times = (robust({**cands, **ours}, args, same=same) if objective == "device"
-                 else truth_of_times({**cands, **ours}, args))
+        # on device time an op costs what the candidate it runs here costs: until the two agree
+        # the truth has not settled (wall time adds the op's own dispatch)
+        same = {n: _choice(o.table, size) for n, o in ours.items()} if objective == "device" else {}
+        times = truth_of_times({**cands, **ours}, args, same=same)
         times.setdefault("refined", times["auto"])
         best = min(t for n, t in times.items() if n not in OURS)
         loss = times["dispatched"] / best
         losses.append(loss)
         auto_losses.append(times["auto"] / best)
         refined_losses.append(times["refined"] / best)
-        chosen = table.partition.lookup(size).owner or table.reference
+        chosen = _choice(table, size)
         decision.append(times[chosen] / best)
         per_size.append({"size": size, "chosen": chosen, "loss": loss, "decision_loss": decision[-1],
                          "best": min((n for n in cands), key=lambda n: times[n]), "times_ms": times})
