@@ -563,6 +563,7 @@ def main() -> None:
                                 objective=args.objective))
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
         if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
             Path(args.out, "decision_quality.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, objective {args.objective}")
     print_report(results)

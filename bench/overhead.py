@@ -26,12 +26,16 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 import timeit
+from pathlib import Path
 
 import torch
 
-import rangedispatch as rd
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rangedispatch as rd  # noqa: E402
 
 
 def impl_a(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

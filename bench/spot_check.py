@@ -116,6 +116,8 @@ def measure(workload: str, device: str, repeats: int) -> dict:
                 row.update(in_fresh_process(workload, mode, device, cache))
             row["extra_s"] = row["first_call_verify_s"] - row["first_call_trust_s"]
             rows.append(row)
+            print(f"{workload}: tune {row['tune_s']:.2f} s, check {row.get('check_s', 0) * 1e3:.1f} ms, "
+                  f"warm check {row['check_warm_s'] * 1e3:.1f} ms", file=sys.stderr, flush=True)
     keys = {k for r in rows for k, v in r.items() if isinstance(v, float)}
     med = {k: statistics.median(r.get(k, float("nan")) for r in rows) for k in keys}
     share = [r.get("check_s", 0) / r["tune_s"] for r in rows]
@@ -128,6 +130,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.environ.get("OUT"))
+    parser.add_argument("--only", nargs="*", help="workloads to run (default: all on this device)")
     parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,7 +138,13 @@ def main() -> None:
         print(json.dumps(step(*opts.step, opts.device)))
         return
     name = torch.cuda.get_device_name() if opts.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    results = {label: measure(label, opts.device, opts.repeats) for label in workloads(opts.device)}
+    results = {}
+    for label in opts.only or list(workloads(opts.device)):
+        results[label] = measure(label, opts.device, opts.repeats)
+        if opts.out:  # after each workload, so a run cut short keeps what it measured
+            path = Path(opts.out) / "spot_check.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"device": name, "torch": torch.__version__, "results": results}, indent=1))
     print(f"spot check vs fresh tuning, each in a fresh process | {name} | torch {torch.__version__} | "
           f"median of {opts.repeats}")
     print(f"{'workload':16} {'checked':>7} {'tune s':>7} {'check ms':>9} {'check/tune':>15} "
@@ -153,10 +162,6 @@ def main() -> None:
         cells = [f"{k[6:-2]} {m[k] * 1e3:.1f} | {m.get('warm ' + k, float('nan')) * 1e3:.1f}"
                  for k in sorted(m) if k.startswith("phase ")]
         print(f"{label:16} " + "; ".join(cells))
-    if opts.out:
-        path = Path(opts.out) / "spot_check.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"device": name, "torch": torch.__version__, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
