@@ -4,7 +4,8 @@ Per workload, ``--repeats`` times, each step in a fresh process, as users meet t
 into an empty cache directory (wall time of ``op.tune``), then load that table and make the
 first call with ``RANGEDISPATCH_CACHE=trust`` (no check) and with ``verify`` (the default: the
 spot check runs). Reported: ranges checked (of all: the check keeps to 4 % of the recorded
-tuning time, taking ranges in a random order), the fresh tuning time, the check's own time
+tuning time: the cheapest range first, then the others in a random order where their
+recorded timings fit what is left), the fresh tuning time, the check's own time
 and its share of the tuning, the first call's wall time in each mode, and what verify adds to
 the first call over trust (its share of the tuning, "extra / tuning"). A fresh process pays
 the first use of each library it touches (cuBLAS, cuDNN, CUDA kernels loaded on first use) in

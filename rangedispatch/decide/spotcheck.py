@@ -17,10 +17,13 @@ up here as wrong values or a changed ratio, and the op re-tunes.
 
 The timing is light (a pilot, then three interleaved rounds of ``SPOT_ROUND_MS`` per job, or of
 one call for a job longer than that), and
-the check keeps to ``SPOT_SHARE`` of the table's recorded tuning time: ranges are checked in a
-random order until the next one, priced like the costliest so far, would pass that budget (at
-least one is always checked), so repeated loads cover every range (``bench/spot_check.py``
-measures the cost).
+the check keeps to ``SPOT_SHARE`` of the table's recorded tuning time. Each range is priced
+before it starts, from the timings the table recorded at its sample (the calls the check will
+make) plus the least fixed cost a checked range has shown so far. The cheapest range goes first
+and is always checked; the others follow in a random order, each only where its price fits what
+is left of the budget, so one costly range (attention at a long sequence) never blows the
+bound, and repeated loads cover every range that fits (``bench/spot_check.py`` measures the
+cost).
 """
 
 from __future__ import annotations
@@ -115,21 +118,26 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
         benchmarker: the op's benchmarker; its timer (or its ``measure``) is the clock the
             recorded timings came from.
         budget_s: stop starting ranges once the next one would pass this (at least one range is
-            checked); ranges are taken in a random order (``seed``), so repeated loads cover them all.
+            checked: the cheapest by its recorded timings); the rest are taken in a random order
+            (``seed``), so repeated loads cover all that fit.
     """
     start = time.perf_counter()
     problems: list[str] = []
     checked = 0
     names = factory.template.names
+    picks = {id(r): _pick(r, table.reference) for r in table.results}
+    prices = {id(r): _price(r, picks[id(r)], table.reference) for r in table.results}
     order = list(table.results)
     random.Random(seed).shuffle(order)
-    dearest = 0.0  # the costliest range so far: the next one may cost as much
+    if order:  # the cheapest first: the one range always checked keeps the check cheap
+        order.insert(0, order.pop(min(range(len(order)), key=lambda k: prices[id(order[k])])))
+    fixed = math.inf  # the least a checked range cost beyond its price: what each range adds
     phases = dict.fromkeys(PHASES, 0.0)
     for result in order:
         began = time.perf_counter()
-        if budget_s is not None and checked and began - start + dearest > budget_s:
-            break
-        pick = _pick(result, table.reference)
+        if budget_s is not None and checked and began - start + fixed + prices[id(result)] > budget_s:
+            continue  # too dear for what is left; a cheaper one further on may still fit
+        pick = picks[id(result)]
         if pick is None:
             continue
         i, partner = pick
@@ -180,7 +188,7 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
         if not _within(now, recorded, bound):
             problems.append(f"{where}: {result.winner!r} takes {now:.2f}x the time of {partner!r} "
                             f"where the table recorded {recorded:.2f}x")
-        dearest = max(dearest, time.perf_counter() - began)
+        fixed = min(fixed, max(0.0, time.perf_counter() - began - prices[id(result)]))
     return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results),
                      tuple(phases.items()))
 
@@ -214,6 +222,19 @@ def _pick(result: RangeResult, reference: str) -> tuple[int, str] | None:
         if both:
             return min(both, key=lambda i: won[i] + theirs[i]), partner
     return None
+
+
+def _price(result: RangeResult, pick: tuple[int, str] | None, reference: str) -> float:
+    """What checking ``result`` at ``pick`` costs in seconds by the table's recorded timings:
+    the reference once, then the winner and its partner once each (values), twice (pilot) and
+    ``SPOT_ROUNDS`` rounds of ``SPOT_ROUND_MS`` or one call. A range with nothing to check is free."""
+    if pick is None:
+        return 0.0
+    i, partner = pick
+    ms = [result.timings[result.winner][i], result.timings[partner][i]]
+    ref = result.timings.get(reference) or ()
+    ref_ms = ref[i] if i < len(ref) and math.isfinite(ref[i]) else max(ms)
+    return (ref_ms + sum(3 * t + SPOT_ROUNDS * max(t, SPOT_ROUND_MS) for t in ms)) / 1e3
 
 
 def _within(now: float, recorded: float, bound: float) -> bool:

@@ -261,6 +261,43 @@ def test_the_check_keeps_to_its_share_of_the_recorded_tuning_time(cache_dir, tun
     assert sum(spent.values()) <= check.seconds
 
 
+def priced_op(bench):
+    def ref(x):
+        return x * 2
+
+    def fast(x):
+        return x + x
+
+    op = rd.range_dispatch(ref, dispatch_on=("x", 0), split_points=[16, 64, 256, 1024],
+                           range_upper_bound=4096, benchmarker=bench, name="priced")
+    op.register_impl(fast)
+    return op
+
+
+@pytest.mark.parametrize("budget_s, sizes", [(1.0, {1, 17, 65}), (1e-9, {1})])
+def test_the_check_prices_each_range_from_its_recorded_timings(cache_dir, budget_s, sizes):
+    """The cheapest range goes first and is always checked; a range whose recorded timings would
+    pass what is left of the budget is skipped, wherever the random order puts it."""
+    import json
+
+    from rangedispatch.decide.spotcheck import SPOT_SHARE
+
+    times = {"ref": float, "fast": lambda size: size / 2}  # ms per call grows with the size
+    priced_op(FakeBenchmarker(times)).tune(torch.ones(8))
+    (path,) = list(rd.cache.cache_dir().glob("priced-*.json"))
+    data = json.loads(path.read_text())
+    data["tuning_s"] = budget_s / SPOT_SHARE
+    path.write_text(json.dumps(data))
+    for _ in range(4):  # four random orders: the skipped ranges are skipped wherever they come
+        bench = FakeBenchmarker(times)
+        op = priced_op(bench)
+        op(torch.ones(8))
+        check = op.provenance.check
+        # a range costs about 10 ms per unit of its cheapest sample: 1 + 17 + 65 fit a second, 257 does not
+        assert op.provenance.status == "verified" and (check.checked, check.ranges) == (len(sizes), 5)
+        assert {size for _, size in bench.calls} == sizes
+
+
 def test_the_light_timing_takes_one_call_a_round_of_a_call_longer_than_the_round():
     """A costly sample (seconds of attention at a long sequence) is not timed in batches: one
     call a round, so a check of such a range costs a handful of calls, not dozens."""
