@@ -11,7 +11,11 @@ partner (the reference; or, where the reference won, the fastest rival):
   a smaller gain leaves the decision standing, so noise there re-tunes nothing).
 
 A ratio out of bound is timed once more, three times as long, before it counts, so a noisy
-moment does not throw a good table away. What the fingerprint cannot see (a torch
+moment does not throw a good table away. A change still out of bound but within
+``SPOT_GAIN_BOUND`` either way may be a noisy recording rather than a change: the range's
+decision is then put to the tuner's own measurement at every sample of the range, and the
+table stands if the winner still holds its partner everywhere (within ``SPOT_TIE`` or the
+noise). A change beyond that bound fails at once. What the fingerprint cannot see (a torch
 backend switch, a mutable object's attribute, another machine under the same name) shows
 up here as wrong values or a changed ratio, and the op re-tunes.
 
@@ -46,6 +50,7 @@ SPOT_GAIN_BOUND = 3.0  # ... and one shrunk to a third of it
 SPOT_ROUND_MS = 0.25
 SPOT_ROUNDS = 3
 PHASES = ("inputs", "reference", "candidates", "timing", "second look")  # where a check's time goes
+SPOT_TIE = 0.05  # a winner within this of its partner still holds its range (the rest is noise)
 SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (5 % with the overshoot of one range)
 
 
@@ -186,8 +191,15 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
             if math.isfinite(again):
                 now = again
         if not _within(now, recorded, bound):
-            problems.append(f"{where}: {result.winner!r} takes {now:.2f}x the time of {partner!r} "
-                            f"where the table recorded {recorded:.2f}x")
+            changed = (f"{where}: {result.winner!r} takes {now:.2f}x the time of {partner!r} "
+                       f"where the table recorded {recorded:.2f}x")
+            if _drastic(now, recorded) or table.dispatch is None:
+                problems.append(changed)
+            else:  # a moderate change, or a noisy recording: does the decision itself still hold?
+                with _phase(phases, "second look"):
+                    lost = _where_it_loses(result, (winner, other), (i, jobs), factory, benchmarker)
+                if lost:
+                    problems.append(f"{changed}, and loses to it at {lost}")
         fixed = min(fixed, max(0.0, time.perf_counter() - began - prices[id(result)]))
     return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results),
                      tuple(phases.items()))
@@ -235,6 +247,44 @@ def _price(result: RangeResult, pick: tuple[int, str] | None, reference: str) ->
     ref = result.timings.get(reference) or ()
     ref_ms = ref[i] if i < len(ref) and math.isfinite(ref[i]) else max(ms)
     return (ref_ms + sum(3 * t + SPOT_ROUNDS * max(t, SPOT_ROUND_MS) for t in ms)) / 1e3
+
+
+def _drastic(now: float, recorded: float) -> bool:
+    """A change of the ratio beyond ``SPOT_GAIN_BOUND`` either way: the code or the machine
+    changed, whatever the decision at this sample says."""
+    return not (math.isfinite(now) and now > 0) or abs(math.log(now / recorded)) > math.log(SPOT_GAIN_BOUND)
+
+
+def _where_it_loses(result: RangeResult, pair: tuple[Any, Any], first: tuple[int, Sequence[Job]], factory: Any,
+                    benchmarker: Any) -> str:
+    """The range's decision put to the tuner's own measurement: the winner against its partner
+    at every sample of the range. Returns where the winner now loses beyond noise (``""``: it
+    holds everywhere, so the recorded ratio was off, not the decision). A winner that was a
+    near-tie at a sample may stay one."""
+    winner, other = pair
+    for k, size in enumerate(result.samples):
+        if k == first[0]:
+            jobs = first[1]
+        else:
+            args, kwargs = factory.make(size)
+            jobs = [Job(winner.name, size, functools.partial(winner.call, *args, **kwargs)),
+                    Job(other.name, size, functools.partial(other.call, *args, **kwargs))]
+        a, b = measure_jobs(benchmarker, jobs, warm=k == first[0])
+        if not (math.isfinite(a.ms) and math.isfinite(b.ms) and b.ms > 0):
+            return f"size {size} ({winner.name!r}: {a.status}, {other.name!r}: {b.status})"
+        was = _recorded(result, winner.name, other.name, k)
+        tolerance = 1 + max(SPOT_TIE, 3 * max(result.noise, a.spread, b.spread))
+        if a.ms / b.ms > max(was, 1.0) * tolerance:
+            return f"size {size} ({a.ms / b.ms:.2f}x)"
+    return ""
+
+
+def _recorded(result: RangeResult, name: str, partner: str, k: int) -> float:
+    """``name``'s recorded time over ``partner``'s at sample ``k`` (1.0 where either was not timed)."""
+    a, b = (result.timings.get(n) or () for n in (name, partner))
+    if k < min(len(a), len(b)) and math.isfinite(a[k] / b[k] if b[k] > 0 else math.inf):
+        return a[k] / b[k]
+    return 1.0
 
 
 def _within(now: float, recorded: float, bound: float) -> bool:

@@ -130,6 +130,7 @@ def test_a_changed_cost_fails_the_spot_check_and_re_tunes(cache_dir):
     (3.4, True),  # 0.29x: the winner looks better, the decision stands
     (8.0, False),  # 0.125x: a quarter of the recorded ratio, something changed drastically
     (1.5, True),  # 0.67x: the winner's advantage shrank 1.33x, within the 1.5x bound
+    (1.1, True),  # 0.91x: shrank 1.8x, yet the tuner's own measurement at every sample still backs it
     (0.7, False),  # 1.43x: the winner is now slower than the reference
 ])
 def test_a_cost_change_keeps_the_table_only_within_the_bound(cache_dir, ref_ms, kept):
