@@ -18,6 +18,7 @@ the SDPA math backend as reference (4 ranges x 3 backends, from ``decision_quali
 
     python bench/spot_check.py                 # CPU, or CUDA when available
     python bench/spot_check.py --device cpu --repeats 5
+    python bench/spot_check.py --reloads 16    # how often an unchanged table fails its check
 
 Writes JSON to $OUT (or --out) when set.
 """
@@ -126,12 +127,39 @@ def measure(workload: str, device: str, repeats: int) -> dict:
             "check_share_max": max(share), "all_verified": all(r.get("verify_status") == "verified" for r in rows)}
 
 
+def reloads(workload: str, device: str, tunings: int, loads: int = 3) -> dict:
+    """How often a table loaded unchanged fails its check: ``tunings`` tunings, each into an empty
+    cache and loaded ``loads`` times in this process with ``verify``. Nothing changed between
+    them, so every re-tune is the check distrusting a table (a noisy recording, or a decision the
+    machine's noise does not support). Returns the counts and each re-tune's reason."""
+    import warnings
+
+    build, example = workloads(device)[workload]
+    args = example()
+    why = []
+    for _ in range(tunings):
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ.update(RANGEDISPATCH_CACHE_DIR=cache, RANGEDISPATCH_CACHE="verify")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                build().tune(*args)
+                for _ in range(loads):
+                    op = build()
+                    with torch.no_grad():
+                        op(*args)
+                    if op.provenance.source != "cache":
+                        why.append(op.provenance.why)
+    return {"loads": tunings * loads, "retuned": len(why), "why": why}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--only", nargs="*", help="workloads to run (default: all on this device)")
+    parser.add_argument("--reloads", type=int, metavar="N",
+                        help="instead: N tunings per workload, each loaded 3 times unchanged; count re-tunes")
     parser.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -139,6 +167,14 @@ def main() -> None:
         print(json.dumps(step(*opts.step, opts.device)))
         return
     name = torch.cuda.get_device_name() if opts.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    if opts.reloads:
+        print(f"unchanged tables loaded with verify | {name} | torch {torch.__version__}")
+        print(f"{'workload':16} {'loads':>6} {'re-tuned':>9}  the check's reasons (first 3)")
+        for label in opts.only or list(workloads(opts.device)):
+            r = reloads(label, opts.device, opts.reloads)
+            print(f"{label:16} {r['loads']:>6} {r['retuned']:>9}  " + " | ".join(w[:160] for w in r["why"][:3]),
+                  flush=True)
+        return
     results = {}
     for label in opts.only or list(workloads(opts.device)):
         results[label] = measure(label, opts.device, opts.repeats)

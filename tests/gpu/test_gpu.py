@@ -584,3 +584,41 @@ def test_the_wall_objective_times_host_work_and_the_device_objective_does_not():
     by_device = {m.name: m.ms for m in measure_jobs(rd.default_benchmarker("cuda"), job)}
     assert by_wall["host_heavy"] >= 1.0 > by_wall["plain"] * 5
     assert by_device["host_heavy"] < 0.5  # the kernel alone
+
+
+def _default_attention_op():
+    def attention(q, k, v):  # PyTorch's own choice of backend, under its global switches
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    op = rd.range_dispatch(attention, dispatch_on=("q", 2), tie={"k": 2, "v": 2}, split_points=[512],
+                           range_upper_bound=2048, name="sdpa_switch")
+    op.register_impl(_sdpa_backend("FLASH_ATTENTION"), name="flash")
+    op.register_impl(_sdpa_backend("EFFICIENT_ATTENTION"), name="efficient")
+    return op
+
+
+def test_a_backend_switch_the_fingerprint_cannot_see_fails_the_spot_check_on_load():
+    """Tuned while SDPA picks its fastest backend, then loaded where a switch leaves it only the
+    math backend: same code, same fingerprint, a reference many times slower. The load-time
+    check sees it and re-tunes; loaded again under the same switch, the new table is verified."""
+    import warnings
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(2, 8, 256, 64, device=DEV, dtype=torch.float16) for _ in range(3))
+    with torch.no_grad():
+        first = _default_attention_op()
+        first(q, k, v)
+        assert first.provenance.source == "tuned"
+        with sdpa_kernel([SDPBackend.MATH]):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                switched = _default_attention_op()
+                out = switched(q, k, v)
+            assert any("failed its spot check" in str(w.message) for w in caught), [str(w.message) for w in caught]
+            assert switched.provenance.source == "tuned" and "spot check" in switched.provenance.why
+            assert set(switched.table.winners.values()) <= {"flash", "efficient"}  # the math reference loses
+            torch.testing.assert_close(out, _sdpa_backend("MATH")(q, k, v), rtol=2e-3, atol=2e-3)
+            again = _default_attention_op()
+            again(q, k, v)
+        assert again.provenance.source == "cache" and again.provenance.status == "verified", again.provenance
