@@ -590,8 +590,9 @@ def _default_attention_op():
     def attention(q, k, v):  # PyTorch's own choice of backend, under its global switches
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-    op = rd.range_dispatch(attention, dispatch_on=("q", 2), tie={"k": 2, "v": 2}, split_points=[512],
-                           range_upper_bound=2048, name="sdpa_switch")
+    # over the batch at a sequence of 1024: even the cheapest sample is one the math backend pays for
+    op = rd.range_dispatch(attention, dispatch_on=("q", 0), tie={"k": 0, "v": 0}, split_points=[4],
+                           range_upper_bound=16, name="sdpa_switch")
     op.register_impl(_sdpa_backend("FLASH_ATTENTION"), name="flash")
     op.register_impl(_sdpa_backend("EFFICIENT_ATTENTION"), name="efficient")
     return op
@@ -605,7 +606,7 @@ def test_a_backend_switch_the_fingerprint_cannot_see_fails_the_spot_check_on_loa
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    q, k, v = (torch.randn(2, 8, 256, 64, device=DEV, dtype=torch.float16) for _ in range(3))
+    q, k, v = (torch.randn(4, 8, 1024, 64, device=DEV, dtype=torch.float16) for _ in range(3))
     with torch.no_grad():
         first = _default_attention_op()
         first(q, k, v)
@@ -618,7 +619,7 @@ def test_a_backend_switch_the_fingerprint_cannot_see_fails_the_spot_check_on_loa
             assert any("failed its spot check" in str(w.message) for w in caught), [str(w.message) for w in caught]
             assert switched.provenance.source == "tuned" and "spot check" in switched.provenance.why
             assert set(switched.table.winners.values()) <= {"flash", "efficient"}  # the math reference loses
-            torch.testing.assert_close(out, _sdpa_backend("MATH")(q, k, v), rtol=2e-3, atol=2e-3)
+            torch.testing.assert_close(out, _sdpa_backend("MATH")(q, k, v), rtol=1e-2, atol=1e-2)
             again = _default_attention_op()
             again(q, k, v)
         assert again.provenance.source == "cache" and again.provenance.status == "verified", again.provenance
