@@ -593,7 +593,7 @@ def _default_attention_op():
     # over the batch at a sequence of 1024: even the cheapest sample is one the math backend pays for
     op = rd.range_dispatch(attention, dispatch_on=("q", 0), tie={"k": 0, "v": 0}, split_points=[4],
                            range_upper_bound=16, name="sdpa_switch")
-    op.register_impl(_sdpa_backend("FLASH_ATTENTION"), name="flash")
+    # no faster than the default's pick, so the reference holds its ranges until the switch
     op.register_impl(_sdpa_backend("EFFICIENT_ATTENTION"), name="efficient")
     return op
 
@@ -610,7 +610,7 @@ def test_a_backend_switch_the_fingerprint_cannot_see_fails_the_spot_check_on_loa
     with torch.no_grad():
         first = _default_attention_op()
         first(q, k, v)
-        assert first.provenance.source == "tuned"
+        assert first.provenance.source == "tuned" and "attention" in first.table.winners.values()
         with sdpa_kernel([SDPBackend.MATH]):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -618,7 +618,7 @@ def test_a_backend_switch_the_fingerprint_cannot_see_fails_the_spot_check_on_loa
                 out = switched(q, k, v)
             assert any("failed its spot check" in str(w.message) for w in caught), [str(w.message) for w in caught]
             assert switched.provenance.source == "tuned" and "spot check" in switched.provenance.why
-            assert set(switched.table.winners.values()) <= {"flash", "efficient"}  # the math reference loses
+            assert set(switched.table.winners.values()) == {"efficient"}  # the math reference loses
             torch.testing.assert_close(out, _sdpa_backend("MATH")(q, k, v), rtol=1e-2, atol=1e-2)
             again = _default_attention_op()
             again(q, k, v)
