@@ -398,10 +398,9 @@ def _winners(table) -> list:
 
 # -- the report -------------------------------------------------------------------------------
 
-def wall_times(fns: dict, args, rounds: int = 3, same: dict | None = None) -> dict:
+def wall_times(fns: dict, args, rounds: int = 3) -> dict:
     """The ``objective="wall"`` truth of each callable: the least of ``rounds`` interleaved
-    :func:`wall_ms` measurements (ms per eager call, host work included). ``same`` is
-    :func:`robust`'s and unused: an op's wall time is not its candidate's."""
+    :func:`wall_ms` measurements (ms per eager call, host work included)."""
     seen = {n: [] for n in fns}
     for r in range(rounds):
         for n in _rotated(list(fns), r):
@@ -422,7 +421,11 @@ def evaluate(name: str, processes: int, split_points=None, auto_only: bool = Fal
     auto_op, auto_wall = tune(name, "auto", objective)
     refined_op, refined_wall = ((auto_op, auto_wall) if auto_only
                                 else tune(name, split_points, objective, refine_splits=True))
-    truth_of_times = wall_times if objective == "wall" else robust
+
+    def truth_of_times(fns: dict, args, same: dict | None = None) -> dict:
+        # on wall time an op is not its candidate (it adds its own dispatch): nothing to agree on
+        return wall_times(fns, args) if objective == "wall" else robust(fns, args, same=same)
+
     table = op.table
     cands = {n: c.call for n, c in op.candidates.items()}
     per_size, losses, decision, auto_losses, refined_losses = [], [], [], [], []
@@ -431,8 +434,8 @@ def evaluate(name: str, processes: int, split_points=None, auto_only: bool = Fal
         keep_gpu_busy(30)  # building inputs idles the GPU; keep its clocks up
         ours = {"dispatched": op, "auto": auto_op, **({} if auto_only else {"refined": refined_op})}
         # on device time an op costs what the candidate it runs here costs: until the two agree
-        # the truth has not settled (wall time adds the op's own dispatch)
-        same = {n: _choice(o.table, size) for n, o in ours.items()} if objective == "device" else {}
+        # the truth has not settled
+        same = {n: _choice(o.table, size) for n, o in ours.items()}
         times = truth_of_times({**cands, **ours}, args, same=same)
         times.setdefault("refined", times["auto"])
         best = min(t for n, t in times.items() if n not in OURS)

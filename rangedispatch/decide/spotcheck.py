@@ -51,7 +51,7 @@ SPOT_ROUND_MS = 0.25
 SPOT_ROUNDS = 3
 PHASES = ("inputs", "reference", "candidates", "timing", "second look")  # where a check's time goes
 SPOT_TIE = 0.05  # a winner within this of its partner still holds its range (the rest is noise)
-SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (5 % with the overshoot of one range)
+SPOT_SHARE = 0.04  # of the table's recorded tuning time: the check's budget (the cheapest range is checked past it)
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,9 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
     prices = {id(r): _price(r, picks[id(r)], table.reference) for r in table.results}
     order = list(table.results)
     random.Random(seed).shuffle(order)
-    if order:  # the cheapest first: the one range always checked keeps the check cheap
-        order.insert(0, order.pop(min(range(len(order)), key=lambda k: prices[id(order[k])])))
+    if order:  # the cheapest first (a stable sort): the one range always checked keeps the check cheap
+        cheapest = min(order, key=lambda r: prices[id(r)])
+        order.sort(key=lambda r: r is not cheapest)
     fixed = math.inf  # the least a checked range cost beyond its price: what each range adds
     phases = dict.fromkeys(PHASES, 0.0)
     for result in order:
@@ -179,9 +180,8 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
         if wrong is not None:
             problems.append(wrong)
             continue
-        recorded = result.timings[result.winner][i] / result.timings[partner][i]
-        jobs = [Job(result.winner, size or 0, functools.partial(winner.call, *args, **kwargs)),
-                Job(partner, size or 0, functools.partial(other.call, *args, **kwargs))]
+        recorded = _recorded(result, result.winner, partner, i)
+        jobs = _pair_jobs(winner, other, size or 0, args, kwargs)
         with _phase(phases, "timing"):
             now, spread = light_ratio(benchmarker, jobs)
         bound = max(SPOT_BOUND, 1 + 3 * max(result.noise, spread))
@@ -263,12 +263,7 @@ def _where_it_loses(result: RangeResult, pair: tuple[Any, Any], first: tuple[int
     near-tie at a sample may stay one."""
     winner, other = pair
     for k, size in enumerate(result.samples):
-        if k == first[0]:
-            jobs = first[1]
-        else:
-            args, kwargs = factory.make(size)
-            jobs = [Job(winner.name, size, functools.partial(winner.call, *args, **kwargs)),
-                    Job(other.name, size, functools.partial(other.call, *args, **kwargs))]
+        jobs = first[1] if k == first[0] else _pair_jobs(winner, other, size, *factory.make(size))
         a, b = measure_jobs(benchmarker, jobs, warm=k == first[0])
         if not (math.isfinite(a.ms) and math.isfinite(b.ms) and b.ms > 0):
             return f"size {size} ({winner.name!r}: {a.status}, {other.name!r}: {b.status})"
@@ -277,6 +272,11 @@ def _where_it_loses(result: RangeResult, pair: tuple[Any, Any], first: tuple[int
         if a.ms / b.ms > max(was, 1.0) * tolerance:
             return f"size {size} ({a.ms / b.ms:.2f}x)"
     return ""
+
+
+def _pair_jobs(winner: Any, other: Any, size: int, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Job]:
+    """The winner and its partner on one input, as jobs to time."""
+    return [Job(c.name, size, functools.partial(c.call, *args, **kwargs)) for c in (winner, other)]
 
 
 def _recorded(result: RangeResult, name: str, partner: str, k: int) -> float:

@@ -283,7 +283,7 @@ def test_the_check_prices_each_range_from_its_recorded_timings(cache_dir, budget
 
     from rangedispatch.decide.spotcheck import SPOT_SHARE
 
-    times = {"ref": float, "fast": lambda size: size / 2}  # ms per call grows with the size
+    times = {"ref": lambda size: float(size), "fast": lambda size: size / 2}  # ms per call grows with the size
     priced_op(FakeBenchmarker(times)).tune(torch.ones(8))
     (path,) = list(rd.cache.cache_dir().glob("priced-*.json"))
     data = json.loads(path.read_text())
