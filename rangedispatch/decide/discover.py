@@ -20,7 +20,10 @@ measurement core as hand-given ranges (:class:`~rangedispatch.decide.tuner.Probe
 5. the result checks itself (:func:`discover_checked`): every candidate is measured beside
    each split (where step 4 measured two), then inside each range, at the midpoints between
    the sizes it was decided on; where a rival wins at a size of a range beyond the noise, or a
-   crossover is not located yet and budget is left, steps 2-4 run again over everything measured.
+   crossover is not located yet and budget is left, steps 2-4 run again over everything measured;
+   a zigzag they draw (``a | b | a``, the middle range narrower than ``tolerance``: one noisy
+   measurement, far more often than a kernel) has its sizes measured once more, each candidate
+   keeping its lower time, before they run again.
 
 The number of (candidate, size) measurements stays within ``budget`` (default: what a 4-range
 hand table with 3 samples per range costs, ``12 x candidates``) plus as much again for the
@@ -300,6 +303,7 @@ def discover(
 
 SELF_CHECK_ROUNDS = 3  # searches run again at most this often
 SELF_CHECK_SHARE = 1.0  # of the search's budget, spent on interior sizes (half) and a re-search
+ZIGZAG_RESERVE = 2  # sizes a re-search leaves the budget for, to measure a narrow range it draws again
 
 
 def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: AutoSettings, *,
@@ -318,6 +322,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
     extra = int(found.budget * SELF_CHECK_SHARE)
     interior_cap = found.budget + extra // 2  # half the extra for interior sizes, half for a re-search
     checked = rounds = 0
+    confirmed: set[int] = set()  # sizes measured a second time (each at most once)
     for _ in range(SELF_CHECK_ROUNDS + 1):
         probes, paired = dict(found.probes), set(found.paired)
         for size in _beside_splits(found) + _interior(found.results, probes):
@@ -328,9 +333,21 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
             if probe is not None:
                 probes[size] = probe
                 paired.discard(size)
+        # a zigzag (A | B | A, the middle narrower than the tolerance) is what one noisy
+        # measurement draws far more often than a kernel does: its sizes are measured once more
+        retaken = False
+        for size in _zigzag_sizes(found.results, probes, settings.tolerance):
+            if size in confirmed or prober.benchmarks - start + len(cands) + 1 > found.budget + extra:
+                continue
+            probe = prober.probe(size, cands, f"size {size} (confirming a narrow range)")
+            confirmed.add(size)
+            if probe is not None:
+                probes[size] = _lower(probes[size], probe)
+                paired.discard(size)
+                retaken = True
         left = found.budget + extra - (prober.benchmarks - start)
         room = left >= 2 * (len(cands) + 1)
-        rival = _rival_inside(found.results, probes, names, prober)
+        rival = retaken or _rival_inside(found.results, probes, names, prober)
         # a crossover not located yet (the search's budget ran out) is searched on with what is left
         loose = room and any(unsettled(probes, *ends, settings.tolerance) for ends in found.crossovers)
         if not (rival or loose) or rounds == SELF_CHECK_ROUNDS:
@@ -338,11 +355,14 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
             break
         rounds += 1
         log.info("split_points='auto': %s; searching again over %d measured sizes%s",
-                 "a rival wins inside a range" if rival else "a crossover is not located yet", len(probes),
+                 "a narrow range between two of one winner was measured again" if retaken
+                 else "a rival wins inside a range" if rival else "a crossover is not located yet", len(probes),
                  "" if room else " (no budget left: no new measurements)")
         # with no budget left, the segments are rebuilt from what was measured (splits go between
         # the measured sizes whose winners differ) and nothing more is measured
-        again = discover(prober, cands, dataclasses.replace(settings, budget=max(left, 1)), upper_bound=upper_bound,
+        # (less what confirming two sizes of a narrow range it may leave costs)
+        spend = left - ZIGZAG_RESERVE * (len(cands) + 1) if left > 2 * ZIGZAG_RESERVE * (len(cands) + 1) else left
+        again = discover(prober, cands, dataclasses.replace(settings, budget=max(spend, 1)), upper_bound=upper_bound,
                          seeded=probes, paired=frozenset(paired))
         found = dataclasses.replace(again, budget=found.budget)
         if not room:
@@ -402,6 +422,41 @@ def _interior(results: Sequence[RangeResult], probes: dict[int, Probe]) -> list[
             if a < mid < b and mid not in probes:
                 gaps.append((b / a, mid))
     return [mid for _, mid in sorted(gaps, reverse=True)]
+
+
+def _zigzag_sizes(results: Sequence[RangeResult], probes: dict[int, Probe], tolerance: float) -> list[int]:
+    """The measured sizes inside every range narrower than ``tolerance`` (``hi <= lo x (1 +
+    tolerance)``) whose two neighbours share another winner: ``[1, 20) a | [20, 24) b | [24, 25) a |
+    [25, 118) b`` has two such ranges, 23 and 24 their sizes.
+
+    Example:
+        >>> parts = [RangeResult(Range(lo, hi), w, (), {}) for lo, hi, w in
+        ...          [(1, 20, "a"), (20, 24, "b"), (24, 25, "a"), (25, 118, "b"), (118, None, "c")]]
+        >>> _zigzag_sizes(parts, dict.fromkeys([1, 17, 23, 24, 27, 128]), 0.25)
+        [23, 24]
+    """
+    sizes: list[int] = []
+    for left, mid, right in zip(results, results[1:], results[2:]):
+        hi = mid.range.hi
+        if left.winner == right.winner != mid.winner and hi is not None and hi <= mid.range.lo * (1 + tolerance):
+            sizes.extend(s for s in sorted(probes) if s in mid.range and s not in sizes)
+    return sizes
+
+
+def _lower(old: Probe, new: Probe) -> Probe:
+    """Two measurements of every candidate at one size as one: each keeps its lower time (and
+    that measurement's rounds), as the confirming pass of hand-given ranges does: a noisy
+    stretch that inflated a candidate once is unlikely to hit it twice."""
+    lost = {**old.lost, **new.lost}
+    times, rounds, raced = {}, {}, set()
+    for name in (old.times.keys() | new.times.keys()) - lost.keys():
+        src = new if new.times.get(name, math.inf) <= old.times.get(name, math.inf) else old
+        times[name] = src.times[name]
+        if name in src.rounds:
+            rounds[name] = src.rounds[name]
+        if name in src.raced:
+            raced.add(name)
+    return dataclasses.replace(new, times=times, rounds=rounds, raced=raced, lost=lost)
 
 
 def _rival_inside(results: Sequence[RangeResult], probes: dict[int, Probe], names: Sequence[str],

@@ -356,6 +356,36 @@ def test_a_third_candidate_winning_between_two_crossing_ones_is_found():
     assert _worst_loss(op, curves) < 1.20
 
 
+@pytest.mark.parametrize("spiked", [10, 13])
+def test_a_narrow_range_drawn_by_one_noisy_measurement_is_measured_again(spiked):
+    """The reference costs ``s / 24`` and ``b`` 1 (one crossover, at 24), but the reference's
+    first measurement at ``spiked`` came out 3x too slow (a noisy stretch of a shared machine).
+    The self-check's re-search drew ``[spiked, spiked + 1)`` for ``b`` between two reference
+    ranges; that narrow range is measured once more, each candidate keeps its lower time, and
+    the table is the one crossover again."""
+    seen = set()
+
+    def reference_cost(size):
+        first = size not in seen
+        seen.add(size)
+        return size / 24 * (3.0 if first and size == spiked else 1.0)
+
+    bench = FakeBenchmarker({"ref": reference_cost, "b": 1.0, "c": 3.0})
+
+    @rd.range_dispatch(dispatch_on=("x", 0), split_points="auto", range_upper_bound=1024, benchmarker=bench,
+                       cache=False, name=f"zigzag_{spiked}")
+    def ref(x):
+        return x * 2
+
+    for name in ("b", "c"):
+        ref.register_impl(lambda x: x + x, name=name)
+    ref.tune(torch.randn(64))
+    assert [r.winner for r in ref.table.results] == ["ref", "b"]
+    assert 24 / 1.25 <= ref.table.results[1].range.lo <= 24 * 1.25
+    assert bench.calls.count(("ref", spiked)) == 2
+    assert ref.table.settings["benchmarks"] <= ref.table.settings["budget"]
+
+
 def test_auto_split_points_hold_on_random_smooth_workloads():
     """80 random workloads (two candidates and a reference whose costs are affine, power laws or
     launch pipelines in the size, with 2 % noise per sample): every table is within 1 % of the
