@@ -23,7 +23,9 @@ measurement core as hand-given ranges (:class:`~rangedispatch.decide.tuner.Probe
    crossover is not located yet and budget is left, steps 2-4 run again over everything measured;
    a zigzag they draw (``a | b | a``, the middle range narrower than ``tolerance``: one noisy
    measurement, far more often than a kernel) has its sizes measured once more, each candidate
-   keeping its lower time, before they run again.
+   keeping its lower time, before they run again; one that stays, with its winner ahead by at
+   most ``STAKE_LOSS`` beyond the noise, is a near-tie the search cannot place finer than
+   ``tolerance``, and goes to its neighbours' winner (the simpler table).
 
 The number of (candidate, size) measurements stays within ``budget`` (default: what a 4-range
 hand table with 3 samples per range costs, ``12 x candidates``) plus as much again for the
@@ -303,7 +305,7 @@ def discover(
 
 SELF_CHECK_ROUNDS = 3  # searches run again at most this often
 SELF_CHECK_SHARE = 1.0  # of the search's budget, spent on interior sizes (half) and a re-search
-ZIGZAG_RESERVE = 2  # sizes a re-search leaves the budget for, to measure a narrow range it draws again
+ZIGZAG_SIZES = 2  # sizes of the narrow ranges a re-search draws that may be measured again past the budget
 
 
 def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: AutoSettings, *,
@@ -321,6 +323,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
     start = prober.benchmarks - found.benchmarks
     extra = int(found.budget * SELF_CHECK_SHARE)
     interior_cap = found.budget + extra // 2  # half the extra for interior sizes, half for a re-search
+    confirm_cap = found.budget + extra + ZIGZAG_SIZES * (len(cands) + 1)  # a zigzag may take a little more
     checked = rounds = 0
     confirmed: set[int] = set()  # sizes measured a second time (each at most once)
     for _ in range(SELF_CHECK_ROUNDS + 1):
@@ -337,7 +340,7 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
         # measurement draws far more often than a kernel does: its sizes are measured once more
         retaken = False
         for size in _zigzag_sizes(found.results, probes, settings.tolerance):
-            if size in confirmed or prober.benchmarks - start + len(cands) + 1 > found.budget + extra:
+            if size in confirmed or prober.benchmarks - start + len(cands) + 1 > confirm_cap:
                 continue
             probe = prober.probe(size, cands, f"size {size} (confirming a narrow range)")
             confirmed.add(size)
@@ -360,16 +363,16 @@ def discover_checked(prober: Prober, candidates: Sequence[Candidate], settings: 
                  "" if room else " (no budget left: no new measurements)")
         # with no budget left, the segments are rebuilt from what was measured (splits go between
         # the measured sizes whose winners differ) and nothing more is measured
-        # (less what confirming two sizes of a narrow range it may leave costs)
-        spend = left - ZIGZAG_RESERVE * (len(cands) + 1) if left > 2 * ZIGZAG_RESERVE * (len(cands) + 1) else left
-        again = discover(prober, cands, dataclasses.replace(settings, budget=max(spend, 1)), upper_bound=upper_bound,
+        again = discover(prober, cands, dataclasses.replace(settings, budget=max(left, 1)), upper_bound=upper_bound,
                          seeded=probes, paired=frozenset(paired))
         found = dataclasses.replace(again, budget=found.budget)
         if not room:
             break
-    results = tuple(_with_sizes(r, found.probes, names, prober) for r in join_equal_neighbours(found.results))
+    results = tuple(_with_sizes(r, found.probes, names, prober)
+                    for r in join_equal_neighbours(_near_tie_zigzags_joined(found.results, found.probes, settings.tolerance)))
     found = dataclasses.replace(found, results=results, benchmarks=prober.benchmarks - start, checked=checked,
-                                rounds=rounds, budget=found.budget + extra)
+                                # grown only by what a zigzag's second look took past it
+                                rounds=rounds, budget=max(found.budget + extra, prober.benchmarks - start))
     log.info("split_points='auto': %s", found.summary())
     return found
 
@@ -441,6 +444,21 @@ def _zigzag_sizes(results: Sequence[RangeResult], probes: dict[int, Probe], tole
         if left.winner == right.winner != mid.winner and hi is not None and hi <= mid.range.lo * (1 + tolerance):
             sizes.extend(s for s in sorted(probes) if s in mid.range and s not in sizes)
     return sizes
+
+
+def _near_tie_zigzags_joined(results: Sequence[RangeResult], probes: dict[int, Probe],
+                              tolerance: float) -> list[RangeResult]:
+    """``results`` with each zigzag's narrow middle range (:func:`_zigzag_sizes`) given to its
+    neighbours' winner where that winner loses at most ``STAKE_LOSS`` beyond the noise at every
+    size measured there (a near-tie the search cannot place finer than ``tolerance``: the
+    simpler table, which fresh processes agree on). A narrow range won by more stays."""
+    out = list(results)
+    for i in range(1, len(out) - 1):
+        left, mid, right = out[i - 1], out[i], out[i + 1]
+        sizes = _zigzag_sizes([left, mid, right], probes, tolerance)
+        if sizes and all(stake(probes, s, s, mid.winner, left.winner) <= 1 + STAKE_LOSS for s in sizes):
+            out[i] = dataclasses.replace(mid, winner=left.winner)
+    return out
 
 
 def _lower(old: Probe, new: Probe) -> Probe:

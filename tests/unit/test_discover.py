@@ -386,6 +386,27 @@ def test_a_narrow_range_drawn_by_one_noisy_measurement_is_measured_again(spiked)
     assert ref.table.settings["benchmarks"] <= ref.table.settings["budget"]
 
 
+@pytest.mark.parametrize("b_at_28, joined", [(0.97, True), (0.75, False)])
+def test_a_narrow_near_tie_between_two_ranges_of_one_winner_joins_them(b_at_28, joined):
+    """``a`` wins at 16 and 29, ``b`` at 28 and 40: the search draws ``[28, 29)`` for ``b``
+    inside ``a``'s ground, narrower than its 25 % tolerance. Where ``b`` wins there by 3 %, the
+    narrow range goes to ``a`` (the simpler table; fresh processes agree on it); where ``b``
+    wins by 1.33x, a real window, it stays."""
+    from rangedispatch.decide.discover import _near_tie_zigzags_joined, join_equal_neighbours
+    from rangedispatch.decide.table import RangeResult
+    from rangedispatch.decide.tuner import Probe
+
+    def probe(size, a, b):
+        return Probe(size, {"ref": 9.0, "a": a, "b": b}, {}, set(), {"ref": [9.0] * 5, "a": [a] * 5, "b": [b] * 5})
+
+    probes = {16: probe(16, 1.0, 1.5), 28: probe(28, 1.0, b_at_28), 29: probe(29, 1.0, 1.3), 40: probe(40, 1.2, 1.0)}
+    parts = [RangeResult(rd.Range(lo, hi), w, (), {}) for lo, hi, w in
+             [(1, 28, "a"), (28, 29, "b"), (29, 35, "a"), (35, None, "b")]]
+    out = join_equal_neighbours(_near_tie_zigzags_joined(parts, probes, 0.25))
+    expected = [(1, 35, "a"), (35, None, "b")] if joined else [(1, 28, "a"), (28, 29, "b"), (29, 35, "a"), (35, None, "b")]
+    assert [(r.range.lo, r.range.hi, r.winner) for r in out] == expected
+
+
 def test_auto_split_points_hold_on_random_smooth_workloads():
     """80 random workloads (two candidates and a reference whose costs are affine, power laws or
     launch pipelines in the size, with 2 % noise per sample): every table is within 1 % of the
