@@ -158,17 +158,21 @@ def stake(probes: dict[int, Probe], a: int, b: int, a_name: str, b_name: str) ->
     misplaced split sends sizes near one end to the other end's winner), each less its
     measurement's noise (two standard errors of the pair's per-round log ratios): noise alone
     is never at stake, so a crossover on a noisy machine is not bisected to the last size."""
-    def ratio(size: int, slow: str, fast: str) -> float:
-        probe = probes[size]
-        t_fast = probe.times.get(fast, math.inf)
-        if not 0 < t_fast < math.inf:
-            return math.inf
-        noise = paired_noise(slow, fast, [probe])
-        if noise is None:
-            noise = max(uncertainty(probe.rounds.get(n, ())) for n in (slow, fast))
-        return probe.times.get(slow, math.inf) / t_fast * math.exp(-noise)
+    return max(loss_at(probes, a, b_name, a_name), loss_at(probes, b, a_name, b_name))
 
-    return max(ratio(a, b_name, a_name), ratio(b, a_name, b_name))
+
+def loss_at(probes: dict[int, Probe], size: int, slow: str, fast: str) -> float:
+    """``slow``'s time over ``fast``'s at ``size``, less the measurement's noise (two standard
+    errors of the pair's per-round log ratios, else the larger of their own spreads): what
+    giving that size to ``slow`` surely loses; inf where ``fast`` was not timed there."""
+    probe = probes[size]
+    t_fast = probe.times.get(fast, math.inf)
+    if not 0 < t_fast < math.inf:
+        return math.inf
+    noise = paired_noise(slow, fast, [probe])
+    if noise is None:
+        noise = max(uncertainty(probe.rounds.get(n, ())) for n in (slow, fast))
+    return probe.times.get(slow, math.inf) / t_fast * math.exp(-noise)
 
 
 def unsettled(probes: dict[int, Probe], a: int, b: int, a_name: str, b_name: str, tolerance: float) -> bool:
@@ -438,11 +442,12 @@ def _zigzag_sizes(results: Sequence[RangeResult], probes: dict[int, Probe], tole
         >>> _zigzag_sizes(parts, dict.fromkeys([1, 17, 23, 24, 27, 128]), 0.25)
         [23, 24]
     """
+    measured = sorted(probes)
     sizes: list[int] = []
     for left, mid, right in zip(results, results[1:], results[2:]):
         hi = mid.range.hi
         if left.winner == right.winner != mid.winner and hi is not None and hi <= mid.range.lo * (1 + tolerance):
-            sizes.extend(s for s in sorted(probes) if s in mid.range and s not in sizes)
+            sizes.extend(s for s in measured if s in mid.range)  # the ranges are disjoint: no size twice
     return sizes
 
 
@@ -456,7 +461,7 @@ def _near_tie_zigzags_joined(results: Sequence[RangeResult], probes: dict[int, P
     for i in range(1, len(out) - 1):
         left, mid, right = out[i - 1], out[i], out[i + 1]
         sizes = _zigzag_sizes([left, mid, right], probes, tolerance)
-        if sizes and all(stake(probes, s, s, mid.winner, left.winner) <= 1 + STAKE_LOSS for s in sizes):
+        if sizes and all(loss_at(probes, s, left.winner, mid.winner) <= 1 + STAKE_LOSS for s in sizes):
             out[i] = dataclasses.replace(mid, winner=left.winner)
     return out
 

@@ -130,20 +130,20 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
     problems: list[str] = []
     checked = 0
     names = factory.template.names
-    picks = {id(r): _pick(r, table.reference) for r in table.results}
-    prices = {id(r): _price(r, picks[id(r)], table.reference) for r in table.results}
-    order = list(table.results)
+    order = []  # (range, what to check there, its price)
+    for result in table.results:
+        pick = _pick(result, table.reference)
+        order.append((result, pick, _price(result, pick, table.reference)))
     random.Random(seed).shuffle(order)
     if order:  # the cheapest first (a stable sort): the one range always checked keeps the check cheap
-        cheapest = min(order, key=lambda r: prices[id(r)])
-        order.sort(key=lambda r: r is not cheapest)
+        cheapest = min(order, key=lambda entry: entry[2])
+        order.sort(key=lambda entry: entry is not cheapest)
     fixed = math.inf  # the least a checked range cost beyond its price: what each range adds
     phases = dict.fromkeys(PHASES, 0.0)
-    for result in order:
+    for result, pick, price in order:
         began = time.perf_counter()
-        if budget_s is not None and checked and began - start + fixed + prices[id(result)] > budget_s:
+        if budget_s is not None and checked and began - start + fixed + price > budget_s:
             continue  # too dear for what is left; a cheaper one further on may still fit
-        pick = picks[id(result)]
         if pick is None:
             continue
         i, partner = pick
@@ -200,7 +200,7 @@ def spot_check(table: TuningTable, *, candidates: Mapping[str, Any], reference: 
                     lost = _where_it_loses(result, (winner, other), (i, jobs), factory, benchmarker)
                 if lost:
                     problems.append(f"{changed}, and loses to it at {lost}")
-        fixed = min(fixed, max(0.0, time.perf_counter() - began - prices[id(result)]))
+        fixed = min(fixed, max(0.0, time.perf_counter() - began - price))
     return SpotCheck(tuple(problems), checked, time.perf_counter() - start, len(table.results),
                      tuple(phases.items()))
 
@@ -282,7 +282,7 @@ def _pair_jobs(winner: Any, other: Any, size: int, args: Sequence[Any], kwargs: 
 def _recorded(result: RangeResult, name: str, partner: str, k: int) -> float:
     """``name``'s recorded time over ``partner``'s at sample ``k`` (1.0 where either was not timed)."""
     a, b = (result.timings.get(n) or () for n in (name, partner))
-    if k < min(len(a), len(b)) and math.isfinite(a[k] / b[k] if b[k] > 0 else math.inf):
+    if k < min(len(a), len(b)) and b[k] > 0 and math.isfinite(a[k] / b[k]):
         return a[k] / b[k]
     return 1.0
 
